@@ -1,0 +1,105 @@
+# backfilld -- build, test, install.
+#
+#   make                 build/backfilld (and build/backfillctl once it exists)
+#   make check           every test: C unit tests, then pytest against real PostgreSQL
+#   make check SANITIZE=address,undefined
+#   make demo            a throwaway PostgreSQL, a million rows, one job, watched to the end
+#   make install         PREFIX=/usr/local DESTDIR=
+#   make deps            install the Debian packages the build and the tests need
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DESTDIR    ?=
+
+VERSION    := 0.1.0
+BUILD      ?= build
+CC         ?= cc
+PKG_CONFIG ?= pkg-config
+PYTHON     ?= /usr/bin/python3
+PKGS       := libpq libuv yaml-0.1 libsystemd
+
+WARNINGS := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wformat=2 -Wno-format-nonliteral -Wpointer-arith -Wvla
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARNINGS) -Iinclude -DBF_VERSION='"$(VERSION)"'
+ifneq ($(WERROR),)
+CFLAGS   += -Werror
+endif
+ifneq ($(SANITIZE),)
+CFLAGS   += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS  += -fsanitize=$(SANITIZE)
+endif
+
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+
+ifeq ($(V),)
+Q := @
+E := @echo
+else
+Q :=
+E := @true
+endif
+
+LIB_SRCS  := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+HEADERS   := $(wildcard include/*.h)
+
+.PHONY: all clean check unit pytest demo install deps
+
+all: $(BUILD)/backfilld
+
+$(BUILD)/%.o: %.c $(HEADERS) $(BUILD)/.flags
+	$(E) "  CC      $<"
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+# Rebuild everything when the flags change (SANITIZE, WERROR, CFLAGS).
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CC) $(CFLAGS) $(LDFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LDFLAGS)' > $@
+FORCE:
+
+$(BUILD)/libbf.a: $(LIB_OBJS)
+	$(E) "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/backfilld: $(BUILD)/daemon/main.o $(BUILD)/libbf.a
+	$(E) "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libbf.a
+	$(E) "  LD      $@"
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+deps:
+	$(Q)sh scripts/install-deps.sh
+
+unit: $(UNIT_BINS)
+	$(Q)set -e; for t in $(UNIT_BINS); do echo "  UNIT    $$t"; $$t; done
+
+pytest: $(BUILD)/backfilld
+	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
+
+check: deps
+	$(Q)$(MAKE) --no-print-directory WERROR=1 all unit
+	$(Q)$(MAKE) --no-print-directory WERROR=1 pytest
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) sh scripts/demo.sh
+
+install: $(BUILD)/backfilld
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/backfilld $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BUILD)/backfilld $(DESTDIR)$(SBINDIR)/backfilld
+	install -m 0644 config/backfilld.yaml $(DESTDIR)$(SYSCONFDIR)/backfilld/backfilld.yaml.example
+	install -m 0644 systemd/backfilld.service $(DESTDIR)$(UNITDIR)/backfilld.service
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,569 @@
+/* config.c -- backfilld.yaml: one table of keys drives defaults, parsing and
+ * validation; libyaml's event parser gives every error its line and column.
+ */
+#include "config.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+enum bf_key_type { BF_KEY_INT, BF_KEY_STRING, BF_KEY_LOG_LEVEL };
+
+struct bf_key {
+	const char *section;
+	const char *name;
+	enum bf_key_type type;
+	size_t offset;          /* of the field in bf_config */
+	long long min, max;     /* BF_KEY_INT: inclusive bounds */
+	long long def;          /* BF_KEY_INT and BF_KEY_LOG_LEVEL */
+	const char *def_str;    /* BF_KEY_STRING; never freed, see bf_config_free */
+};
+
+#define BF_INT(sec, key, field, dflt, lo, hi) \
+	{ sec, key, BF_KEY_INT, offsetof(bf_config, field), lo, hi, dflt, NULL }
+#define BF_STRING(sec, key, field, dflt) \
+	{ sec, key, BF_KEY_STRING, offsetof(bf_config, field), 0, 0, 0, dflt }
+
+/* Every key. config/backfilld.yaml explains each default at length. */
+static const struct bf_key bf_keys[] = {
+	/* "": libpq's PG* variables and .pgpass decide */
+	BF_STRING("database", "conninfo", conninfo, ""),
+	/* A live server answers in milliseconds; 10s rides out a slow DNS or
+	 * TLS handshake, and a dead host is retried with backoff soon after. */
+	BF_INT("database", "connect_timeout_ms", connect_timeout_ms, 10000, 100, 600000),
+
+	BF_STRING("control", "socket", control_socket, "/run/backfilld/backfilld.sock"),
+
+	/* One connection each: real parallelism, little of max_connections. */
+	BF_INT("engine", "max_jobs", max_jobs, 4, 1, 256),
+	/* A dead daemon's jobs move within 30s; renewals every lease/3
+	 * survive a few seconds' hiccup. */
+	BF_INT("engine", "lease_s", lease_s, 30, 2, 3600),
+	/* Only a fallback for missed NOTIFYs; a cheap read of a small table. */
+	BF_INT("engine", "poll_interval_ms", poll_interval_ms, 5000, 50, 3600000),
+	/* Enough for an in-flight batch to commit rather than be thrown away,
+	 * well inside systemd's 90s stop timeout. */
+	BF_INT("engine", "shutdown_grace_ms", shutdown_grace_ms, 30000, 0, 3600000),
+
+	/* Locks held briefly, round trips amortised; adapts from here. */
+	BF_INT("batch", "size", batch_size, 1000, 1, 10000000),
+	/* Below ~100 rows the commit and round trip dominate. */
+	BF_INT("batch", "size_min", batch_size_min, 100, 1, 10000000),
+	/* Bounds locks, WAL and rollback cost of one transaction. */
+	BF_INT("batch", "size_max", batch_size_max, 50000, 1, 10000000),
+	/* Row locks live until commit: the application waits at most this. */
+	BF_INT("batch", "target_ms", batch_target_ms, 500, 1, 3600000),
+	/* Rides out a brief application row lock; never queues it behind us long. */
+	BF_INT("batch", "lock_timeout_ms", lock_timeout_ms, 2000, 1, 3600000),
+	/* 60x the target: a batch this slow has a bad plan, not bad luck. */
+	BF_INT("batch", "statement_timeout_ms", statement_timeout_ms, 30000, 1, 86400000),
+	/* A stalled daemon's open transaction and locks die within a minute. */
+	BF_INT("batch", "idle_in_transaction_timeout_ms", idle_in_transaction_timeout_ms,
+	       60000, 1, 86400000),
+	/* Short verification statements: no long snapshot holding back vacuum. */
+	BF_INT("batch", "verify_chunk_rows", verify_chunk_rows, 100000, 1, 100000000),
+
+	/* Transient trouble (a lock, a failover) often clears within a second. */
+	BF_INT("retry", "initial_ms", retry_initial_ms, 500, 1, 3600000),
+	/* A recovered database is noticed within half a minute. */
+	BF_INT("retry", "max_ms", retry_max_ms, 30000, 1, 86400000),
+	/* Five in a row rules out flukes and still fails bad SQL in seconds. */
+	BF_INT("retry", "max_failures", retry_max_failures, 5, 1, 1000),
+
+	{ "log", "level", BF_KEY_LOG_LEVEL, offsetof(bf_config, log_level), 0, 0,
+	  BF_LOG_INFO, NULL },
+};
+
+#define BF_NKEYS (sizeof bf_keys / sizeof bf_keys[0])
+
+/* Pairs checked after loading: the first key must not exceed the second. */
+static const struct {
+	size_t lo, hi;
+} bf_orders[] = {
+	{ offsetof(bf_config, batch_size_min), offsetof(bf_config, batch_size) },
+	{ offsetof(bf_config, batch_size), offsetof(bf_config, batch_size_max) },
+	{ offsetof(bf_config, retry_initial_ms), offsetof(bf_config, retry_max_ms) },
+};
+
+static const char *const bf_log_level_names[] = {
+	[BF_LOG_DEBUG] = "debug",
+	[BF_LOG_INFO] = "info",
+	[BF_LOG_NOTICE] = "notice",
+	[BF_LOG_WARNING] = "warning",
+	[BF_LOG_ERROR] = "error",
+};
+
+#define BF_NLEVELS (sizeof bf_log_level_names / sizeof bf_log_level_names[0])
+
+/* Where a key or section was first seen, for duplicates and cross checks. */
+struct bf_seen {
+	bool set;
+	yaml_mark_t mark;
+};
+
+struct bf_parse {
+	yaml_parser_t parser;
+	yaml_event_t event;     /* the current event, deleted by bf_next */
+	bf_config *cfg;
+	const char *name;       /* file name for messages */
+	const char *buf;
+	size_t len;
+	char *err;
+	size_t errlen;
+	struct bf_seen keys[BF_NKEYS];
+	struct bf_seen sections[BF_NKEYS]; /* indexed by a section's first key */
+};
+
+int bf_log_level_parse(const char *name)
+{
+	for (size_t i = 0; i < BF_NLEVELS; i++)
+		if (strcasecmp(name, bf_log_level_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *bf_log_level_name(bf_log_level level)
+{
+	return (size_t)level < BF_NLEVELS ? bf_log_level_names[level] : "unknown";
+}
+
+static void *bf_field(bf_config *cfg, const struct bf_key *key)
+{
+	return (char *)cfg + key->offset;
+}
+
+void bf_config_defaults(bf_config *cfg)
+{
+	memset(cfg, 0, sizeof *cfg);
+	for (size_t i = 0; i < BF_NKEYS; i++) {
+		const struct bf_key *key = &bf_keys[i];
+		void *field = bf_field(cfg, key);
+
+		switch (key->type) {
+		case BF_KEY_INT:
+			*(int *)field = (int)key->def;
+			break;
+		case BF_KEY_LOG_LEVEL:
+			*(bf_log_level *)field = (bf_log_level)key->def;
+			break;
+		case BF_KEY_STRING:
+			/* Points at the literal so that defaults cannot fail;
+			 * bf_config_free knows not to free it. */
+			*(char **)field = (char *)key->def_str;
+			break;
+		}
+	}
+}
+
+void bf_config_free(bf_config *cfg)
+{
+	for (size_t i = 0; i < BF_NKEYS; i++) {
+		char **field = bf_field(cfg, &bf_keys[i]);
+
+		if (bf_keys[i].type == BF_KEY_STRING && *field != bf_keys[i].def_str)
+			free(*field);
+	}
+	bf_config_defaults(cfg);
+}
+
+static int bf_section_find(const char *name)
+{
+	for (size_t i = 0; i < BF_NKEYS; i++)
+		if (strcmp(bf_keys[i].section, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+static int bf_key_find(const char *section, const char *name)
+{
+	for (size_t i = 0; i < BF_NKEYS; i++)
+		if (strcmp(bf_keys[i].section, section) == 0 &&
+		    strcmp(bf_keys[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* A key left at the top level (lost its indentation) reads as a section. */
+static const struct bf_key *bf_key_named(const char *name)
+{
+	for (size_t i = 0; i < BF_NKEYS; i++)
+		if (strcmp(bf_keys[i].name, name) == 0)
+			return &bf_keys[i];
+	return NULL;
+}
+
+static size_t bf_key_at(size_t offset)
+{
+	size_t i = 0;
+
+	while (bf_keys[i].offset != offset)
+		i++;
+	return i;
+}
+
+/* Start of 0-based line `line` in the buffer, or its end. */
+static const char *bf_line_start(const struct bf_parse *p, size_t line)
+{
+	const char *s = p->buf, *end = p->buf + p->len;
+
+	while (line > 0 && s < end)
+		if (*s++ == '\n')
+			line--;
+	return s;
+}
+
+static int bf_fail(struct bf_parse *p, const yaml_mark_t *at, const char *fmt, ...)
+	BF_PRINTF(3, 4);
+
+/* Formats "NAME:LINE:COL: message" (1-based, as editors count) into p->err,
+ * flattened to one line since values may hold newlines. Returns -1. */
+static int bf_fail(struct bf_parse *p, const yaml_mark_t *at, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (at)
+		n = snprintf(p->err, p->errlen, "%s:%zu:%zu: ", p->name,
+			     at->line + 1, at->column + 1);
+	else
+		n = snprintf(p->err, p->errlen, "%s: ", p->name);
+	if (n >= 0 && (size_t)n < p->errlen) {
+		va_start(ap, fmt);
+		vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	for (char *c = p->err; p->errlen > 0 && *c; c++)
+		if (iscntrl((unsigned char)*c))
+			*c = '?';
+	return -1;
+}
+
+static int bf_syntax_error(struct bf_parse *p)
+{
+	const yaml_parser_t *y = &p->parser;
+	yaml_mark_t at = y->problem_mark;
+	const char *hint = "";
+
+	if (y->error == YAML_MEMORY_ERROR || !y->problem)
+		return bf_fail(p, NULL, "out of memory");
+	if (y->error == YAML_READER_ERROR) {
+		/* The reader reports a byte offset, not a mark; count
+		 * characters (UTF-8 lead bytes) back to the line start. */
+		const char *bad = p->buf + y->problem_offset, *s = p->buf;
+
+		at.line = at.column = 0;
+		for (; s < bad; s++) {
+			if (*s == '\n')
+				at.line++, at.column = 0;
+			else if (((unsigned char)*s & 0xc0) != 0x80)
+				at.column++;
+		}
+	} else if (!strstr(y->problem, "tab")) {
+		/* libyaml's words for some tabs ("cannot start any token")
+		 * do not say what to fix. */
+		for (const char *s = bf_line_start(p, at.line);
+		     s < p->buf + p->len && (*s == ' ' || *s == '\t'); s++)
+			if (*s == '\t')
+				hint = "; YAML does not allow tabs for indentation";
+	}
+	if (y->context)
+		return bf_fail(p, &at, "%s (%s at %zu:%zu)%s", y->problem, y->context,
+			       y->context_mark.line + 1, y->context_mark.column + 1,
+			       hint);
+	return bf_fail(p, &at, "%s%s", y->problem, hint);
+}
+
+static int bf_next(struct bf_parse *p)
+{
+	yaml_event_delete(&p->event);
+	if (!yaml_parser_parse(&p->parser, &p->event))
+		return bf_syntax_error(p);
+	if (p->event.type == YAML_ALIAS_EVENT)
+		return bf_fail(p, &p->event.start_mark, "aliases (*%s) are not supported",
+			       (const char *)p->event.data.alias.anchor);
+	return 0;
+}
+
+static const char *bf_scalar(const struct bf_parse *p)
+{
+	return (const char *)p->event.data.scalar.value;
+}
+
+/* An unquoted empty value, ~ or null. */
+static bool bf_is_null(const struct bf_parse *p)
+{
+	static const char *const nulls[] = { "", "~", "null", "Null", "NULL" };
+
+	if (p->event.type != YAML_SCALAR_EVENT ||
+	    p->event.data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	for (size_t i = 0; i < sizeof nulls / sizeof nulls[0]; i++)
+		if (strcmp(bf_scalar(p), nulls[i]) == 0)
+			return true;
+	return false;
+}
+
+/* The current event in words, for "expected X, got Y". */
+static const char *bf_describe(const struct bf_parse *p, char *buf, size_t size)
+{
+	switch (p->event.type) {
+	case YAML_SCALAR_EVENT:
+		snprintf(buf, size, "\"%s\"", bf_scalar(p));
+		return buf;
+	case YAML_MAPPING_START_EVENT:
+		return "a mapping";
+	case YAML_SEQUENCE_START_EVENT:
+		return "a sequence";
+	default:
+		return "nothing";
+	}
+}
+
+/* Stores the current scalar event into key's field. */
+static int bf_key_set(struct bf_parse *p, const struct bf_key *key)
+{
+	const yaml_mark_t *at = &p->event.start_mark;
+	const char *text = bf_scalar(p);
+	void *field = bf_field(p->cfg, key);
+	char *copy, *end, levels[64] = "";
+	long long n;
+	int level;
+
+	switch (key->type) {
+	case BF_KEY_STRING:
+		if (bf_is_null(p))
+			break; /* ~ keeps the default */
+		if (!(copy = strdup(text)))
+			return bf_fail(p, at, "out of memory");
+		/* Duplicates are refused, so the field still holds the default. */
+		*(char **)field = copy;
+		break;
+	case BF_KEY_INT:
+		if (!*text)
+			return bf_fail(p, at, "\"%s.%s\" must be an integer, got an empty value",
+				       key->section, key->name);
+		errno = 0;
+		n = strtoll(text, &end, 10);
+		/* strtoll alone would skip leading blanks and stop at garbage. */
+		if (!isdigit((unsigned char)text[*text == '-' || *text == '+']) || *end)
+			return bf_fail(p, at, "\"%s.%s\" must be an integer, got \"%s\"",
+				       key->section, key->name, text);
+		if (errno == ERANGE || n < key->min || n > key->max)
+			return bf_fail(p, at, "\"%s.%s\" must be between %lld and %lld, got %s",
+				       key->section, key->name, key->min, key->max, text);
+		*(int *)field = (int)n;
+		break;
+	case BF_KEY_LOG_LEVEL:
+		if ((level = bf_log_level_parse(text)) < 0) {
+			for (size_t i = 0; i < BF_NLEVELS; i++)
+				snprintf(levels + strlen(levels), sizeof levels - strlen(levels),
+					 "%s%s", i ? ", " : "", bf_log_level_names[i]);
+			return bf_fail(p, at, "\"%s.%s\" must be one of %s, got \"%s\"",
+				       key->section, key->name, levels, text);
+		}
+		*(bf_log_level *)field = (bf_log_level)level;
+		break;
+	}
+	return 0;
+}
+
+static int bf_parse_keys(struct bf_parse *p, const char *section)
+{
+	char what[64];
+	int i;
+
+	for (;;) {
+		if (bf_next(p) < 0)
+			return -1;
+		if (p->event.type == YAML_MAPPING_END_EVENT)
+			return 0;
+		yaml_mark_t at = p->event.start_mark;
+
+		if (p->event.type != YAML_SCALAR_EVENT)
+			return bf_fail(p, &at, "expected a key in section \"%s\", got %s",
+				       section, bf_describe(p, what, sizeof what));
+		if ((i = bf_key_find(section, bf_scalar(p))) < 0)
+			return bf_fail(p, &at, "unknown key \"%s.%s\"", section, bf_scalar(p));
+		if (p->keys[i].set)
+			return bf_fail(p, &at, "duplicate key \"%s.%s\" (first at line %zu)",
+				       section, bf_keys[i].name, p->keys[i].mark.line + 1);
+		p->keys[i] = (struct bf_seen){ true, at };
+
+		if (bf_next(p) < 0)
+			return -1;
+		if (p->event.type != YAML_SCALAR_EVENT)
+			return bf_fail(p, &p->event.start_mark,
+				       "\"%s.%s\" must be a single value, got %s", section,
+				       bf_keys[i].name, bf_describe(p, what, sizeof what));
+		if (bf_key_set(p, &bf_keys[i]) < 0)
+			return -1;
+	}
+}
+
+static int bf_parse_sections(struct bf_parse *p)
+{
+	char what[64];
+	int sec;
+
+	for (;;) {
+		if (bf_next(p) < 0)
+			return -1;
+		if (p->event.type == YAML_MAPPING_END_EVENT)
+			return 0;
+		yaml_mark_t at = p->event.start_mark;
+
+		if (p->event.type != YAML_SCALAR_EVENT)
+			return bf_fail(p, &at, "expected a section name, got %s",
+				       bf_describe(p, what, sizeof what));
+		if ((sec = bf_section_find(bf_scalar(p))) < 0) {
+			const struct bf_key *key = bf_key_named(bf_scalar(p));
+
+			if (key)
+				return bf_fail(p, &at, "unknown section \"%s\"; did you mean "
+					       "\"%s.%s\", indented under \"%s:\"?", key->name,
+					       key->section, key->name, key->section);
+			return bf_fail(p, &at, "unknown section \"%s\"", bf_scalar(p));
+		}
+		if (p->sections[sec].set)
+			return bf_fail(p, &at, "duplicate section \"%s\" (first at line %zu)",
+				       bf_keys[sec].section, p->sections[sec].mark.line + 1);
+		p->sections[sec] = (struct bf_seen){ true, at };
+
+		if (bf_next(p) < 0)
+			return -1;
+		/* A section whose keys are all commented out is empty, not wrong. */
+		if (bf_is_null(p))
+			continue;
+		if (p->event.type != YAML_MAPPING_START_EVENT)
+			return bf_fail(p, &p->event.start_mark,
+				       "section \"%s\" must be a mapping of keys, got %s",
+				       bf_keys[sec].section, bf_describe(p, what, sizeof what));
+		if (bf_parse_keys(p, bf_keys[sec].section) < 0)
+			return -1;
+	}
+}
+
+static int bf_parse_stream(struct bf_parse *p)
+{
+	char what[64];
+
+	if (bf_next(p) < 0 || bf_next(p) < 0) /* STREAM-START, then a document? */
+		return -1;
+	if (p->event.type == YAML_STREAM_END_EVENT)
+		return 0; /* an empty file, or only comments: all defaults */
+	if (bf_next(p) < 0)
+		return -1;
+	if (p->event.type == YAML_MAPPING_START_EVENT) {
+		if (bf_parse_sections(p) < 0)
+			return -1;
+	} else if (!bf_is_null(p)) {
+		return bf_fail(p, &p->event.start_mark,
+			       "expected a mapping of sections (database:, engine:, ...), got %s",
+			       bf_describe(p, what, sizeof what));
+	}
+	if (bf_next(p) < 0 || bf_next(p) < 0) /* DOCUMENT-END, then STREAM-END? */
+		return -1;
+	if (p->event.type != YAML_STREAM_END_EVENT)
+		return bf_fail(p, &p->event.start_mark, "only one YAML document is allowed");
+	return 0;
+}
+
+static int bf_check_orders(struct bf_parse *p)
+{
+	for (size_t i = 0; i < sizeof bf_orders / sizeof bf_orders[0]; i++) {
+		size_t lo = bf_key_at(bf_orders[i].lo), hi = bf_key_at(bf_orders[i].hi);
+		int lo_value = *(int *)bf_field(p->cfg, &bf_keys[lo]);
+		int hi_value = *(int *)bf_field(p->cfg, &bf_keys[hi]);
+
+		if (lo_value <= hi_value)
+			continue;
+		/* Blame the key the file set last: it broke the pair. The
+		 * defaults are consistent, so at least one was set. */
+		size_t blame = !p->keys[lo].set || (p->keys[hi].set &&
+			p->keys[hi].mark.index > p->keys[lo].mark.index) ? hi : lo;
+
+		return bf_fail(p, &p->keys[blame].mark,
+			       "\"%s.%s\" (%d) must not be greater than \"%s.%s\" (%d)",
+			       bf_keys[lo].section, bf_keys[lo].name, lo_value,
+			       bf_keys[hi].section, bf_keys[hi].name, hi_value);
+	}
+	return 0;
+}
+
+int bf_config_load_buffer(bf_config *cfg, const char *name, const char *buf,
+			  size_t len, char *err, size_t errlen)
+{
+	struct bf_parse p = { .cfg = cfg, .name = name, .buf = buf, .len = len,
+			      .err = err, .errlen = errlen };
+	int rc;
+
+	/* Keys the file leaves out take their default, not an older value. */
+	bf_config_free(cfg);
+	if (!yaml_parser_initialize(&p.parser))
+		return bf_fail(&p, NULL, "out of memory");
+	yaml_parser_set_input_string(&p.parser, (const unsigned char *)buf, len);
+
+	rc = bf_parse_stream(&p);
+	if (rc == 0)
+		rc = bf_check_orders(&p);
+
+	yaml_event_delete(&p.event);
+	yaml_parser_delete(&p.parser);
+	if (rc < 0)
+		bf_config_free(cfg);
+	return rc;
+}
+
+/* Reads all of path into a malloc'd buffer; NULL with errno set on error. */
+static char *bf_read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL, *bigger;
+	size_t cap = 0;
+	int saved;
+
+	*len = 0;
+	if (!f)
+		return NULL;
+	while (!feof(f)) {
+		if (*len == cap) {
+			cap = cap ? 2 * cap : 4096;
+			if (!(bigger = realloc(buf, cap)))
+				goto fail;
+			buf = bigger;
+		}
+		*len += fread(buf + *len, 1, cap - *len, f);
+		if (ferror(f))
+			goto fail;
+	}
+	fclose(f);
+	return buf;
+fail:
+	saved = errno;
+	free(buf);
+	fclose(f);
+	errno = saved;
+	return NULL;
+}
+
+int bf_config_load(bf_config *cfg, const char *path, char *err, size_t errlen)
+{
+	size_t len;
+	char *buf = bf_read_file(path, &len);
+	int rc;
+
+	if (!buf) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		bf_config_free(cfg);
+		return -1;
+	}
+	rc = bf_config_load_buffer(cfg, path, buf, len, err, errlen);
+	free(buf);
+	return rc;
+}

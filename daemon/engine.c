@@ -1,0 +1,477 @@
+/* engine.c -- the scheduler: schema, LISTEN, claims, lease renewal, shutdown. */
+#include "engine.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "schema.h"
+#include "strbuf.h"
+
+static void engine_kick(bf_engine *engine);
+
+uv_loop_t *bf_engine_loop(bf_engine *engine)
+{
+	return engine->loop;
+}
+
+static bf_job *engine_find_job(bf_engine *engine, int64_t id)
+{
+	for (bf_job *job = engine->jobs; job; job = job->next)
+		if (job->id == id)
+			return job;
+	return NULL;
+}
+
+/* ---- closing ---- */
+
+static void engine_closed_one(bf_engine *engine)
+{
+	if (--engine->closes_pending == 0 && engine->on_stopped)
+		engine->on_stopped(engine, engine->arg);
+}
+
+static void engine_timer_closed(uv_handle_t *handle)
+{
+	engine_closed_one(handle->data);
+}
+
+static void engine_listener_closed(bf_pg *pg, void *arg)
+{
+	(void)pg;
+	engine_closed_one(arg);
+}
+
+/* Every job is gone: close our own connection and timers. */
+static void engine_close(bf_engine *engine)
+{
+	if (engine->closes_pending)
+		return;
+	engine->closes_pending = 4;
+	uv_close((uv_handle_t *)&engine->poll_timer, engine_timer_closed);
+	uv_close((uv_handle_t *)&engine->renew_timer, engine_timer_closed);
+	uv_close((uv_handle_t *)&engine->grace_timer, engine_timer_closed);
+	bf_pg_close(&engine->listener, engine_listener_closed, engine);
+}
+
+static void engine_released_all(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_engine *engine = arg;
+
+	(void)pg;
+	if (!r->ok)
+		bf_warning("could not release leases on shutdown: %s; they expire by themselves",
+			   r->message);
+	else if (PQcmdTuples(r->res)[0] && strcmp(PQcmdTuples(r->res), "0") != 0)
+		bf_info("released %s remaining lease(s)", PQcmdTuples(r->res));
+	engine_close(engine);
+}
+
+/* Last act on shutdown: jobs that could not release their own lease (their
+ * connection was down) are released here. Safe: no batch of ours is in
+ * flight any more, and every batch is fenced anyway. */
+static void engine_release_all(bf_engine *engine)
+{
+	static const char sql[] =
+		"UPDATE backfill.jobs SET owner = NULL, lease_until = NULL,\n"
+		"  state = CASE WHEN state = 'running' THEN 'pending' ELSE state END\n"
+		"WHERE owner = $1";
+	const char *params[1] = {engine->owner};
+
+	if (bf_pg_query(&engine->listener, sql, 1, params, engine_released_all, engine) != 0)
+		engine_close(engine);
+}
+
+/* ---- schema and LISTEN ---- */
+
+static void engine_installed(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_engine *engine = arg;
+
+	(void)pg;
+	if (!r->ok) {
+		if (r->res)
+			bf_error("cannot install or upgrade the control schema \"backfill\": %s (SQLSTATE %s); "
+				 "retrying every poll interval",
+				 r->message, r->sqlstate ? r->sqlstate : "none");
+		return;
+	}
+	int version = PQntuples(r->res) ? atoi(PQgetvalue(r->res, 0, 0)) : 0;
+
+	if (version > bf_schema_version()) {
+		bf_error("the control schema is at version %d, newer than this backfilld knows (%d): "
+			 "upgrade backfilld; refusing to run", version, bf_schema_version());
+		engine->fatal = 1;
+		bf_engine_stop(engine);
+		return;
+	}
+	engine->listening = 1;
+	engine->want_claim = 1;
+	bf_info("control schema at version %d; listening on channel \"%s\"", version,
+		BF_NOTIFY_CHANNEL);
+	/* Notifications sent while we were disconnected are lost: every job
+	 * re-reads its row, and a claim pass looks at the whole table. */
+	for (bf_job *job = engine->jobs; job; job = job->next)
+		bf_job_poke(job);
+	if (!engine->ready_reported) {
+		engine->ready_reported = 1;
+		if (engine->on_ready)
+			engine->on_ready(engine, engine->arg);
+	}
+	engine_kick(engine);
+}
+
+static void engine_install(bf_engine *engine)
+{
+	const char *install = bf_schema_install_sql();
+	bf_strbuf sb;
+
+	bf_strbuf_init(&sb);
+	/* LISTEN first: it takes effect with the install's commit, and the
+	 * script's last statement must stay the version query. */
+	bf_strbuf_append(&sb, "LISTEN " BF_NOTIFY_CHANNEL ";\n");
+	if (install)
+		bf_strbuf_append(&sb, install);
+	char *sql = bf_strbuf_finish(&sb);
+
+	if (!sql || !install) {
+		free(sql);
+		bf_error("out of memory building the schema script");
+		return;
+	}
+	bf_pg_query(&engine->listener, sql, 0, NULL, engine_installed, engine);
+	free(sql);
+}
+
+/* ---- leases ---- */
+
+static void engine_renewed(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_engine *engine = arg;
+
+	(void)pg;
+	if (!r->ok) {
+		if (r->res)
+			bf_warning("lease renewal failed: %s", r->message);
+		engine_kick(engine);
+		return;
+	}
+	/* A job whose lease did not renew is no longer ours as it was (paused,
+	 * cancelled, taken over): it re-reads its row before the next batch. */
+	for (bf_job *job = engine->jobs; job; job = job->next) {
+		int renewed = 0;
+
+		for (int i = 0; i < PQntuples(r->res); i++) {
+			if (strtoll(PQgetvalue(r->res, i, 0), NULL, 10) == job->id &&
+			    strtoll(PQgetvalue(r->res, i, 1), NULL, 10) == job->lease_epoch)
+				renewed = 1;
+		}
+		if (!renewed && job->phase != BF_JOB_CLOSING) {
+			bf_notice("job \"%s\": lease not renewed; re-reading its row", job->name);
+			bf_job_poke(job);
+		}
+	}
+	engine_kick(engine);
+}
+
+static void engine_renew(bf_engine *engine)
+{
+	static const char sql[] =
+		"UPDATE backfill.jobs SET lease_until = now() + $2 * interval '1 second'\n"
+		"WHERE owner = $1 AND state = 'running'\n"
+		"RETURNING id, lease_epoch";
+	char lease[16];
+	const char *params[2] = {engine->owner, lease};
+
+	engine->want_renew = 0;
+	snprintf(lease, sizeof(lease), "%d", engine->cfg->lease_s);
+	bf_pg_query(&engine->listener, sql, 2, params, engine_renewed, engine);
+}
+
+static void engine_renew_timer_cb(uv_timer_t *timer)
+{
+	bf_engine *engine = timer->data;
+
+	engine->want_renew = 1;
+	engine_kick(engine);
+}
+
+/* ---- claims ---- */
+
+static void engine_claimed(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_engine *engine = arg;
+
+	(void)pg;
+	if (!r->ok) {
+		if (r->res)
+			bf_warning("claiming jobs failed: %s", r->message);
+		engine_kick(engine);
+		return;
+	}
+	for (int i = 0; i < PQntuples(r->res); i++) {
+		const PGresult *res = r->res;
+#define COL(c) (PQgetisnull(res, i, (c)) ? NULL : PQgetvalue(res, i, (c)))
+		bf_job_def def = {
+			.id = strtoll(PQgetvalue(res, i, 0), NULL, 10),
+			.name = COL(1),
+			.table_name = COL(2),
+			.kind = COL(3),
+			.set_clause = COL(4),
+			.where_clause = COL(5),
+			.statement = COL(6),
+			.key_columns = COL(7),
+			.batch_size = PQgetisnull(res, i, 8) ? 0 : atoi(PQgetvalue(res, i, 8)),
+			.lease_epoch = strtoll(PQgetvalue(res, i, 9), NULL, 10),
+		};
+		const char *prev_owner = COL(10);
+#undef COL
+		if (engine->stopping) {
+			/* Claimed while we began to stop: released with the rest. */
+			continue;
+		}
+		if (prev_owner)
+			bf_notice("job \"%s\": taking over from %s, whose lease expired",
+				  def.name, prev_owner);
+		bf_job *job = bf_job_start(engine, engine->cfg, engine->owner, &def);
+
+		if (!job) {
+			bf_error("job \"%s\": out of memory starting the job; its lease will expire",
+				 def.name);
+			continue;
+		}
+		job->next = engine->jobs;
+		engine->jobs = job;
+		engine->njobs++;
+	}
+	engine_kick(engine);
+}
+
+static void engine_claim(bf_engine *engine)
+{
+	/* Pending jobs, and running ones whose lease expired (their daemon
+	 * died), best priority first. SKIP LOCKED: two daemons claiming at once
+	 * take different jobs instead of waiting on each other. Our own jobs
+	 * are excluded even if their lease lapsed while we were disconnected. */
+	static const char sql[] =
+		"WITH c AS (\n"
+		"  SELECT id, owner AS prev_owner FROM backfill.jobs\n"
+		"  WHERE state IN ('pending', 'running')\n"
+		"    AND (owner IS NULL OR lease_until IS NULL OR lease_until < now())\n"
+		"    AND id <> ALL ($4::bigint[])\n"
+		"  ORDER BY priority, id\n"
+		"  LIMIT $2\n"
+		"  FOR UPDATE SKIP LOCKED\n"
+		")\n"
+		"UPDATE backfill.jobs j SET owner = $1, lease_epoch = j.lease_epoch + 1,\n"
+		"  lease_until = now() + $3 * interval '1 second', state = 'running',\n"
+		"  started_at = coalesce(j.started_at, now()), last_error = NULL\n"
+		"FROM c WHERE j.id = c.id\n"
+		"RETURNING j.id, j.name, j.table_name, j.kind, j.set_clause, j.where_clause,\n"
+		"  j.statement, j.key_columns, j.batch_size, j.lease_epoch, c.prev_owner";
+	char slots[16], lease[16];
+	bf_strbuf ids;
+	int free_slots = engine->cfg->max_jobs - engine->njobs;
+
+	engine->want_claim = 0;
+	if (free_slots <= 0)
+		return;
+	bf_strbuf_init(&ids);
+	bf_strbuf_append(&ids, "{");
+	for (bf_job *job = engine->jobs; job; job = job->next)
+		bf_strbuf_printf(&ids, "%s%" PRId64, job == engine->jobs ? "" : ",", job->id);
+	bf_strbuf_append(&ids, "}");
+	char *running = bf_strbuf_finish(&ids);
+
+	if (!running)
+		return;
+	snprintf(slots, sizeof(slots), "%d", free_slots);
+	snprintf(lease, sizeof(lease), "%d", engine->cfg->lease_s);
+	const char *params[4] = {engine->owner, slots, lease, running};
+
+	bf_pg_query(&engine->listener, sql, 4, params, engine_claimed, engine);
+	free(running);
+}
+
+/* ---- the listener connection's work queue ---- */
+
+/* One query at a time on the listener; this picks the most urgent. */
+static void engine_kick(bf_engine *engine)
+{
+	if (engine->closes_pending)
+		return;
+	if (!bf_pg_is_ready(&engine->listener)) {
+		if (engine->stopping && engine->njobs == 0 && !bf_pg_is_busy(&engine->listener))
+			engine_close(engine);
+		return;
+	}
+	if (engine->stopping) {
+		if (engine->njobs == 0)
+			engine_release_all(engine);
+		else if (engine->want_renew)
+			engine_renew(engine);
+		return;
+	}
+	if (!engine->listening)
+		engine_install(engine);
+	else if (engine->want_renew)
+		engine_renew(engine);
+	else if (engine->want_claim)
+		engine_claim(engine);
+}
+
+static void engine_listener_event(bf_pg *pg, int up, void *arg)
+{
+	bf_engine *engine = arg;
+
+	(void)pg;
+	engine->listening = 0;
+	if (up)
+		engine_kick(engine);
+}
+
+static void engine_notify(bf_pg *pg, const char *channel, const char *payload, void *arg)
+{
+	bf_engine *engine = arg;
+	char state[32] = "";
+	long long id = 0;
+
+	(void)pg;
+	if (strcmp(channel, BF_NOTIFY_CHANNEL) != 0)
+		return;
+	if (sscanf(payload, "%lld %31s", &id, state) != 2)
+		return;
+	bf_debug("notification: job %lld is now %s", id, state);
+	bf_job *job = engine_find_job(engine, id);
+
+	if (job && strcmp(state, "running") != 0)
+		bf_job_poke(job);
+	if (strcmp(state, "pending") == 0 || strcmp(state, "running") == 0) {
+		engine->want_claim = 1;
+		engine_kick(engine);
+	}
+}
+
+static void engine_poll_timer_cb(uv_timer_t *timer)
+{
+	bf_engine *engine = timer->data;
+
+	engine->want_claim = 1;
+	engine_kick(engine);
+}
+
+void bf_engine_job_closed(bf_engine *engine, bf_job *job)
+{
+	for (bf_job **p = &engine->jobs; *p; p = &(*p)->next) {
+		if (*p == job) {
+			*p = job->next;
+			engine->njobs--;
+			break;
+		}
+	}
+	/* A free slot: look for more work (or finish stopping). */
+	engine->want_claim = 1;
+	engine_kick(engine);
+}
+
+/* ---- lifecycle ---- */
+
+static void engine_make_owner(bf_engine *engine)
+{
+	char host[128] = "unknown";
+	unsigned char rnd[4] = {0};
+
+	gethostname(host, sizeof(host) - 1);
+	host[sizeof(host) - 1] = '\0';
+	if (uv_random(NULL, NULL, rnd, sizeof(rnd), 0, NULL) != 0) {
+		uint64_t t = uv_hrtime();
+
+		memcpy(rnd, &t, sizeof(rnd));
+	}
+	/* Unique per run: a restarted daemon is a new owner, so a lease from
+	 * before a crash can never be mistaken for ours. */
+	snprintf(engine->owner, sizeof(engine->owner), "%s:%d:%02x%02x%02x%02x", host,
+		 (int)getpid(), rnd[0], rnd[1], rnd[2], rnd[3]);
+}
+
+int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg,
+		   bf_engine_cb on_ready, bf_engine_cb on_stopped, void *arg)
+{
+	int rc;
+
+	memset(engine, 0, sizeof(*engine));
+	engine->loop = loop;
+	engine->cfg = cfg;
+	engine->on_ready = on_ready;
+	engine->on_stopped = on_stopped;
+	engine->arg = arg;
+	engine_make_owner(engine);
+
+	bf_pg_options opts = {
+		.name = "listener connection",
+		.conninfo = cfg->conninfo,
+		.application_name = "backfilld listener",
+		.init_sql = NULL,
+		.connect_timeout_ms = cfg->connect_timeout_ms,
+		.backoff_initial_ms = cfg->retry_initial_ms,
+		.backoff_max_ms = cfg->retry_max_ms,
+		.on_event = engine_listener_event,
+		.on_notify = engine_notify,
+		.arg = engine,
+	};
+	/* All or nothing: timers are only closed through the loop. */
+	if ((rc = uv_timer_init(loop, &engine->poll_timer)) != 0)
+		return rc;
+	uv_timer_init(loop, &engine->renew_timer);
+	uv_timer_init(loop, &engine->grace_timer);
+	engine->poll_timer.data = engine->renew_timer.data = engine->grace_timer.data = engine;
+	bf_pg_init(&engine->listener, loop, &opts);
+	return 0;
+}
+
+void bf_engine_start(bf_engine *engine)
+{
+	uint64_t renew_ms = (uint64_t)engine->cfg->lease_s * 1000 / 3;
+
+	bf_info("starting as lease owner %s (up to %d jobs at once)", engine->owner,
+		engine->cfg->max_jobs);
+	uv_timer_start(&engine->poll_timer, engine_poll_timer_cb,
+		       (uint64_t)engine->cfg->poll_interval_ms,
+		       (uint64_t)engine->cfg->poll_interval_ms);
+	uv_timer_start(&engine->renew_timer, engine_renew_timer_cb, renew_ms, renew_ms);
+	bf_pg_start(&engine->listener);
+}
+
+static void engine_grace_timer_cb(uv_timer_t *timer)
+{
+	bf_engine *engine = timer->data;
+
+	bf_warning("shutdown grace of %d ms is over", engine->cfg->shutdown_grace_ms);
+	for (bf_job *job = engine->jobs; job; job = job->next)
+		bf_job_abort(job);
+	if (engine->njobs == 0 || !bf_pg_is_ready(&engine->listener))
+		engine_close(engine);
+}
+
+void bf_engine_stop(bf_engine *engine)
+{
+	if (engine->closes_pending)
+		return;
+	if (engine->stopping) {
+		/* Asked twice: do not wait for the batches any longer. */
+		uv_timer_start(&engine->grace_timer, engine_grace_timer_cb, 0, 0);
+		return;
+	}
+	engine->stopping = 1;
+	bf_info("stopping: %d job(s) finish their batch in flight and release their lease",
+		engine->njobs);
+	uv_timer_stop(&engine->poll_timer);
+	uv_timer_start(&engine->grace_timer, engine_grace_timer_cb,
+		       (uint64_t)engine->cfg->shutdown_grace_ms, 0);
+	for (bf_job *job = engine->jobs; job; job = job->next)
+		bf_job_stop(job);
+	engine_kick(engine);
+}

@@ -1,0 +1,843 @@
+/* job.c -- one claimed job: sync, resolve, fix the bound, walk in batches, verify, finish.
+ *
+ * Every step is one query on the job's own connection; the next step is
+ * chosen from what is known (job_step). After any failure the job row is
+ * re-read before the next batch, so the database, never our memory, says
+ * where the walk stands: a batch whose commit we did not see is not redone.
+ */
+#include "job.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "errclass.h"
+#include "log.h"
+#include "strbuf.h"
+
+/* How often a running job logs its progress. */
+#define PROGRESS_LOG_NS (10ULL * 1000 * 1000 * 1000)
+
+static void job_step(bf_job *job);
+static void job_close(bf_job *job);
+
+#define job_log(job, level, fmt, ...) \
+	bf_log(level, "job \"%s\": " fmt, (job)->name, ##__VA_ARGS__)
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static void replace_str(char **dst, const char *src)
+{
+	free(*dst);
+	*dst = dup_or_null(src);
+}
+
+/* A text column, NULL for SQL NULL. */
+static const char *col(const PGresult *res, int row, int c)
+{
+	return PQgetisnull(res, row, c) ? NULL : PQgetvalue(res, row, c);
+}
+
+static int64_t col_int(const PGresult *res, int row, int c, int64_t null_value)
+{
+	const char *v = col(res, row, c);
+
+	return v ? strtoll(v, NULL, 10) : null_value;
+}
+
+static void fmt_int(char *buf, size_t len, int64_t v)
+{
+	snprintf(buf, len, "%" PRId64, v);
+}
+
+/* ---- sending queries ---- */
+
+/* Parameters shared by every fenced statement: $1 id, $2 owner, $3 epoch. */
+typedef struct job_params {
+	char id[24], epoch[24], batches[24];
+	const char *values[8];
+} job_params;
+
+static void job_params_fence(bf_job *job, job_params *p)
+{
+	fmt_int(p->id, sizeof(p->id), job->id);
+	fmt_int(p->epoch, sizeof(p->epoch), job->lease_epoch);
+	fmt_int(p->batches, sizeof(p->batches), job->batches);
+	p->values[0] = p->id;
+	p->values[1] = job->owner;
+	p->values[2] = p->epoch;
+}
+
+static void job_send(bf_job *job, const char *sql, int nparams,
+		     const char *const *params, bf_pg_query_cb cb)
+{
+	job->phase = BF_JOB_QUERY;
+	job->query_started_ns = uv_hrtime();
+	if (bf_pg_query(&job->pg, sql, nparams, params, cb, job) != 0) {
+		/* Not connected after all: the "up" event resumes the walk. */
+		job->phase = BF_JOB_CONNECTING;
+	}
+}
+
+/* ---- failures ---- */
+
+static void job_timer_cb(uv_timer_t *timer)
+{
+	bf_job *job = timer->data;
+
+	if (job->phase == BF_JOB_WAITING)
+		job_step(job);
+}
+
+static void job_wait(bf_job *job, uint64_t delay_ms)
+{
+	job->phase = BF_JOB_WAITING;
+	uv_timer_start(&job->timer, job_timer_cb, delay_ms, 0);
+}
+
+static void job_finish(bf_job *job, const char *state, const char *error);
+
+/* Decides what a failed query means for the job. `what` names the step for
+ * the log and for last_error ("batch", "resolving the table", ...). */
+static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *what)
+{
+	char error[1024];
+
+	job->synced = 0;
+	if (!r->res) {
+		/* The connection broke; bf_pg reconnects and its "up" event
+		 * resumes the walk from the row. Whether the batch committed is
+		 * for the row to say, not for us to guess. */
+		job->phase = BF_JOB_CONNECTING;
+		job_log(job, BF_LOG_WARNING, "%s interrupted: %s", what, r->message);
+		if (job->stop_requested)
+			job_close(job);
+		return;
+	}
+
+	bf_errclass cls = bf_errclass_of(r->sqlstate);
+
+	snprintf(error, sizeof(error), "%s: %s (SQLSTATE %s)", what, r->message,
+		 r->sqlstate ? r->sqlstate : "none");
+	switch (cls) {
+	case BF_ERR_FENCE:
+		job_log(job, BF_LOG_NOTICE,
+			"the checkpoint fence refused the %s; re-reading the job row", what);
+		job_step(job);
+		return;
+	case BF_ERR_TRANSIENT_SHRINK:
+		bf_batch_size_shrink(&job->batch_size);
+		/* fall through */
+	case BF_ERR_TRANSIENT: {
+		uint64_t delay = bf_backoff_next(&job->retry);
+
+		job_log(job, BF_LOG_WARNING, "%s; transient, retrying in %" PRIu64 " ms (batch size %d)",
+			error, delay, bf_batch_size_get(&job->batch_size));
+		job_wait(job, delay);
+		return;
+	}
+	case BF_ERR_PERMANENT:
+		break;
+	}
+
+	job->failures++;
+	if (job->failures >= job->cfg->retry_max_failures) {
+		job_log(job, BF_LOG_ERROR, "%s; failed %d times in a row, giving up",
+			error, job->failures);
+		job_finish(job, "failed", error);
+		return;
+	}
+	uint64_t delay = bf_backoff_next(&job->retry);
+
+	job_log(job, BF_LOG_WARNING, "%s; attempt %d of %d, retrying in %" PRIu64 " ms",
+		error, job->failures, job->cfg->retry_max_failures, delay);
+	job_wait(job, delay);
+}
+
+static void job_succeeded_step(bf_job *job)
+{
+	job->failures = 0;
+	bf_backoff_reset(&job->retry);
+}
+
+/* ---- release and finish ---- */
+
+static void job_released(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+
+	(void)pg;
+	if (r->ok && PQntuples(r->res) == 1)
+		job_log(job, BF_LOG_INFO, "lease released (state %s)", PQgetvalue(r->res, 0, 0));
+	else if (!r->ok)
+		job_log(job, BF_LOG_WARNING, "could not release the lease: %s; it expires by itself",
+			r->message);
+	job_close(job);
+}
+
+/* Gives the job back: a running job goes back to pending for any daemon to
+ * take; a paused or cancelled one keeps its state. */
+static void job_release(bf_job *job)
+{
+	static const char sql[] =
+		"UPDATE backfill.jobs SET owner = NULL, lease_until = NULL,\n"
+		"  state = CASE WHEN state = 'running' THEN 'pending' ELSE state END\n"
+		"WHERE id = $1 AND owner = $2 AND lease_epoch = $3\n"
+		"RETURNING state";
+	job_params p;
+
+	job_params_fence(job, &p);
+	job_send(job, sql, 3, p.values, job_released);
+	if (job->phase != BF_JOB_QUERY)
+		job_close(job);
+}
+
+static void job_finished(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+
+	(void)pg;
+	if (!r->ok) {
+		job_query_failed(job, r, "recording the job's end");
+		return;
+	}
+	if (PQntuples(r->res) == 0) {
+		/* Paused, cancelled or taken over at the last moment: the row
+		 * decides, and a resumed job re-verifies from its checkpoint. */
+		job->synced = 0;
+		job_step(job);
+		return;
+	}
+	const char *state = PQgetvalue(r->res, 0, 0);
+
+	job_log(job, strcmp(state, "succeeded") == 0 ? BF_LOG_NOTICE : BF_LOG_ERROR,
+		"state running -> %s: %" PRId64 " rows scanned, %" PRId64 " updated in %" PRId64 " batches",
+		state, job->rows_scanned, job->rows_updated, job->batches);
+	job_close(job);
+}
+
+static void job_finish(bf_job *job, const char *state, const char *error)
+{
+	static const char sql[] =
+		"UPDATE backfill.jobs SET state = $4, last_error = $5, owner = NULL, lease_until = NULL\n"
+		"WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND state = 'running'\n"
+		"RETURNING state";
+	job_params p;
+
+	job_params_fence(job, &p);
+	p.values[3] = state;
+	p.values[4] = error;
+	job_send(job, sql, 5, p.values, job_finished);
+}
+
+/* ---- sync: the row is the truth ---- */
+
+static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+
+	(void)pg;
+	if (!r->ok) {
+		job_query_failed(job, r, "reading the job row");
+		return;
+	}
+	if (PQntuples(r->res) == 0) {
+		job_log(job, BF_LOG_WARNING, "the job row was deleted; dropping the job");
+		job_close(job);
+		return;
+	}
+	const PGresult *res = r->res;
+	const char *state = PQgetvalue(res, 0, 0);
+	const char *owner = col(res, 0, 1);
+	int64_t epoch = col_int(res, 0, 2, -1);
+
+	if (!owner || strcmp(owner, job->owner) != 0 || epoch != job->lease_epoch) {
+		job_log(job, BF_LOG_WARNING,
+			"lease lost: the job is now owned by %s (lease epoch %" PRId64 ", ours was %" PRId64 "); dropping it",
+			owner ? owner : "nobody", epoch, job->lease_epoch);
+		job_close(job);
+		return;
+	}
+	if (strcmp(state, "running") != 0) {
+		job_log(job, BF_LOG_NOTICE, "state changed to %s; stopping before the next batch", state);
+		job->stop_requested = 1;
+		job_release(job);
+		return;
+	}
+	replace_str(&job->checkpoint, col(res, 0, 3));
+	replace_str(&job->upper_bound, col(res, 0, 4));
+	job->batches = col_int(res, 0, 5, 0);
+	job->rows_scanned = col_int(res, 0, 6, 0);
+	job->rows_updated = col_int(res, 0, 7, 0);
+	job->rows_estimate = col_int(res, 0, 8, -1);
+	job->synced = 1;
+	job_step(job);
+}
+
+static void job_sync(bf_job *job)
+{
+	static const char sql[] =
+		"SELECT state, owner, lease_epoch, checkpoint, upper_bound, batches,\n"
+		"       rows_scanned, rows_updated, rows_estimate\n"
+		"FROM backfill.jobs WHERE id = $1";
+	job_params p;
+
+	job_params_fence(job, &p);
+	job_send(job, sql, 1, p.values, job_synced);
+}
+
+/* ---- resolve: the table and its key columns ---- */
+
+static void job_free_keys(bf_job *job)
+{
+	for (int i = 0; i < job->nkeys; i++) {
+		free(job->key_names[i]);
+		free(job->key_types[i]);
+	}
+	free(job->key_names);
+	free(job->key_types);
+	free(job->table_quoted);
+	job->key_names = job->key_types = NULL;
+	job->table_quoted = NULL;
+	job->nkeys = 0;
+	job->resolved = 0;
+}
+
+static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+	char error[1024];
+
+	(void)pg;
+	if (!r->ok) {
+		job_query_failed(job, r, "resolving the table and its key");
+		return;
+	}
+	const PGresult *res = r->res;
+	int n = PQntuples(res);
+
+	/* One row per key column; a NULL key name: no primary key; a NULL
+	 * attribute: a key_columns entry the table does not have. */
+	if (n == 0 || PQgetisnull(res, 0, 2)) {
+		snprintf(error, sizeof(error),
+			 "table %s has no primary key: set key_columns to columns that identify a row",
+			 job->table_name);
+		job_finish(job, "failed", error);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		if (PQgetisnull(res, i, 3)) {
+			snprintf(error, sizeof(error), "key column \"%s\" does not exist in table %s",
+				 PQgetvalue(res, i, 2), PQgetvalue(res, 0, 0));
+			job_finish(job, "failed", error);
+			return;
+		}
+	}
+	job_free_keys(job);
+	job->key_names = calloc((size_t)n, sizeof(char *));
+	job->key_types = calloc((size_t)n, sizeof(char *));
+	job->table_quoted = strdup(PQgetvalue(res, 0, 0));
+	if (!job->key_names || !job->key_types || !job->table_quoted) {
+		job_log(job, BF_LOG_ERROR, "out of memory");
+		job_free_keys(job);
+		job_wait(job, bf_backoff_next(&job->retry));
+		return;
+	}
+	job->nkeys = n;
+	for (int i = 0; i < n; i++) {
+		job->key_names[i] = strdup(PQgetvalue(res, i, 3));
+		job->key_types[i] = strdup(PQgetvalue(res, i, 4));
+	}
+	if (!PQgetisnull(res, 0, 1) && job->rows_estimate < 0)
+		job->rows_estimate = col_int(res, 0, 1, -1);
+
+	job->walk.table = job->table_quoted;
+	job->walk.nkeys = n;
+	job->walk.key_names = (const char *const *)job->key_names;
+	job->walk.key_types = (const char *const *)job->key_types;
+	job->walk.kind = job->kind;
+	job->walk.set_clause = job->set_clause;
+	job->walk.where_clause = job->where_clause;
+	job->walk.statement = job->statement;
+	job->resolved = 1;
+
+	bf_strbuf keys;
+
+	bf_strbuf_init(&keys);
+	for (int i = 0; i < n; i++)
+		bf_strbuf_printf(&keys, "%s%s %s", i ? ", " : "", job->key_names[i], job->key_types[i]);
+	job_log(job, BF_LOG_INFO, "walking %s by (%s)", job->table_quoted,
+		keys.data ? keys.data : "");
+	bf_strbuf_free(&keys);
+	job_succeeded_step(job);
+	job_step(job);
+}
+
+static void job_resolve(bf_job *job)
+{
+	/* The server quotes every identifier we compose (format %I,
+	 * quote_ident), and $1::regclass resolves the name the way the
+	 * operator's own session would. */
+	static const char sql[] =
+		"SELECT format('%I.%I', n.nspname, c.relname),\n"
+		"       CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END,\n"
+		"       u.name, quote_ident(a.attname), format_type(a.atttypid, NULL)\n"
+		"FROM pg_catalog.pg_class c\n"
+		"JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n"
+		"LEFT JOIN LATERAL unnest(coalesce($2::text[], ARRAY(\n"
+		"    SELECT pa.attname::text\n"
+		"    FROM pg_catalog.pg_index i,\n"
+		"         unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord),\n"
+		"         pg_catalog.pg_attribute pa\n"
+		"    WHERE i.indrelid = c.oid AND i.indisprimary\n"
+		"      AND pa.attrelid = c.oid AND pa.attnum = k.attnum\n"
+		"    ORDER BY k.ord))) WITH ORDINALITY u(name, ord) ON true\n"
+		"LEFT JOIN pg_catalog.pg_attribute a\n"
+		"  ON a.attrelid = c.oid AND a.attname = u.name AND a.attnum > 0 AND NOT a.attisdropped\n"
+		"WHERE c.oid = $1::regclass\n"
+		"ORDER BY u.ord";
+	const char *params[2] = {job->table_name, job->key_columns};
+
+	job_send(job, sql, 2, params, job_resolved);
+}
+
+/* ---- the upper bound, fixed once per job ---- */
+
+static void job_bound_fixed(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+
+	(void)pg;
+	if (!r->ok) {
+		job_query_failed(job, r, "fixing the upper bound of the walk (key columns must be sortable)");
+		return;
+	}
+	if (PQntuples(r->res) == 0) {
+		job->synced = 0; /* fenced out: the row decides */
+		job_step(job);
+		return;
+	}
+	replace_str(&job->upper_bound, col(r->res, 0, 0));
+	if (job->rows_estimate >= 0)
+		job_log(job, BF_LOG_INFO, "walk fixed: keys up to %s (about %" PRId64 " rows)",
+			job->upper_bound, job->rows_estimate);
+	else
+		job_log(job, BF_LOG_INFO, "walk fixed: keys up to %s (row count unknown: table never analyzed)",
+			job->upper_bound);
+	job_succeeded_step(job);
+	job_step(job);
+}
+
+static void job_fix_bound(bf_job *job)
+{
+	char *upper = bf_keyset_upper_bound_sql(&job->walk);
+	char estimate[24];
+	job_params p;
+	bf_strbuf sb;
+
+	if (!upper) {
+		job_wait(job, bf_backoff_next(&job->retry));
+		return;
+	}
+	/* '{}' marks an empty table: nothing to walk, but the bound is fixed. */
+	bf_strbuf_init(&sb);
+	bf_strbuf_printf(&sb,
+		"UPDATE backfill.jobs SET upper_bound = coalesce((%s), '{}'), rows_estimate = $4\n"
+		"WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND state = 'running'\n"
+		"RETURNING upper_bound",
+		upper);
+	free(upper);
+	char *sql = bf_strbuf_finish(&sb);
+
+	if (!sql) {
+		job_wait(job, bf_backoff_next(&job->retry));
+		return;
+	}
+	job_params_fence(job, &p);
+	fmt_int(estimate, sizeof(estimate), job->rows_estimate);
+	p.values[3] = job->rows_estimate >= 0 ? estimate : NULL;
+	job_send(job, sql, 4, p.values, job_bound_fixed);
+	free(sql);
+}
+
+/* ---- batches ---- */
+
+static void job_log_progress(bf_job *job, int force)
+{
+	uint64_t now = uv_hrtime();
+
+	if (!force && now - job->last_progress_ns < PROGRESS_LOG_NS)
+		return;
+	job->last_progress_ns = now;
+	if (job->rows_estimate > 0)
+		job_log(job, BF_LOG_INFO,
+			"%" PRId64 " of about %" PRId64 " rows scanned (%.1f%%), %" PRId64 " updated, %" PRId64 " batches, batch size %d",
+			job->rows_scanned, job->rows_estimate,
+			100.0 * (double)job->rows_scanned / (double)job->rows_estimate,
+			job->rows_updated, job->batches, bf_batch_size_get(&job->batch_size));
+	else
+		job_log(job, BF_LOG_INFO,
+			"%" PRId64 " rows scanned, %" PRId64 " updated, %" PRId64 " batches, batch size %d",
+			job->rows_scanned, job->rows_updated, job->batches,
+			bf_batch_size_get(&job->batch_size));
+}
+
+static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+	double busy_ms = (double)(uv_hrtime() - job->query_started_ns) / 1e6;
+
+	(void)pg;
+	if (!r->ok) {
+		job_query_failed(job, r, "batch");
+		return;
+	}
+	const PGresult *res = r->res;
+	int64_t scanned = col_int(res, 0, 1, 0);
+	int64_t updated = col_int(res, 0, 2, 0);
+
+	job->batches = col_int(res, 0, 3, job->batches);
+	if (col(res, 0, 4))
+		replace_str(&job->checkpoint, col(res, 0, 4));
+	job->rows_scanned = col_int(res, 0, 5, job->rows_scanned);
+	job->rows_updated = col_int(res, 0, 6, job->rows_updated);
+	job_succeeded_step(job);
+	job_log(job, BF_LOG_DEBUG,
+		"batch %" PRId64 ": %" PRId64 " rows scanned, %" PRId64 " updated in %.1f ms, checkpoint %s",
+		job->batches, scanned, updated, busy_ms, job->checkpoint ? job->checkpoint : "-");
+
+	/* Fewer rows than asked for: nothing is left up to the bound. */
+	if (scanned < job->batch_limit) {
+		job->walk_done = 1;
+		job_log_progress(job, 1);
+		job_log(job, BF_LOG_INFO, "walk complete at checkpoint %s",
+			job->checkpoint ? job->checkpoint : "(none: no rows)");
+	} else {
+		bf_batch_size_observe(&job->batch_size, (int)scanned, busy_ms);
+		job_log_progress(job, 0);
+	}
+	job_step(job);
+}
+
+static void job_batch(bf_job *job)
+{
+	int first = job->checkpoint == NULL;
+	int limit = bf_batch_size_get(&job->batch_size);
+	char *sql = bf_keyset_batch_sql(&job->walk, first, limit);
+	job_params p;
+
+	if (!sql) {
+		job_wait(job, bf_backoff_next(&job->retry));
+		return;
+	}
+	job_params_fence(job, &p);
+	/* $1 upper, $2 id, $3 owner, $4 epoch, $5 batches, $6 lower */
+	p.values[0] = job->upper_bound;
+	p.values[1] = p.id;
+	p.values[2] = job->owner;
+	p.values[3] = p.epoch;
+	p.values[4] = p.batches;
+	p.values[5] = job->checkpoint;
+	job->batch_limit = limit;
+	job_send(job, sql, first ? 5 : 6, p.values, job_batch_done);
+	free(sql);
+}
+
+/* ---- verification ---- */
+
+static void job_verified_chunk(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+	char error[1024];
+
+	(void)pg;
+	if (!r->ok) {
+		job_query_failed(job, r, "verification");
+		return;
+	}
+	int64_t matching = col_int(r->res, 0, 0, 0);
+	int64_t scanned = col_int(r->res, 0, 1, 0);
+
+	job->verify_matching += matching;
+	if (col(r->res, 0, 2))
+		replace_str(&job->verify_checkpoint, col(r->res, 0, 2));
+	job_succeeded_step(job);
+	if (scanned >= job->cfg->verify_chunk_rows) {
+		job_step(job);
+		return;
+	}
+	if (job->verify_matching == 0) {
+		job_log(job, BF_LOG_INFO, "verification: no row in the walked range matches where_clause");
+		job_finish(job, "succeeded", NULL);
+		return;
+	}
+	snprintf(error, sizeof(error),
+		 "verification failed: %" PRId64 " rows in the walked range still match where_clause (%s) "
+		 "after the walk; the set_clause or statement does not make them stop matching, "
+		 "or the application keeps writing such rows",
+		 job->verify_matching, job->where_clause);
+	job_finish(job, "failed", error);
+}
+
+static void job_verify(bf_job *job)
+{
+	if (!job->where_clause || strcmp(job->upper_bound, "{}") == 0) {
+		/* Nothing can still match: every row was in a committed batch. */
+		job_finish(job, "succeeded", NULL);
+		return;
+	}
+	if (!job->verify_started) {
+		job->verify_started = 1;
+		job->verify_matching = 0;
+		replace_str(&job->verify_checkpoint, NULL);
+		job_log(job, BF_LOG_INFO, "verifying: counting rows in the walked range that still match where_clause");
+	}
+	int first = job->verify_checkpoint == NULL;
+	char *sql = bf_keyset_verify_sql(&job->walk, first, job->cfg->verify_chunk_rows);
+	const char *params[2] = {job->upper_bound, job->verify_checkpoint};
+
+	if (!sql) {
+		job_wait(job, bf_backoff_next(&job->retry));
+		return;
+	}
+	job_send(job, sql, first ? 1 : 2, params, job_verified_chunk);
+	free(sql);
+}
+
+/* ---- the driver ---- */
+
+static void job_step(bf_job *job)
+{
+	if (job->phase == BF_JOB_CLOSING)
+		return;
+	if (!bf_pg_is_ready(&job->pg)) {
+		job->phase = BF_JOB_CONNECTING;
+		return;
+	}
+	if (job->stop_requested) {
+		job_release(job);
+		return;
+	}
+	if (!job->synced) {
+		/* Verification restarts from its beginning after a failure: it
+		 * is read-only and cheap next to the walk. */
+		job->verify_started = 0;
+		job_sync(job);
+	} else if (!job->resolved) {
+		job_resolve(job);
+	} else if (!job->upper_bound) {
+		job_fix_bound(job);
+	} else if (!job->walk_done && strcmp(job->upper_bound, "{}") != 0) {
+		job_batch(job);
+	} else {
+		job_verify(job);
+	}
+}
+
+static void job_pg_event(bf_pg *pg, int up, void *arg)
+{
+	bf_job *job = arg;
+
+	(void)pg;
+	if (job->phase == BF_JOB_CLOSING)
+		return;
+	if (!up) {
+		job->synced = 0;
+		if (job->stop_requested)
+			job_close(job);
+		else if (job->phase != BF_JOB_WAITING)
+			job->phase = BF_JOB_CONNECTING;
+		return;
+	}
+	job->synced = 0;
+	if (job->phase == BF_JOB_CONNECTING)
+		job_step(job);
+}
+
+/* ---- lifecycle ---- */
+
+static void job_free(bf_job *job)
+{
+	job_free_keys(job);
+	free(job->name);
+	free(job->table_name);
+	free(job->set_clause);
+	free(job->where_clause);
+	free(job->statement);
+	free(job->key_columns);
+	free(job->checkpoint);
+	free(job->upper_bound);
+	free(job->verify_checkpoint);
+	free(job);
+}
+
+static void job_handle_closed(bf_job *job)
+{
+	if (--job->closes_pending == 0) {
+		bf_engine *engine = job->engine;
+
+		bf_engine_job_closed(engine, job);
+		job_free(job);
+	}
+}
+
+static void job_timer_closed(uv_handle_t *handle)
+{
+	job_handle_closed(handle->data);
+}
+
+static void job_pg_closed(bf_pg *pg, void *arg)
+{
+	(void)pg;
+	job_handle_closed(arg);
+}
+
+static void job_close(bf_job *job)
+{
+	if (job->phase == BF_JOB_CLOSING)
+		return;
+	job->phase = BF_JOB_CLOSING;
+	job->closes_pending = 2;
+	uv_close((uv_handle_t *)&job->timer, job_timer_closed);
+	bf_pg_close(&job->pg, job_pg_closed, job);
+}
+
+/* Operator text may end in ";" and blanks; inside a CTE that is an error. */
+static char *dup_clause(const char *s)
+{
+	if (!s)
+		return NULL;
+	char *d = strdup(s);
+	size_t n;
+
+	if (!d)
+		return NULL;
+	n = strlen(d);
+	while (n > 0 && (d[n - 1] == ';' || d[n - 1] == ' ' || d[n - 1] == '\t' ||
+			 d[n - 1] == '\n' || d[n - 1] == '\r'))
+		d[--n] = '\0';
+	if (n == 0) {
+		free(d);
+		return NULL;
+	}
+	return d;
+}
+
+bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
+		     const bf_job_def *def)
+{
+	bf_job *job = calloc(1, sizeof(*job));
+	char app[64], init_sql[512], pgname[300];
+
+	if (!job)
+		return NULL;
+	job->engine = engine;
+	job->cfg = cfg;
+	job->owner = owner;
+	job->id = def->id;
+	job->lease_epoch = def->lease_epoch;
+	job->name = strdup(def->name);
+	job->table_name = strdup(def->table_name);
+	job->kind = strcmp(def->kind, "sql") == 0 ? BF_KIND_SQL : BF_KIND_UPDATE;
+	job->set_clause = dup_clause(def->set_clause);
+	job->where_clause = dup_clause(def->where_clause);
+	job->statement = dup_clause(def->statement);
+	job->key_columns = dup_or_null(def->key_columns);
+	job->rows_estimate = -1;
+	if (!job->name || !job->table_name) {
+		job_free(job);
+		return NULL;
+	}
+	bf_batch_size_init(&job->batch_size, def->batch_size > 0 ? def->batch_size : cfg->batch_size,
+			   cfg->batch_size_min, cfg->batch_size_max, cfg->batch_target_ms);
+	bf_backoff_init(&job->retry, (uint64_t)cfg->retry_initial_ms, (uint64_t)cfg->retry_max_ms,
+			(uint64_t)def->id * 0x9e3779b97f4a7c15ULL ^ uv_hrtime());
+
+	/* Every batch connection carries its own limits, so that a batch never
+	 * waits on a lock for long, never runs away, and never sits idle in a
+	 * transaction. ISO dates and exact floats: keys travel as text. */
+	snprintf(init_sql, sizeof(init_sql),
+		 "SELECT set_config('lock_timeout', '%dms', false),"
+		 " set_config('statement_timeout', '%dms', false),"
+		 " set_config('idle_in_transaction_session_timeout', '%dms', false),"
+		 " set_config('DateStyle', 'ISO', false),"
+		 " set_config('extra_float_digits', '3', false)",
+		 cfg->lock_timeout_ms, cfg->statement_timeout_ms,
+		 cfg->idle_in_transaction_timeout_ms);
+	snprintf(app, sizeof(app), "backfilld job %s", def->name);
+	snprintf(pgname, sizeof(pgname), "job \"%s\" connection", def->name);
+
+	bf_pg_options opts = {
+		.name = pgname,
+		.conninfo = cfg->conninfo,
+		.application_name = app,
+		.init_sql = init_sql,
+		.connect_timeout_ms = cfg->connect_timeout_ms,
+		.backoff_initial_ms = cfg->retry_initial_ms,
+		.backoff_max_ms = cfg->retry_max_ms,
+		.on_event = job_pg_event,
+		.arg = job,
+	};
+	if (uv_timer_init(bf_engine_loop(engine), &job->timer) != 0) {
+		job_free(job);
+		return NULL;
+	}
+	job->timer.data = job;
+	if (bf_pg_init(&job->pg, bf_engine_loop(engine), &opts) != 0) {
+		/* The timer is initialized: it must go through uv_close. */
+		job->phase = BF_JOB_CLOSING;
+		job->closes_pending = 1;
+		uv_close((uv_handle_t *)&job->timer, job_timer_closed);
+		return NULL;
+	}
+	job->phase = BF_JOB_CONNECTING;
+	job_log(job, BF_LOG_NOTICE, "claimed (lease epoch %" PRId64 "): %s %s",
+		job->lease_epoch, def->kind, job->table_name);
+	bf_pg_start(&job->pg);
+	return job;
+}
+
+void bf_job_poke(bf_job *job)
+{
+	if (job->phase == BF_JOB_CLOSING)
+		return;
+	job->synced = 0;
+	if (job->phase == BF_JOB_WAITING) {
+		uv_timer_stop(&job->timer);
+		job_step(job);
+	}
+}
+
+void bf_job_stop(bf_job *job)
+{
+	if (job->phase == BF_JOB_CLOSING)
+		return;
+	job->stop_requested = 1;
+	switch (job->phase) {
+	case BF_JOB_QUERY:
+		/* The batch in flight commits or rolls back; then we release. */
+		break;
+	case BF_JOB_WAITING:
+		uv_timer_stop(&job->timer);
+		job_step(job);
+		break;
+	case BF_JOB_CONNECTING:
+		/* No connection to release on: the lease expires by itself (and
+		 * the engine releases what it still can on its own connection). */
+		job_close(job);
+		break;
+	case BF_JOB_CLOSING:
+		break;
+	}
+}
+
+void bf_job_abort(bf_job *job)
+{
+	if (job->phase != BF_JOB_CLOSING)
+		job_log(job, BF_LOG_WARNING, "shutdown grace over: dropping the connection, the batch in flight rolls back");
+	job_close(job);
+}

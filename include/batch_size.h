@@ -1,0 +1,24 @@
+/* batch_size.h -- adapts the batch size toward a target batch duration. */
+#ifndef BF_BATCH_SIZE_H
+#define BF_BATCH_SIZE_H
+
+typedef struct bf_batch_size {
+	double size;        /* kept fractional so that slow growth is not rounded away */
+	int min, max;
+	double target_ms;
+} bf_batch_size;
+
+void bf_batch_size_init(bf_batch_size *bs, int start, int min, int max, int target_ms);
+
+/* The size of the next batch (whole rows, within bounds). */
+int bf_batch_size_get(const bf_batch_size *bs);
+
+/* A batch of `rows` rows took `busy_ms` of database work (time spent waiting
+ * or throttled must not be included: it says nothing about the batch).
+ * Grows slowly when batches are short, shrinks fast when they are long. */
+void bf_batch_size_observe(bf_batch_size *bs, int rows, double busy_ms);
+
+/* The batch hit a lock or statement timeout, or blocked others: halve. */
+void bf_batch_size_shrink(bf_batch_size *bs);
+
+#endif

@@ -1,0 +1,27 @@
+/* errclass.h -- what a failed batch means: retry it, or give up on the job. */
+#ifndef BF_ERRCLASS_H
+#define BF_ERRCLASS_H
+
+typedef enum bf_errclass {
+	/* Worth retrying as it is: lock timeout, deadlock, serialization
+	 * failure, lost connection, server shutting down or out of slots. */
+	BF_ERR_TRANSIENT,
+	/* The batch took too long or waited on a lock: retry, with a smaller batch. */
+	BF_ERR_TRANSIENT_SHRINK,
+	/* Retrying will not help: bad SQL, missing table, constraint violation. */
+	BF_ERR_PERMANENT,
+	/* Our checkpoint fence refused the batch: lease lost or the row changed
+	 * under us (paused, cancelled, taken over). Re-read the job row. */
+	BF_ERR_FENCE,
+} bf_errclass;
+
+/* SQLSTATE raised by backfill.checkpoint_fence(). */
+#define BF_SQLSTATE_FENCE "BF001"
+
+/* Classifies a five-character SQLSTATE; NULL (no SQLSTATE: the connection
+ * broke before the server could answer) is transient. */
+bf_errclass bf_errclass_of(const char *sqlstate);
+
+const char *bf_errclass_name(bf_errclass c);
+
+#endif

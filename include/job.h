@@ -1,0 +1,113 @@
+/* job.h -- one claimed job: its own connection, its keyset walk, its checkpoint.
+ *
+ * A job is created from a claimed row and runs until it finishes
+ * (succeeded/failed), finds the row no longer its own (lease lost, paused,
+ * cancelled, re-queued), or is asked to stop. Then it closes its connection
+ * and hands itself back to the engine, which frees it.
+ */
+#ifndef BF_JOB_H
+#define BF_JOB_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "batch_size.h"
+#include "backoff.h"
+#include "config.h"
+#include "keyset.h"
+#include "pg.h"
+
+typedef struct bf_engine bf_engine;
+typedef struct bf_job bf_job;
+
+/* What the claim query returned: the job's definition and our lease. */
+typedef struct bf_job_def {
+	int64_t id;
+	const char *name;
+	const char *table_name;
+	const char *kind;
+	const char *set_clause;
+	const char *where_clause;
+	const char *statement;
+	const char *key_columns;   /* text[] literal or NULL: the primary key */
+	int batch_size;            /* 0: the configured default */
+	int64_t lease_epoch;
+} bf_job_def;
+
+typedef enum bf_job_phase {
+	BF_JOB_CONNECTING,   /* waiting for its connection */
+	BF_JOB_QUERY,        /* a query of the walk is in flight */
+	BF_JOB_WAITING,      /* retry backoff timer */
+	BF_JOB_CLOSING,
+} bf_job_phase;
+
+struct bf_job {
+	bf_job *next;             /* the engine's list */
+	bf_engine *engine;
+	const bf_config *cfg;
+	const char *owner;        /* the engine's lease owner name */
+
+	int64_t id;
+	char *name;
+	char *table_name;
+	bf_job_kind kind;
+	char *set_clause, *where_clause, *statement;
+	char *key_columns;
+	int64_t lease_epoch;
+
+	/* What the job row says (re-read after every failure). */
+	int synced;
+	char *checkpoint;         /* text[] literal; NULL before the first batch */
+	char *upper_bound;        /* text[] literal; "{}" for an empty table; NULL: not fixed yet */
+	int64_t batches, rows_scanned, rows_updated;
+	int64_t rows_estimate;    /* -1: unknown */
+
+	/* The table, resolved on this connection. */
+	int resolved;
+	char *table_quoted;
+	int nkeys;
+	char **key_names, **key_types;
+	bf_walk walk;
+
+	/* Walk and verification progress. */
+	int walk_done;
+	int verify_started;
+	char *verify_checkpoint;
+	int64_t verify_matching;
+
+	bf_batch_size batch_size;
+	int batch_limit;          /* the size the batch in flight was sent with */
+	bf_backoff retry;
+	int failures;             /* non-transient failures in a row */
+	uint64_t query_started_ns;
+	uint64_t last_progress_ns;
+
+	bf_job_phase phase;
+	int stop_requested;
+	int stop_release;         /* on stop: release the lease (it is ours) */
+	int closes_pending;
+	bf_pg pg;
+	uv_timer_t timer;
+};
+
+/* Creates the job and starts connecting. Returns NULL when out of memory. */
+bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
+		     const bf_job_def *def);
+
+/* Something may have changed the row (a NOTIFY, a failed lease renewal):
+ * re-read it before the next batch, and now if the job is only waiting. */
+void bf_job_poke(bf_job *job);
+
+/* Shutdown: let the query in flight finish, release the lease, close. */
+void bf_job_stop(bf_job *job);
+
+/* Shutdown grace is over: drop the connection now (the server rolls the
+ * batch back) and close. */
+void bf_job_abort(bf_job *job);
+
+/* Implemented by the engine: its loop, and the job's last call, made once
+ * the job has closed (the job is freed right after). */
+uv_loop_t *bf_engine_loop(bf_engine *engine);
+void bf_engine_job_closed(bf_engine *engine, bf_job *job);
+
+#endif

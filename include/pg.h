@@ -1,0 +1,113 @@
+/* pg.h -- one PostgreSQL connection driven by the libuv loop (libpq's async API).
+ *
+ * Connects with PQconnectStartParams/PQconnectPoll, sends one query at a
+ * time with PQsendQuery(Params), reads with PQconsumeInput/PQgetResult, all
+ * on uv_poll readiness: nothing here ever blocks the loop. A broken
+ * connection is re-established with capped exponential backoff and jitter.
+ */
+#ifndef BF_PG_H
+#define BF_PG_H
+
+#include <libpq-fe.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "backoff.h"
+
+typedef struct bf_pg bf_pg;
+
+typedef struct bf_pg_result {
+	PGresult *res;        /* the query's last result; NULL if the connection broke */
+	int ok;               /* 1 when the query succeeded */
+	const char *sqlstate; /* on error: the SQLSTATE; NULL when the connection broke */
+	const char *message;  /* on error: the primary message; "" on success */
+} bf_pg_result;
+
+/* r and everything it points to live only during the callback. */
+typedef void (*bf_pg_query_cb)(bf_pg *pg, const bf_pg_result *r, void *arg);
+/* up = 1: connected and init_sql done, queries may be sent; up = 0: lost. */
+typedef void (*bf_pg_event_cb)(bf_pg *pg, int up, void *arg);
+typedef void (*bf_pg_notify_cb)(bf_pg *pg, const char *channel,
+				const char *payload, void *arg);
+typedef void (*bf_pg_close_cb)(bf_pg *pg, void *arg);
+
+typedef struct bf_pg_options {
+	const char *name;             /* for the log: "listener", "job \"x\"" */
+	const char *conninfo;         /* libpq conninfo; may be "" */
+	const char *application_name; /* overrides the conninfo's */
+	const char *init_sql;         /* run after every connect, before "up"; may be NULL */
+	int connect_timeout_ms;
+	int backoff_initial_ms;
+	int backoff_max_ms;
+	bf_pg_event_cb on_event;
+	bf_pg_notify_cb on_notify;
+	void *arg;
+} bf_pg_options;
+
+typedef enum bf_pg_state {
+	BF_PG_STOPPED,
+	BF_PG_CONNECTING,
+	BF_PG_INITIALIZING,
+	BF_PG_READY,
+	BF_PG_BUSY,
+	BF_PG_BACKOFF,
+	BF_PG_CLOSING,
+} bf_pg_state;
+
+struct bf_pg {
+	uv_loop_t *loop;
+	char *name;
+	char *conninfo;
+	char *application_name;
+	char *init_sql;
+	int connect_timeout_ms;
+	bf_pg_event_cb on_event;
+	bf_pg_notify_cb on_notify;
+	void *arg;
+
+	bf_pg_state state;
+	PGconn *conn;
+	uv_poll_t *poll;        /* heap: replaced whenever libpq may have changed its socket */
+	int poll_events;
+	uv_timer_t timer;       /* connect timeout, then reconnect backoff */
+	bf_backoff backoff;
+	int handles_open;       /* timer + polls not yet through their close callback */
+	int backend_pid;
+	unsigned connects;      /* successful connects so far */
+
+	bf_pg_query_cb query_cb;
+	void *query_arg;
+	PGresult *query_result; /* the result kept for query_cb: the error one if any */
+
+	bf_pg_close_cb close_cb;
+	void *close_arg;
+};
+
+/* Sets up pg; copies every string in opts. Returns 0, or a negative libuv
+ * error with nothing to clean up. */
+int bf_pg_init(bf_pg *pg, uv_loop_t *loop, const bf_pg_options *opts);
+
+/* Starts connecting (and keeps reconnecting until closed). */
+void bf_pg_start(bf_pg *pg);
+
+/* Sends one query. nparams == 0 with params == NULL uses the simple query
+ * protocol (several statements allowed); otherwise parameters are text.
+ * Returns 0, or -1 when the connection is not ready (nothing was sent and
+ * cb will not be called). cb is called exactly once otherwise, also when
+ * the connection breaks (r->res == NULL), but not after bf_pg_close. */
+int bf_pg_query(bf_pg *pg, const char *sql, int nparams,
+		const char *const *params, bf_pg_query_cb cb, void *arg);
+
+int bf_pg_is_ready(const bf_pg *pg);
+int bf_pg_is_busy(const bf_pg *pg);
+
+/* Drops the connection now (an in-flight query's cb gets a broken-connection
+ * result; the server rolls back its transaction) and reconnects after backoff. */
+void bf_pg_reset(bf_pg *pg, const char *why);
+
+/* Closes the connection and every handle; cb (may be NULL) runs once the
+ * last handle is closed, after which pg may be freed. A pending query's cb
+ * is never called. */
+void bf_pg_close(bf_pg *pg, bf_pg_close_cb cb, void *arg);
+
+#endif
