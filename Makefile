@@ -51,6 +51,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 HEADERS   := $(wildcard include/*.h)
 
 .PHONY: all clean check unit pytest demo install deps
+.SECONDARY:
 
 all: $(BUILD)/backfilld
 

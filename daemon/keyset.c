@@ -1,6 +1,7 @@
 /* keyset.c -- builds the SQL of a keyset walk. */
 #include "keyset.h"
 
+#include "sqltext.h"
 #include "strbuf.h"
 
 /* "a", "b" -- the key columns, optionally with a suffix (" DESC", "::text"). */
@@ -56,10 +57,14 @@ char *bf_keyset_batch_sql(const bf_walk *w, int first, int limit)
 {
 	bf_strbuf sb;
 
+	bf_sql_with with = {0};
+	int hoist = w->kind == BF_KIND_SQL && w->statement &&
+		    bf_sql_split_with(w->statement, &with) == 1;
+
 	bf_strbuf_init(&sb);
 	/* scan: the page of the walk, locked in key order. The match flag is
 	 * evaluated here, on the row version we hold locked. */
-	bf_strbuf_append(&sb, "WITH scan AS (\n  SELECT ");
+	bf_strbuf_printf(&sb, "WITH %sscan AS (\n  SELECT ", with.recursive ? "RECURSIVE " : "");
 	keys_list(&sb, w, "");
 	if (has_where(w))
 		bf_strbuf_printf(&sb, ", (%s\n  ) AS \"backfill match\"", w->where_clause);
@@ -86,6 +91,12 @@ char *bf_keyset_batch_sql(const bf_walk *w, int first, int limit)
 		bf_strbuf_append(&sb, ") IN (SELECT ");
 		keys_list(&sb, w, "");
 		bf_strbuf_append(&sb, " FROM batch)\n  RETURNING 1\n),\n");
+	} else if (hoist) {
+		/* A data-modifying WITH may only stand at the top level: the
+		 * statement's own CTEs join ours (after batch, which they read). */
+		bf_strbuf_printf(&sb, "%.*s,\nwork AS (\n%s\n),\n",
+				 (int)(with.ctes_end - with.ctes_start),
+				 w->statement + with.ctes_start, w->statement + with.main_start);
 	} else {
 		bf_strbuf_printf(&sb, "work AS (\n%s\n),\n", w->statement);
 	}

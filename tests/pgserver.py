@@ -104,7 +104,7 @@ class PgServer:
 
     def __init__(self, base_dir, name='pg', settings=None):
         self.name = name
-        self.dir = Path(tempfile.mkdtemp(prefix=f'{name}-', dir=base_dir))
+        self.dir = Path(tempfile.mkdtemp(prefix=f'{name}-', dir=base_dir)).resolve()
         self.data_dir = self.dir / 'data'
         self.log_path = self.dir / 'server.log'
         self.settings = dict(settings or {})
@@ -171,20 +171,22 @@ class PgServer:
         return opts
 
     def start(self):
-        """pg_ctl -w start; on the first start a free port is chosen (and
-        re-chosen if it was taken in the meantime)."""
+        """pg_ctl -w start.  The first start chooses a free port (again if it
+        was taken between the probe and the bind); later starts keep it."""
         if self.running():
             return self
-        pick_port = self.port is None
-        for attempt in range(1, START_ATTEMPTS + 1):
-            if pick_port:
-                self.port = free_port()
-            _started.add(self)
+        self._remove_stale_lock_files()
+        _started.add(self)
+        if self.port is not None:
+            self._pg_ctl_start()
+            return self
+        for attempt in range(START_ATTEMPTS):
+            self.port = free_port()
             try:
                 self._pg_ctl_start()
                 return self
             except PgError:
-                if not (pick_port and attempt < START_ATTEMPTS and self._port_was_taken()):
+                if attempt + 1 == START_ATTEMPTS or not self._port_was_taken():
                     raise
         return self
 
@@ -206,7 +208,7 @@ class PgServer:
             self._run([PG_BIN / 'pg_ctl', '-D', self.data_dir, '-m', mode,
                        '-w', '-t', timeout, 'stop'], timeout=timeout + 10)
         except (PgError, subprocess.TimeoutExpired):
-            self._kill_postmaster()
+            self.kill()
         _started.discard(self)
         return self
 
@@ -237,28 +239,37 @@ class PgServer:
             return False
         return os.fsencode(str(self.data_dir)) in cmdline
 
-    def _kill_postmaster(self, timeout=10):
+    def kill(self, timeout=10):
+        """SIGKILL to the postmaster and every backend: a crash, with recovery
+        at the next start."""
         pid = self.postmaster_pid()
         if pid is None:
-            return
+            return self
         # pg_ctl puts the postmaster in its own session (setsid), so its
         # process group holds the postmaster and every backend.
-        group = os.getpgid(pid) == pid
         try:
+            group = os.getpgid(pid) == pid
             if group:
                 os.killpg(pid, signal.SIGKILL)
             else:
                 os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
-            pass
-        gone = (lambda: not _group_alive(pid)) if group else (lambda: not _process_alive(pid))
+            group = False
+        alive = _group_alive if group else _process_alive
         deadline = time.monotonic() + timeout
-        while not gone() and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if not gone():
+        if alive(pid):
             raise PgError(f'{self}: postmaster {pid} survived SIGKILL')
-        # The next postmaster would take a zombie that init has not reaped yet
-        # for a live owner of the lock files: they are stale, remove them.
+        self._remove_stale_lock_files()
+        _started.discard(self)
+        return self
+
+    def _remove_stale_lock_files(self):
+        """Lock files of a postmaster that is gone.  Its zombie, until init
+        reaps it, would look like a live owner to the next postmaster."""
+        if self.postmaster_pid() is not None:
+            return
         (self.data_dir / 'postmaster.pid').unlink(missing_ok=True)
         for stale in self.dir.glob('.s.PGSQL.*'):
             stale.unlink(missing_ok=True)

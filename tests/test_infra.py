@@ -51,6 +51,10 @@ def test_stop_kills_unresponsive_postmaster(own_pg):
         open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0] == 'Z'
     own_pg.start()                              # and it comes back after a crash
     assert count_rows(own_pg, 'postgres', 'pg_class') > 0
+    own_pg.kill()
+    assert not own_pg.running()
+    own_pg.start()
+    assert 'database system was interrupted' in own_pg.log()
 
 
 def test_two_databases(pg):

@@ -1,0 +1,179 @@
+/* sqltext.c -- splits a leading WITH clause off an operator's SQL statement. */
+#include "sqltext.h"
+
+#include <ctype.h>
+#include <string.h>
+#include <strings.h>
+
+static int is_ident_char(char c)
+{
+	return isalnum((unsigned char)c) || c == '_' || c == '$' || (unsigned char)c >= 0x80;
+}
+
+/* White space, -- comments and nested block comments. */
+static size_t skip_blank(const char *s, size_t i)
+{
+	for (;;) {
+		while (s[i] && isspace((unsigned char)s[i]))
+			i++;
+		if (s[i] == '-' && s[i + 1] == '-') {
+			while (s[i] && s[i] != '\n')
+				i++;
+		} else if (s[i] == '/' && s[i + 1] == '*') {
+			int depth = 1;
+
+			i += 2;
+			while (s[i] && depth > 0) {
+				if (s[i] == '/' && s[i + 1] == '*') {
+					depth++;
+					i += 2;
+				} else if (s[i] == '*' && s[i + 1] == '/') {
+					depth--;
+					i += 2;
+				} else {
+					i++;
+				}
+			}
+		} else {
+			return i;
+		}
+	}
+}
+
+static int keyword_at(const char *s, size_t i, const char *kw)
+{
+	size_t n = strlen(kw);
+
+	return strncasecmp(s + i, kw, n) == 0 && !is_ident_char(s[i + n]);
+}
+
+/* Skips one quoted token starting at s[i]; returns the index after it, or 0
+ * when s[i] starts no quoted token, or (size_t)-1 when it is unterminated. */
+static size_t skip_quoted(const char *s, size_t i)
+{
+	char q = s[i];
+
+	if (q == '\'' || q == '"') {
+		/* E'...' strings also take backslash escapes. */
+		int backslash = q == '\'' && i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
+				(i < 2 || !is_ident_char(s[i - 2]));
+
+		for (i++; s[i]; i++) {
+			if (backslash && s[i] == '\\' && s[i + 1]) {
+				i++;
+			} else if (s[i] == q) {
+				if (s[i + 1] != q)
+					return i + 1;
+				i++;
+			}
+		}
+		return (size_t)-1;
+	}
+	if (q == '$' && (i == 0 || !is_ident_char(s[i - 1]))) {
+		/* $tag$ ... $tag$; "$1" is a parameter, not a quote. */
+		size_t j = i + 1;
+
+		if (isdigit((unsigned char)s[j]))
+			return 0;
+		while (s[j] && s[j] != '$' && (isalnum((unsigned char)s[j]) || s[j] == '_'))
+			j++;
+		if (s[j] != '$')
+			return 0;
+		size_t taglen = j - i + 1;
+		const char *end;
+
+		for (end = s + j + 1; (end = strchr(end, '$')) != NULL; end++)
+			if (strncmp(end, s + i, taglen) == 0)
+				return (size_t)(end - s) + taglen;
+		return (size_t)-1;
+	}
+	return 0;
+}
+
+/* s[i] is '(': returns the index after its matching ')', or (size_t)-1. */
+static size_t skip_parens(const char *s, size_t i)
+{
+	int depth = 0;
+
+	while (s[i]) {
+		size_t next = skip_blank(s, i);
+
+		if (next != i) {
+			i = next;
+			continue;
+		}
+		size_t q = skip_quoted(s, i);
+
+		if (q == (size_t)-1)
+			return q;
+		if (q) {
+			i = q;
+			continue;
+		}
+		if (s[i] == '(')
+			depth++;
+		else if (s[i] == ')' && --depth == 0)
+			return i + 1;
+		i++;
+	}
+	return (size_t)-1;
+}
+
+static size_t skip_identifier(const char *s, size_t i)
+{
+	if (s[i] == '"') {
+		size_t q = skip_quoted(s, i);
+
+		return q ? q : (size_t)-1;
+	}
+	if (!is_ident_char(s[i]) || isdigit((unsigned char)s[i]))
+		return (size_t)-1;
+	while (is_ident_char(s[i]))
+		i++;
+	return i;
+}
+
+int bf_sql_split_with(const char *stmt, bf_sql_with *out)
+{
+	size_t i = skip_blank(stmt, 0);
+
+	if (!keyword_at(stmt, i, "WITH"))
+		return 0;
+	memset(out, 0, sizeof(*out));
+	i = skip_blank(stmt, i + 4);
+	if (keyword_at(stmt, i, "RECURSIVE")) {
+		out->recursive = 1;
+		i = skip_blank(stmt, i + 9);
+	}
+	out->ctes_start = i;
+	for (;;) {
+		/* name [ ( columns ) ] AS [ [ NOT ] MATERIALIZED ] ( query ) */
+		i = skip_identifier(stmt, i);
+		if (i == (size_t)-1)
+			return -1;
+		i = skip_blank(stmt, i);
+		if (stmt[i] == '(' && (i = skip_parens(stmt, i)) == (size_t)-1)
+			return -1;
+		i = skip_blank(stmt, i);
+		if (!keyword_at(stmt, i, "AS"))
+			return -1;
+		i = skip_blank(stmt, i + 2);
+		if (keyword_at(stmt, i, "NOT"))
+			i = skip_blank(stmt, i + 3);
+		if (keyword_at(stmt, i, "MATERIALIZED"))
+			i = skip_blank(stmt, i + 12);
+		if (stmt[i] != '(' || (i = skip_parens(stmt, i)) == (size_t)-1)
+			return -1;
+		out->ctes_end = i;
+		i = skip_blank(stmt, i);
+		if (keyword_at(stmt, i, "SEARCH") || keyword_at(stmt, i, "CYCLE"))
+			return -1;
+		if (stmt[i] != ',')
+			break;
+		i = skip_blank(stmt, i + 1);
+	}
+	if (!stmt[i])
+		return -1;
+	out->main_start = i;
+	return 1;
+}

@@ -1,0 +1,21 @@
+/* sqltext.h -- just enough SQL lexing to take an operator's statement apart:
+ * quotes, dollar quotes, comments and parentheses are respected. */
+#ifndef BF_SQLTEXT_H
+#define BF_SQLTEXT_H
+
+#include <stddef.h>
+
+typedef struct bf_sql_with {
+	int recursive;       /* WITH RECURSIVE */
+	size_t ctes_start;   /* the CTE list: [ctes_start, ctes_end) */
+	size_t ctes_end;
+	size_t main_start;   /* the statement after the CTE list */
+} bf_sql_with;
+
+/* If stmt starts with a WITH clause, fills out and returns 1; returns 0 when
+ * it does not start with WITH, -1 when the WITH clause cannot be taken apart
+ * (unbalanced, unterminated, SEARCH/CYCLE): the caller then leaves the
+ * statement as it is and lets the server say what is wrong. */
+int bf_sql_split_with(const char *stmt, bf_sql_with *out);
+
+#endif

@@ -1,0 +1,125 @@
+"""The keyset walk: every key shape, both kinds, where_clause, table split."""
+import pytest
+
+from daemon import insert_job, wait_job_state
+from workload import SMALL_BATCHES, assert_each_row_once
+
+ROWS = 1200
+
+# name -> (key columns DDL, key column list, INSERT ... SELECT of the keys)
+KEY_SHAPES = {
+    'bigint': ('id bigint PRIMARY KEY', 'id',
+               'SELECT g FROM generate_series(1, {n}) g'),
+    'int': ('id int PRIMARY KEY', 'id',
+            'SELECT g * 7 - 3000 FROM generate_series(1, {n}) g'),
+    'uuid': ('id uuid PRIMARY KEY', 'id',
+             'SELECT gen_random_uuid() FROM generate_series(1, {n}) g'),
+    # Quotes, commas, braces, backslashes, spaces, non-ASCII: keys travel as text[].
+    'text': ('id text PRIMARY KEY', 'id',
+             """SELECT 'k' || g || (ARRAY['', ' ', ',', '"', '{{}}', '\\', 'é', 'NULL'])[1 + g % 8]
+                FROM generate_series(1, {n}) g"""),
+    # Microseconds and a daylight-saving zone: the checkpoint must round-trip exactly.
+    'timestamptz': ('id timestamptz PRIMARY KEY', 'id',
+                    """SELECT timestamptz '2024-03-09 12:00:00.000001 America/New_York'
+                              + g * interval '37 minutes 0.000123 seconds'
+                       FROM generate_series(1, {n}) g"""),
+    'composite': ('tenant int, code text, PRIMARY KEY (tenant, code)', 'tenant, code',
+                  "SELECT g % 7, 'c' || g FROM generate_series(1, {n}) g"),
+}
+
+
+@pytest.mark.parametrize('shape', sorted(KEY_SHAPES))
+def test_every_key_shape_walks_each_row_once(db, daemon_factory, shape):
+    ddl, cols, keys = KEY_SHAPES[shape]
+    conn = db.conn
+    conn.execute(f"ALTER DATABASE {db.name} SET timezone = 'America/New_York'")
+    conn.execute(f'CREATE TABLE walk ({ddl}, counter int NOT NULL DEFAULT 0)')
+    conn.execute(f'INSERT INTO walk ({cols}) ' + keys.format(n=ROWS))
+    daemon_factory(db.server, db.name, SMALL_BATCHES)
+    insert_job(conn, name='walk', table_name='walk', set_clause='counter = counter + 1')
+    row = wait_job_state(conn, 'walk', {'succeeded', 'failed'}, timeout=60)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert row['rows_scanned'] == ROWS and row['rows_updated'] == ROWS
+    assert row['batches'] == ROWS // 50
+    assert_each_row_once(conn, 'walk', ROWS)
+
+
+def test_key_columns_walk_a_table_without_primary_key(db, daemon_factory):
+    conn = db.conn
+    conn.execute('CREATE TABLE events (seq bigint NOT NULL UNIQUE, counter int NOT NULL DEFAULT 0)')
+    conn.execute('INSERT INTO events (seq) SELECT g FROM generate_series(1, 500) g')
+    daemon_factory(db.server, db.name)
+    insert_job(conn, name='events', table_name='events', key_columns=['seq'],
+               set_clause='counter = counter + 1', batch_size=64)
+    row = wait_job_state(conn, 'events', {'succeeded', 'failed'})
+    assert row['state'] == 'succeeded', row['last_error']
+    assert_each_row_once(conn, 'events', 500)
+
+
+def test_where_clause_leaves_other_rows_alone(db, daemon_factory):
+    conn = db.conn
+    conn.execute('CREATE TABLE orders (id bigint PRIMARY KEY, total numeric(10,2) NOT NULL, '
+                 'total_cents bigint, touched int NOT NULL DEFAULT 0)')
+    # Every third order already has its cents: scanned, never written.
+    conn.execute("""INSERT INTO orders (id, total, total_cents)
+                    SELECT g, g / 100.0, CASE WHEN g % 3 = 0 THEN g END
+                    FROM generate_series(1, 3000) g""")
+    daemon_factory(db.server, db.name, SMALL_BATCHES)
+    insert_job(conn, name='cents', table_name='public.orders',
+               set_clause='total_cents = (total * 100)::bigint, touched = touched + 1',
+               where_clause='total_cents IS NULL')
+    row = wait_job_state(conn, 'cents', {'succeeded', 'failed'}, timeout=60)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert row['rows_scanned'] == 3000
+    assert row['rows_updated'] == 2000
+    assert conn.execute('SELECT count(*) FROM orders WHERE total_cents IS NULL').fetchone()[0] == 0
+    assert dict(conn.execute('SELECT id % 3 = 0, max(touched) FROM orders GROUP BY 1').fetchall()) \
+        == {True: 0, False: 1}
+    assert conn.execute('SELECT count(*) FROM orders WHERE total_cents <> id').fetchone()[0] == 0
+
+
+def test_sql_job_splits_a_table(db, daemon_factory):
+    conn = db.conn
+    conn.execute('CREATE TABLE users (id bigint PRIMARY KEY, name text, street text, city text)')
+    conn.execute('CREATE TABLE addresses (user_id bigint PRIMARY KEY REFERENCES users, '
+                 'street text, city text)')
+    conn.execute("""INSERT INTO users SELECT g, 'user ' || g, g || ' Main St', 'City ' || (g % 10)
+                    FROM generate_series(1, 2500) g""")
+    # Some rows were copied already (a previous attempt): ON CONFLICT keeps them.
+    conn.execute('INSERT INTO addresses SELECT id, street, city FROM users WHERE id <= 100')
+    daemon_factory(db.server, db.name, SMALL_BATCHES)
+    insert_job(conn, name='split', table_name='users', kind='sql',
+               statement='INSERT INTO addresses (user_id, street, city) '
+                         'SELECT u.id, u.street, u.city FROM users u JOIN batch USING (id) '
+                         'ON CONFLICT (user_id) DO NOTHING;')
+    row = wait_job_state(conn, 'split', {'succeeded', 'failed'}, timeout=60)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert row['rows_scanned'] == 2500
+    assert conn.execute("""SELECT count(*) FROM users u JOIN addresses a ON a.user_id = u.id
+                           AND a.street = u.street AND a.city = u.city""").fetchone()[0] == 2500
+    assert conn.execute('SELECT count(*) FROM addresses').fetchone()[0] == 2500
+
+
+def test_sql_job_with_where_clause_and_its_own_with(db, daemon_factory):
+    conn = db.conn
+    conn.execute('CREATE TABLE src (id int PRIMARY KEY, v int, done bool NOT NULL DEFAULT false)')
+    conn.execute('CREATE TABLE dst (id int PRIMARY KEY, v2 int)')
+    conn.execute('INSERT INTO src (id, v) SELECT g, g FROM generate_series(1, 900) g')
+    daemon_factory(db.server, db.name, SMALL_BATCHES)
+    insert_job(conn, name='copy', table_name='src', kind='sql', where_clause='v % 2 = 0 AND NOT done',
+               statement='WITH moved AS (INSERT INTO dst SELECT s.id, s.v * 2 FROM src s '
+                         'JOIN batch USING (id) RETURNING id) '
+                         'UPDATE src SET done = true FROM moved WHERE src.id = moved.id')
+    row = wait_job_state(conn, 'copy', {'succeeded', 'failed'}, timeout=60)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert row['rows_updated'] == 450
+    assert conn.execute('SELECT count(*), sum(v2) FROM dst').fetchone() == (450, 2 * sum(range(2, 901, 2)))
+
+
+def test_empty_table_succeeds(db, daemon_factory):
+    db.conn.execute('CREATE TABLE nothing (id int PRIMARY KEY, x int)')
+    daemon_factory(db.server, db.name)
+    insert_job(db.conn, name='nothing', table_name='nothing', set_clause='x = 1', where_clause='x IS NULL')
+    row = wait_job_state(db.conn, 'nothing', {'succeeded', 'failed'})
+    assert row['state'] == 'succeeded', row['last_error']
+    assert row['rows_scanned'] == 0 and row['batches'] == 0

@@ -1,0 +1,108 @@
+/* test_control.c -- backoff, batch-size controller and error classes. */
+#include "backoff.h"
+#include "batch_size.h"
+#include "errclass.h"
+#include "unit.h"
+
+static void test_backoff_grows_caps_and_jitters(void)
+{
+	bf_backoff b;
+
+	bf_backoff_init(&b, 100, 1000, 42);
+	for (int i = 0; i < 10; i++) {
+		uint64_t cap = 100ULL << i;
+
+		if (cap > 1000)
+			cap = 1000;
+		uint64_t d = bf_backoff_next(&b);
+
+		UNIT_CHECK(d >= cap / 2 && d <= cap);
+	}
+	bf_backoff_reset(&b);
+	UNIT_CHECK(bf_backoff_next(&b) <= 100);
+}
+
+static void test_backoff_differs_between_seeds(void)
+{
+	bf_backoff a, b;
+	int differ = 0;
+
+	bf_backoff_init(&a, 1000, 60000, 1);
+	bf_backoff_init(&b, 1000, 60000, 2);
+	for (int i = 0; i < 8; i++)
+		differ += bf_backoff_next(&a) != bf_backoff_next(&b);
+	UNIT_CHECK(differ > 0);
+}
+
+static void test_batch_size_converges_to_target(void)
+{
+	bf_batch_size bs;
+
+	/* Synthetic cost: 0.1 ms a row; the target of 500 ms means 5000 rows. */
+	bf_batch_size_init(&bs, 100, 10, 100000, 500);
+	for (int i = 0; i < 60; i++) {
+		int n = bf_batch_size_get(&bs);
+
+		bf_batch_size_observe(&bs, n, n * 0.1);
+	}
+	int n = bf_batch_size_get(&bs);
+
+	UNIT_CHECK(n >= 4500 && n <= 5500);
+}
+
+static void test_batch_size_shrinks_fast_and_stays_in_bounds(void)
+{
+	bf_batch_size bs;
+
+	bf_batch_size_init(&bs, 8000, 100, 10000, 500);
+	/* One batch takes 10x the target: at most halve, at once. */
+	bf_batch_size_observe(&bs, 8000, 5000);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 4000);
+	for (int i = 0; i < 20; i++)
+		bf_batch_size_shrink(&bs);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 100);
+	for (int i = 0; i < 100; i++)
+		bf_batch_size_observe(&bs, bf_batch_size_get(&bs), 0.01);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 10000);
+	/* Growth is at most 25% a step. */
+	bf_batch_size_init(&bs, 1000, 1, 100000, 500);
+	bf_batch_size_observe(&bs, 1000, 1);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 1250);
+}
+
+static void test_batch_size_ignores_short_last_batch(void)
+{
+	bf_batch_size bs;
+
+	bf_batch_size_init(&bs, 1000, 1, 100000, 500);
+	bf_batch_size_observe(&bs, 3, 0.5);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 1000);
+}
+
+static void test_errclass(void)
+{
+	UNIT_CHECK_INT(bf_errclass_of("55P03"), BF_ERR_TRANSIENT_SHRINK);
+	UNIT_CHECK_INT(bf_errclass_of("57014"), BF_ERR_TRANSIENT_SHRINK);
+	UNIT_CHECK_INT(bf_errclass_of("40P01"), BF_ERR_TRANSIENT);
+	UNIT_CHECK_INT(bf_errclass_of("40001"), BF_ERR_TRANSIENT);
+	UNIT_CHECK_INT(bf_errclass_of("08006"), BF_ERR_TRANSIENT);
+	UNIT_CHECK_INT(bf_errclass_of("57P01"), BF_ERR_TRANSIENT);
+	UNIT_CHECK_INT(bf_errclass_of("53300"), BF_ERR_TRANSIENT);
+	UNIT_CHECK_INT(bf_errclass_of(NULL), BF_ERR_TRANSIENT);
+	UNIT_CHECK_INT(bf_errclass_of("BF001"), BF_ERR_FENCE);
+	UNIT_CHECK_INT(bf_errclass_of("42P01"), BF_ERR_PERMANENT); /* undefined_table */
+	UNIT_CHECK_INT(bf_errclass_of("42601"), BF_ERR_PERMANENT); /* syntax_error */
+	UNIT_CHECK_INT(bf_errclass_of("23505"), BF_ERR_PERMANENT); /* unique_violation */
+	UNIT_CHECK_INT(bf_errclass_of("42883"), BF_ERR_PERMANENT); /* no ordering operator */
+}
+
+int main(void)
+{
+	UNIT_RUN(test_backoff_grows_caps_and_jitters);
+	UNIT_RUN(test_backoff_differs_between_seeds);
+	UNIT_RUN(test_batch_size_converges_to_target);
+	UNIT_RUN(test_batch_size_shrinks_fast_and_stays_in_bounds);
+	UNIT_RUN(test_batch_size_ignores_short_last_batch);
+	UNIT_RUN(test_errclass);
+	return UNIT_DONE();
+}

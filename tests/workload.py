@@ -1,0 +1,48 @@
+"""Tables and checks shared by the daemon tests.
+
+Every backfill in these tests increments a counter column, so that "each
+row exactly once" is a plain query: every counter is 1.
+"""
+
+# A per-row pause (milliseconds) to make batches take a while, so that kills,
+# pauses and restarts land in the middle of a walk.
+PAUSE_FUNCTION = """
+CREATE OR REPLACE FUNCTION test_pause(ms float8) RETURNS int
+LANGUAGE sql VOLATILE AS $$ SELECT 0 FROM pg_sleep(ms / 1000.0) $$
+"""
+
+# Batch settings that make a walk many small batches.
+SMALL_BATCHES = {'batch': {'size': 50, 'size_min': 50, 'size_max': 50}}
+
+
+def counter_table(conn, table='items', rows=2000, key='bigint'):
+    """A table of `rows` rows with a bigint key 1..rows and a counter at 0."""
+    conn.execute(PAUSE_FUNCTION)
+    conn.execute(f'CREATE TABLE {table} (id {key} PRIMARY KEY, '
+                 f'payload text, counter int NOT NULL DEFAULT 0)')
+    conn.execute(f"INSERT INTO {table} (id, payload) "
+                 f"SELECT g, 'row ' || g FROM generate_series(1, %s) g", (rows,))
+    conn.execute(f'ANALYZE {table}')
+
+
+def counter_job(conn, name, table='items', pause_ms=0.0, **extra):
+    """A job that adds 1 to every row's counter (slowly, with pause_ms)."""
+    from daemon import insert_job
+    set_clause = 'counter = counter + 1'
+    if pause_ms:
+        set_clause += f' + test_pause({pause_ms})'
+    return insert_job(conn, name=name, table_name=table, set_clause=set_clause, **extra)
+
+
+def counters(conn, table='items'):
+    """{counter value: number of rows}."""
+    return dict(conn.execute(
+        f'SELECT counter, count(*) FROM {table} GROUP BY counter').fetchall())
+
+
+def assert_each_row_once(conn, table='items', rows=None):
+    seen = counters(conn, table)
+    total = sum(seen.values())
+    assert set(seen) == {1}, f'{table}: rows by counter value {seen} (want every row at 1)'
+    if rows is not None:
+        assert total == rows, f'{table}: {total} rows, want {rows}'
