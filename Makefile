@@ -51,7 +51,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 HEADERS   := $(wildcard include/*.h)
 
 .PHONY: all clean check unit pytest demo install deps
-.SECONDARY:
+.SECONDARY: $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 
 all: $(BUILD)/backfilld
 
