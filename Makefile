@@ -19,6 +19,7 @@ BUILD      ?= build
 CC         ?= cc
 PKG_CONFIG ?= pkg-config
 PYTHON     ?= /usr/bin/python3
+PYTEST_ARGS ?= tests
 PKGS       := libpq libuv yaml-0.1 libsystemd
 
 WARNINGS := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -86,7 +87,7 @@ unit: $(UNIT_BINS)
 	$(Q)set -e; for t in $(UNIT_BINS); do echo "  UNIT    $$t"; $$t; done
 
 pytest: $(BUILD)/backfilld
-	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
+	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) $(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
 check: deps
 	$(Q)$(MAKE) --no-print-directory WERROR=1 all unit

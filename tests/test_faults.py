@@ -1,0 +1,168 @@
+"""Crashes, restarts, concurrency: every row is still processed exactly once."""
+import random
+import threading
+import time
+
+from daemon import insert_job, job_row, wait_for, wait_job_state
+from workload import SMALL_BATCHES, assert_each_row_once, counter_job, counter_table, counters
+
+FAST_LEASE = {'engine': {'lease_s': 2, 'poll_interval_ms': 200}}
+
+
+def merged(*dicts):
+    out = {}
+    for d in dicts:
+        for section, keys in d.items():
+            out.setdefault(section, {}).update(keys)
+    return out
+
+
+def test_sigkill_at_random_moments_never_processes_a_row_twice(db, daemon_factory):
+    rows = 6000
+    conn = db.conn
+    counter_table(conn, rows=rows)
+    overrides = merged(SMALL_BATCHES, FAST_LEASE)
+    rng = random.Random(20261121)
+    kills = 0
+    for round_no in range(6):
+        daemon = daemon_factory(db.server, db.name, overrides, name=f'life{round_no}')
+        if round_no == 0:
+            counter_job(conn, 'crashy', pause_ms=0.05)
+        time.sleep(rng.uniform(0.3, 1.5))
+        if job_row(conn, 'crashy')['state'] == 'succeeded':
+            break
+        daemon.kill()
+        kills += 1
+        # Mid-walk: some progress, not all of it.
+        assert 0 < job_row(conn, 'crashy')['rows_scanned'] < rows or round_no == 0
+    assert kills >= 3, 'the job finished before the daemon could be killed often enough'
+    daemon_factory(db.server, db.name, overrides, name='last')
+    row = wait_job_state(conn, 'crashy', {'succeeded', 'failed'}, timeout=120)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert row['rows_scanned'] == rows
+    assert_each_row_once(conn, rows=rows)
+
+
+def test_concurrent_writer_loses_nothing(db, daemon_factory):
+    conn = db.conn
+    conn.execute('CREATE TABLE accounts (id bigint PRIMARY KEY, balance bigint NOT NULL, '
+                 'balance_x2 bigint, bf_counter int NOT NULL DEFAULT 0, app_counter int NOT NULL DEFAULT 0)')
+    # Even keys now; the application inserts odd keys inside the walk's range
+    # and new keys above it, and keeps updating existing rows.
+    conn.execute('INSERT INTO accounts (id, balance) SELECT g * 2, g FROM generate_series(1, 4000) g')
+    stop = threading.Event()
+    done = {'updates': 0, 'inserts': 0}
+    errors = []
+
+    def application():
+        app = db.connect()
+        rng = random.Random(7)
+        try:
+            while not stop.is_set():
+                key = rng.randrange(1, 4001) * 2
+                # The application writes balance_x2 correctly itself.
+                app.execute('UPDATE accounts SET balance = balance + 1, balance_x2 = (balance + 1) * 2, '
+                            'app_counter = app_counter + 1 WHERE id = %s', (key,))
+                done['updates'] += 1
+                new_key = rng.choice([rng.randrange(0, 4000) * 2 + 1, 10000 + done['inserts']])
+                cur = app.execute('INSERT INTO accounts (id, balance, balance_x2) VALUES (%s, 5, 10) '
+                                  'ON CONFLICT DO NOTHING', (new_key,))
+                done['inserts'] += cur.rowcount
+        except Exception as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+        finally:
+            app.close()
+
+    writer = threading.Thread(target=application)
+    writer.start()
+    try:
+        daemon_factory(db.server, db.name, SMALL_BATCHES)
+        insert_job(conn, name='x2', table_name='accounts',
+                   set_clause='balance_x2 = balance * 2, bf_counter = bf_counter + 1',
+                   where_clause='balance_x2 IS NULL')
+        row = wait_job_state(conn, 'x2', {'succeeded', 'failed'}, timeout=120)
+    finally:
+        stop.set()
+        writer.join(30)
+    assert not errors, errors
+    assert row['state'] == 'succeeded', row['last_error']
+    assert done['updates'] > 100, 'the application barely ran during the backfill'
+    wrong = conn.execute('SELECT count(*) FROM accounts WHERE balance_x2 IS DISTINCT FROM balance * 2').fetchone()[0]
+    assert wrong == 0
+    # No lost update: every increment of the application is there.
+    assert conn.execute('SELECT sum(app_counter) FROM accounts').fetchone()[0] == done['updates']
+    assert conn.execute('SELECT sum(balance) FROM accounts').fetchone()[0] == \
+        sum(range(1, 4001)) + done['updates'] + 5 * done['inserts']
+    assert conn.execute('SELECT count(*) FROM accounts').fetchone()[0] == 4000 + done['inserts']
+    # Never twice; and rows the application wrote correctly were left alone.
+    assert conn.execute('SELECT max(bf_counter) FROM accounts').fetchone()[0] == 1
+
+
+def test_two_daemons_share_the_jobs_and_survive_one_dying(db, daemon_factory):
+    conn = db.conn
+    tables = [f'part{i}' for i in range(4)]
+    overrides = merged(SMALL_BATCHES, FAST_LEASE, {'engine': {'max_jobs': 2}})
+    first = daemon_factory(db.server, db.name, overrides)
+    second = daemon_factory(db.server, db.name, overrides)
+    for table in tables:
+        counter_table(conn, table, rows=3000)
+        counter_job(conn, table, table, pause_ms=0.05)
+    wait_for(lambda: conn.execute("SELECT count(DISTINCT owner) FROM backfill.jobs "
+                                  "WHERE state = 'running'").fetchone()[0] == 2,
+             10, what='both daemons to run jobs')
+    # One daemon dies; the other takes its jobs over once the leases expire.
+    first.kill()
+    for table in tables:
+        row = wait_job_state(conn, table, {'succeeded', 'failed'}, timeout=120)
+        assert row['state'] == 'succeeded', row['last_error']
+        assert_each_row_once(conn, table, 3000)
+    assert 'taking over' in second.log()
+    assert conn.execute('SELECT max(lease_epoch) FROM backfill.jobs').fetchone()[0] >= 2
+
+
+def test_database_restart_mid_job(own_pg, daemon_factory):
+    own_pg.create_database('app')
+    conn = own_pg.connect('app')
+    counter_table(conn, rows=5000)
+    daemon = daemon_factory(own_pg, 'app', SMALL_BATCHES)
+    counter_job(conn, 'restarts', pause_ms=0.1)
+    conn.close()
+    for mode in ('fast', 'immediate'):
+        conn = own_pg.connect('app')
+        wait_for(lambda: conn.execute("SELECT rows_scanned > 0 FROM backfill.jobs").fetchone()[0],
+                 30, what='progress before the restart')
+        scanned = conn.execute('SELECT rows_scanned FROM backfill.jobs').fetchone()[0]
+        assert scanned < 5000, 'the job finished before the restart'
+        conn.close()
+        own_pg.restart(mode=mode)
+        conn = own_pg.connect('app')
+        wait_for(lambda: conn.execute('SELECT rows_scanned FROM backfill.jobs').fetchone()[0] > scanned,
+                 30, what=f'progress after the {mode} restart')
+        conn.close()
+    conn = own_pg.connect('app')
+    row = wait_job_state(conn, 'restarts', {'succeeded', 'failed'}, timeout=120)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert_each_row_once(conn, rows=5000)
+    assert 'reconnecting' in daemon.log()
+    conn.close()
+
+
+def test_sigstop_beyond_the_lease_is_fenced(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=4000)
+    overrides = merged(SMALL_BATCHES, FAST_LEASE)
+    stalled = daemon_factory(db.server, db.name, overrides, name='stalled')
+    counter_job(conn, 'stalled', pause_ms=0.1)
+    wait_for(lambda: job_row(conn, 'stalled')['rows_scanned'] > 0, 30, what='progress')
+    stalled.sigstop()
+    other = daemon_factory(db.server, db.name, overrides, name='other')
+    wait_for(lambda: job_row(conn, 'stalled')['owner'] not in (None,) and
+             job_row(conn, 'stalled')['lease_epoch'] >= 2, 30, what='the takeover')
+    stalled.sigcont()
+    row = wait_job_state(conn, 'stalled', {'succeeded', 'failed'}, timeout=120)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert_each_row_once(conn, rows=4000)
+    wait_for(lambda: 'lease lost' in stalled.log() or 'fence refused' in stalled.log(), 30,
+             what='the stalled daemon to notice it lost the lease')
+    assert 'taking over' in other.log()
+    assert counters(conn) == {1: 4000}
