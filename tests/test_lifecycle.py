@@ -1,0 +1,178 @@
+"""A job's life as an operator steers it with SQL, and jobs that cannot run."""
+import signal
+import time
+
+from daemon import insert_job, job_row, wait_for, wait_job_state
+from workload import SMALL_BATCHES, assert_each_row_once, counter_job, counter_table, counters
+
+
+def test_bad_jobs_fail_clearly_and_the_rest_carry_on(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=3000)
+    conn.execute('CREATE TABLE docs (id int PRIMARY KEY, doc json, counter int DEFAULT 0)')
+    conn.execute("INSERT INTO docs (id, doc) SELECT g, '{}' FROM generate_series(1, 10) g")
+    conn.execute('CREATE TABLE nokey (a int, b int)')
+    conn.execute('INSERT INTO nokey SELECT g, g FROM generate_series(1, 10) g')
+    conn.execute('CREATE TABLE checked (id int PRIMARY KEY, v int CHECK (v < 5))')
+    conn.execute('INSERT INTO checked SELECT g, 0 FROM generate_series(1, 10) g')
+    daemon = daemon_factory(db.server, db.name, {'engine': {'max_jobs': 8}, **SMALL_BATCHES})
+    bad = {
+        'missing-table': dict(table_name='public.nope', set_clause='x = 1'),
+        'bad-set': dict(table_name='items', set_clause='counter = = 1'),
+        'unknown-column': dict(table_name='items', set_clause='nosuch = 1'),
+        'unordered-key': dict(table_name='docs', key_columns=['doc'], set_clause='counter = 1'),
+        'missing-key-column': dict(table_name='items', key_columns=['nosuch'], set_clause='counter = 1'),
+        'no-primary-key': dict(table_name='nokey', set_clause='b = 0'),
+        'constraint': dict(table_name='checked', set_clause='v = 10'),
+    }
+    for name, columns in bad.items():
+        insert_job(conn, name=name, **columns)
+    counter_job(conn, 'good', pause_ms=0.05)
+    expect = {
+        'missing-table': 'relation "public.nope" does not exist',
+        'bad-set': 'syntax error',
+        'unknown-column': 'column "nosuch" of relation "items" does not exist',
+        'unordered-key': 'could not identify an ordering operator for type json',
+        'missing-key-column': 'key column "nosuch" does not exist in table public.items',
+        'no-primary-key': 'has no primary key: set key_columns',
+        'constraint': 'violates check constraint',
+    }
+    for name, message in expect.items():
+        row = wait_job_state(conn, name, {'failed', 'succeeded'}, timeout=60)
+        assert row['state'] == 'failed'
+        assert message in row['last_error'], row['last_error']
+        assert row['owner'] is None
+    row = wait_job_state(conn, 'good', {'succeeded', 'failed'}, timeout=60)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert_each_row_once(conn, rows=3000)
+    assert conn.execute('SELECT count(*) FROM checked WHERE v <> 0').fetchone()[0] == 0
+    assert daemon.alive()
+    assert 'job "bad-set": batch: syntax error' in daemon.log()
+
+
+def test_schema_refuses_incomplete_jobs(db, daemon_factory):
+    import psycopg
+    daemon_factory(db.server, db.name)
+    for columns in (dict(name='a', table_name='t'),                       # update without set_clause
+                    dict(name='b', table_name='t', kind='sql'),           # sql without statement
+                    dict(name='c', table_name='t', kind='delete', set_clause='x = 1'),
+                    dict(name='', table_name='t', set_clause='x = 1'),
+                    dict(name='d', table_name='t', set_clause='x = 1', batch_size=0)):
+        try:
+            insert_job(db.conn, **columns)
+        except psycopg.errors.CheckViolation:
+            continue
+        raise AssertionError(f'accepted {columns}')
+
+
+def test_pause_and_resume_with_sql_are_durable(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=4000)
+    daemon = daemon_factory(db.server, db.name, SMALL_BATCHES)
+    counter_job(conn, 'steered', pause_ms=0.1)
+    wait_for(lambda: job_row(conn, 'steered')['batches'] >= 3, 30, what='some batches')
+    conn.execute("UPDATE backfill.jobs SET state = 'paused' WHERE name = 'steered'")
+    row = wait_for(lambda: (r := job_row(conn, 'steered'))['owner'] is None and r, 10,
+                   what='the lease to be released on pause')
+    assert row['state'] == 'paused'
+    # Nothing moves while paused, across a daemon restart too.
+    daemon.stop()
+    daemon_factory(db.server, db.name, SMALL_BATCHES, name='after-restart')
+    time.sleep(1.5)
+    again = job_row(conn, 'steered')
+    assert (again['state'], again['batches'], again['rows_scanned']) == \
+        ('paused', row['batches'], row['rows_scanned'])
+    assert 0 < row['rows_scanned'] < 4000
+    assert sum(counters(conn).get(1, 0) for _ in [0]) == row['rows_scanned']
+    conn.execute("UPDATE backfill.jobs SET state = 'pending' WHERE name = 'steered'")
+    row = wait_job_state(conn, 'steered', {'succeeded', 'failed'}, timeout=60)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert_each_row_once(conn, rows=4000)
+
+
+def test_cancel_stops_before_the_next_batch(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=4000)
+    daemon = daemon_factory(db.server, db.name, SMALL_BATCHES)
+    counter_job(conn, 'doomed', pause_ms=0.1)
+    wait_for(lambda: job_row(conn, 'doomed')['batches'] >= 2, 30, what='some batches')
+    conn.execute("UPDATE backfill.jobs SET state = 'cancelled' WHERE name = 'doomed'")
+    row = wait_for(lambda: (r := job_row(conn, 'doomed'))['owner'] is None and r, 10,
+                   what='the lease to be released on cancel')
+    time.sleep(1)
+    final = job_row(conn, 'doomed')
+    assert final['state'] == 'cancelled' and final['finished_at'] is not None
+    assert final['batches'] == row['batches']
+    # Exactly the committed batches were applied, each row at most once.
+    assert counters(conn) == {1: final['rows_scanned'], 0: 4000 - final['rows_scanned']}
+    assert 'state changed to cancelled' in daemon.log()
+
+
+def test_verification_fails_when_rows_still_match(db, daemon_factory):
+    conn = db.conn
+    conn.execute('CREATE TABLE t (id int PRIMARY KEY, x int)')
+    conn.execute('INSERT INTO t SELECT g, NULL FROM generate_series(1, 300) g')
+    daemon_factory(db.server, db.name, {'batch': {'verify_chunk_rows': 70}})
+    # The SET leaves a third of the rows matching the where_clause.
+    insert_job(conn, name='leaky', table_name='t', where_clause='x IS NULL',
+               set_clause='x = CASE WHEN id % 3 = 0 THEN NULL ELSE 1 END')
+    row = wait_job_state(conn, 'leaky', {'succeeded', 'failed'})
+    assert row['state'] == 'failed'
+    assert 'verification failed: 100 rows in the walked range still match where_clause (x IS NULL)' \
+        in row['last_error']
+    # A failed job is retried by putting it back to pending: it verifies again.
+    conn.execute('UPDATE t SET x = 2 WHERE x IS NULL')
+    conn.execute("UPDATE backfill.jobs SET state = 'pending' WHERE name = 'leaky'")
+    row = wait_job_state(conn, 'leaky', {'succeeded', 'failed'})
+    assert row['state'] == 'succeeded', row['last_error']
+    assert row['last_error'] is None
+
+
+def test_sigterm_mid_job_releases_the_lease_and_exits_zero(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=4000)
+    daemon = daemon_factory(db.server, db.name, SMALL_BATCHES)
+    counter_job(conn, 'interrupted', pause_ms=0.2)
+    wait_for(lambda: job_row(conn, 'interrupted')['batches'] >= 2, 30, what='some batches')
+    started = time.monotonic()
+    assert daemon.stop(timeout=20) == 0
+    assert time.monotonic() - started < 5
+    row = job_row(conn, 'interrupted')
+    assert (row['state'], row['owner']) == ('pending', None)
+    assert 0 < row['rows_scanned'] < 4000
+    assert counters(conn).get(1, 0) == row['rows_scanned']
+    daemon_factory(db.server, db.name, SMALL_BATCHES, name='again')
+    row = wait_job_state(conn, 'interrupted', {'succeeded', 'failed'}, timeout=60)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert_each_row_once(conn, rows=4000)
+
+
+def test_listen_picks_a_new_job_up_at_once(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=10)
+    # With a one-minute poll, only the NOTIFY can explain a fast pickup.
+    daemon_factory(db.server, db.name, {'engine': {'poll_interval_ms': 60000}})
+    time.sleep(0.5)
+    inserted = time.monotonic()
+    counter_job(conn, 'quick')
+    wait_job_state(conn, 'quick', 'succeeded', timeout=10)
+    assert time.monotonic() - inserted < 5
+
+
+def test_second_sigterm_cuts_the_grace_short(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=100)
+    daemon = daemon_factory(db.server, db.name, {'batch': {'size': 100}})
+    # One batch that takes a long while: 100 rows x 50 ms.
+    counter_job(conn, 'slow', pause_ms=50)
+    wait_for(lambda: 'backfilld job slow' in [r[0] for r in conn.execute(
+        "SELECT application_name FROM pg_stat_activity WHERE state = 'active'").fetchall()],
+        10, what='the slow batch to run')
+    daemon.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert daemon.alive(), 'the daemon did not wait for its batch in flight'
+    started = time.monotonic()
+    assert daemon.stop(timeout=10) == 0
+    assert time.monotonic() - started < 3
+    row = job_row(conn, 'slow')
+    assert row['batches'] == 0 and counters(conn) == {0: 100}
