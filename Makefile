@@ -12,6 +12,7 @@ BINDIR     ?= $(PREFIX)/bin
 SBINDIR    ?= $(PREFIX)/sbin
 SYSCONFDIR ?= /etc
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DOCDIR     ?= $(PREFIX)/share/doc/backfilld
 DESTDIR    ?=
 
 VERSION    := 0.1.0
@@ -97,11 +98,16 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) sh scripts/demo.sh
 
+# The unit names the installed paths, whatever PREFIX and SYSCONFDIR are.
 install: $(BUILD)/backfilld
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/backfilld $(DESTDIR)$(UNITDIR)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/backfilld $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(BUILD)/backfilld $(DESTDIR)$(SBINDIR)/backfilld
 	install -m 0644 config/backfilld.yaml $(DESTDIR)$(SYSCONFDIR)/backfilld/backfilld.yaml.example
-	install -m 0644 systemd/backfilld.service $(DESTDIR)$(UNITDIR)/backfilld.service
+	sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/etc/backfilld/|$(SYSCONFDIR)/backfilld/|g' \
+	    -e 's|/usr/share/doc/backfilld/|$(DOCDIR)/|g' \
+	    systemd/backfilld.service > $(DESTDIR)$(UNITDIR)/backfilld.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/backfilld.service
+	install -m 0644 README.md LICENSE $(DESTDIR)$(DOCDIR)/
 
 clean:
 	rm -rf $(BUILD)
