@@ -410,11 +410,20 @@ int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg,
 	engine->arg = arg;
 	engine_make_owner(engine);
 
+	char init_sql[256];
+
+	/* An operator's transaction left open on a job row must not freeze
+	 * claims and renewals of every other job: bounded waits, then retry. */
+	snprintf(init_sql, sizeof(init_sql),
+		 "SELECT set_config('lock_timeout', '%dms', false),"
+		 " set_config('statement_timeout', '%dms', false)",
+		 cfg->lock_timeout_ms, cfg->statement_timeout_ms);
+
 	bf_pg_options opts = {
 		.name = "listener connection",
 		.conninfo = cfg->conninfo,
 		.application_name = "backfilld listener",
-		.init_sql = NULL,
+		.init_sql = init_sql,
 		.connect_timeout_ms = cfg->connect_timeout_ms,
 		.backoff_initial_ms = cfg->retry_initial_ms,
 		.backoff_max_ms = cfg->retry_max_ms,

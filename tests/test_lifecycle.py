@@ -176,3 +176,60 @@ def test_second_sigterm_cuts_the_grace_short(db, daemon_factory):
     assert time.monotonic() - started < 3
     row = job_row(conn, 'slow')
     assert row['batches'] == 0 and counters(conn) == {0: 100}
+
+
+def test_a_held_row_lock_is_waited_out_not_failed(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=1000)
+    daemon = daemon_factory(db.server, db.name, {'batch': {'size': 100, 'size_min': 10,
+                                                           'lock_timeout_ms': 100}})
+    # The application holds row 500 for a few seconds.
+    app = db.connect(autocommit=False)
+    app.execute('SELECT * FROM items WHERE id = 500 FOR UPDATE')
+    try:
+        counter_job(conn, 'patient')
+        wait_for(lambda: 'lock timeout' in daemon.log() or 'canceling statement due to lock timeout'
+                 in daemon.log(), 15, what='a lock timeout on the held row')
+        assert job_row(conn, 'patient')['state'] == 'running'
+        assert 0 < job_row(conn, 'patient')['rows_scanned'] < 1000
+    finally:
+        app.rollback()
+        app.close()
+    row = wait_job_state(conn, 'patient', {'succeeded', 'failed'}, timeout=60)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert_each_row_once(conn, rows=1000)
+    assert 'transient, retrying' in daemon.log()
+
+
+def test_two_daemons_installing_the_schema_at_once(db, daemon_factory):
+    first = daemon_factory(db.server, db.name, start=False)
+    second = daemon_factory(db.server, db.name, start=False)
+    first.start()
+    second.start()
+    first.wait_ready(30)
+    second.wait_ready(30)
+    assert db.conn.execute('SELECT array_agg(version) FROM backfill.schema_version').fetchone()[0] == [1]
+    # A restart finds the schema in place and changes nothing.
+    first.stop()
+    first.start().wait_ready(30)
+    assert db.conn.execute('SELECT count(*) FROM backfill.schema_version').fetchone()[0] == 1
+
+
+def test_journald_lines_carry_syslog_priorities(db, daemon_factory, tmp_path):
+    import os
+    import subprocess
+    daemon = daemon_factory(db.server, db.name, start=False)
+    daemon.write_config()
+    log_path = tmp_path / 'journal.log'
+    with open(log_path, 'w') as log:
+        st = os.fstat(log.fileno())
+        env = dict(daemon.env(), JOURNAL_STREAM=f'{st.st_dev}:{st.st_ino}')
+        proc = subprocess.Popen(daemon.command(), stdout=log, stderr=log, env=env)
+        try:
+            wait_for(lambda: 'ready' in log_path.read_text(), 30, what='ready')
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    lines = log_path.read_text().splitlines()
+    assert lines and all(line[:3] in ('<3>', '<4>', '<5>', '<6>', '<7>') for line in lines), lines
+    assert any(line.startswith('<5>') and 'ready' in line for line in lines)
