@@ -233,3 +233,13 @@ def test_journald_lines_carry_syslog_priorities(db, daemon_factory, tmp_path):
     lines = log_path.read_text().splitlines()
     assert lines and all(line[:3] in ('<3>', '<4>', '<5>', '<6>', '<7>') for line in lines), lines
     assert any(line.startswith('<5>') and 'ready' in line for line in lines)
+
+
+def test_poll_finds_a_job_whose_notification_was_lost(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=10)
+    daemon_factory(db.server, db.name, {'engine': {'poll_interval_ms': 300}})
+    conn.execute('ALTER TABLE backfill.jobs DISABLE TRIGGER jobs_notify_insert')
+    counter_job(conn, 'silent')
+    wait_job_state(conn, 'silent', 'succeeded', timeout=10)
+    assert_each_row_once(conn, rows=10)
