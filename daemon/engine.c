@@ -30,7 +30,8 @@ static bf_job *engine_find_job(bf_engine *engine, int64_t id)
 
 static void engine_closed_one(bf_engine *engine)
 {
-	if (--engine->closes_pending == 0 && engine->on_stopped)
+	/* Jobs close on their own; on_stopped waits for the last of them too. */
+	if (--engine->closes_pending == 0 && engine->njobs == 0 && engine->on_stopped)
 		engine->on_stopped(engine, engine->arg);
 }
 
@@ -48,8 +49,9 @@ static void engine_listener_closed(bf_pg *pg, void *arg)
 /* Every job is gone: close our own connection and timers. */
 static void engine_close(bf_engine *engine)
 {
-	if (engine->closes_pending)
+	if (engine->closing)
 		return;
+	engine->closing = 1;
 	engine->closes_pending = 4;
 	uv_close((uv_handle_t *)&engine->poll_timer, engine_timer_closed);
 	uv_close((uv_handle_t *)&engine->renew_timer, engine_timer_closed);
@@ -155,40 +157,66 @@ static void engine_renewed(bf_pg *pg, const bf_pg_result *r, void *arg)
 	(void)pg;
 	if (!r->ok) {
 		if (r->res)
-			bf_warning("lease renewal failed: %s", r->message);
+			bf_warning("lease renewal failed: %s; retrying", r->message);
+		engine->want_renew = 1;
 		engine_kick(engine);
 		return;
 	}
-	/* A job whose lease did not renew is no longer ours as it was (paused,
-	 * cancelled, taken over): it re-reads its row before the next batch. */
-	for (bf_job *job = engine->jobs; job; job = job->next) {
-		int renewed = 0;
-
-		for (int i = 0; i < PQntuples(r->res); i++) {
-			if (strtoll(PQgetvalue(r->res, i, 0), NULL, 10) == job->id &&
-			    strtoll(PQgetvalue(r->res, i, 1), NULL, 10) == job->lease_epoch)
-				renewed = 1;
-		}
-		if (!renewed && job->phase != BF_JOB_CLOSING) {
-			bf_notice("job \"%s\": lease not renewed; re-reading its row", job->name);
-			bf_job_poke(job);
-		}
+	for (int i = 0; i < PQntuples(r->res); i++) {
+		if (strcmp(PQgetvalue(r->res, i, 0), "released") == 0)
+			bf_warning("job \"%s\": held our lease but was not running here; released it",
+				   PQgetvalue(r->res, i, 1));
 	}
 	engine_kick(engine);
 }
 
+static char *engine_job_ids(bf_engine *engine)
+{
+	bf_strbuf ids;
+
+	bf_strbuf_init(&ids);
+	bf_strbuf_append(&ids, "{");
+	for (bf_job *job = engine->jobs; job; job = job->next)
+		bf_strbuf_printf(&ids, "%s%" PRId64, job == engine->jobs ? "" : ",", job->id);
+	bf_strbuf_append(&ids, "}");
+	return bf_strbuf_finish(&ids);
+}
+
 static void engine_renew(bf_engine *engine)
 {
+	/* Renews the jobs we run, and only those. SKIP LOCKED: a job row
+	 * locked right now (its batch committing, an operator's open
+	 * transaction) is renewed next time, at most a third of the lease
+	 * later, rather than holding up every other renewal. A row that says
+	 * it is ours but that we do not run (a claim whose reply was lost) is
+	 * given back, or it would stay leased by a daemon that never runs it. */
 	static const char sql[] =
-		"UPDATE backfill.jobs SET lease_until = now() + $2 * interval '1 second'\n"
-		"WHERE owner = $1 AND state = 'running'\n"
-		"RETURNING id, lease_epoch";
+		"WITH renewed AS (\n"
+		"  UPDATE backfill.jobs SET lease_until = now() + $2 * interval '1 second'\n"
+		"  WHERE id IN (SELECT id FROM backfill.jobs\n"
+		"               WHERE owner = $1 AND state = 'running' AND id = ANY ($3::bigint[])\n"
+		"               FOR UPDATE SKIP LOCKED)\n"
+		"  RETURNING id, name\n"
+		"), released AS (\n"
+		"  UPDATE backfill.jobs SET owner = NULL, lease_until = NULL,\n"
+		"    state = CASE WHEN state = 'running' THEN 'pending' ELSE state END\n"
+		"  WHERE id IN (SELECT id FROM backfill.jobs\n"
+		"               WHERE owner = $1 AND id <> ALL ($3::bigint[])\n"
+		"               FOR UPDATE SKIP LOCKED)\n"
+		"  RETURNING id, name\n"
+		")\n"
+		"SELECT 'renewed', name FROM renewed UNION ALL SELECT 'released', name FROM released";
 	char lease[16];
-	const char *params[2] = {engine->owner, lease};
+	char *ids = engine_job_ids(engine);
 
+	if (!ids)
+		return;
 	engine->want_renew = 0;
 	snprintf(lease, sizeof(lease), "%d", engine->cfg->lease_s);
-	bf_pg_query(&engine->listener, sql, 2, params, engine_renewed, engine);
+	const char *params[3] = {engine->owner, lease, ids};
+
+	bf_pg_query(&engine->listener, sql, 3, params, engine_renewed, engine);
+	free(ids);
 }
 
 static void engine_renew_timer_cb(uv_timer_t *timer)
@@ -273,18 +301,12 @@ static void engine_claim(bf_engine *engine)
 		"RETURNING j.id, j.name, j.table_name, j.kind, j.set_clause, j.where_clause,\n"
 		"  j.statement, j.key_columns, j.batch_size, j.lease_epoch, c.prev_owner";
 	char slots[16], lease[16];
-	bf_strbuf ids;
 	int free_slots = engine->cfg->max_jobs - engine->njobs;
 
 	engine->want_claim = 0;
 	if (free_slots <= 0)
 		return;
-	bf_strbuf_init(&ids);
-	bf_strbuf_append(&ids, "{");
-	for (bf_job *job = engine->jobs; job; job = job->next)
-		bf_strbuf_printf(&ids, "%s%" PRId64, job == engine->jobs ? "" : ",", job->id);
-	bf_strbuf_append(&ids, "}");
-	char *running = bf_strbuf_finish(&ids);
+	char *running = engine_job_ids(engine);
 
 	if (!running)
 		return;
@@ -301,21 +323,25 @@ static void engine_claim(bf_engine *engine)
 /* One query at a time on the listener; this picks the most urgent. */
 static void engine_kick(bf_engine *engine)
 {
-	if (engine->closes_pending)
+	if (engine->closing)
 		return;
-	if (!bf_pg_is_ready(&engine->listener)) {
-		if (engine->stopping && engine->njobs == 0 && !bf_pg_is_busy(&engine->listener))
+	if (engine->stopping && engine->njobs == 0) {
+		/* Last act: release what we still hold, unless the listener
+		 * cannot (down, or the grace is over and it is busy). */
+		if (bf_pg_is_ready(&engine->listener) && !engine->grace_over)
+			engine_release_all(engine);
+		else if (!bf_pg_is_busy(&engine->listener) || engine->grace_over)
 			engine_close(engine);
 		return;
 	}
-	if (engine->stopping) {
-		if (engine->njobs == 0)
-			engine_release_all(engine);
-		else if (engine->want_renew)
-			engine_renew(engine);
+	if (!bf_pg_is_ready(&engine->listener))
 		return;
-	}
-	if (!engine->listening)
+	/* Renewals first: the jobs we run must not lose their leases. */
+	if (engine->want_renew && engine->njobs > 0)
+		engine_renew(engine);
+	else if (engine->stopping)
+		return;
+	else if (!engine->listening)
 		engine_install(engine);
 	else if (engine->want_renew)
 		engine_renew(engine);
@@ -329,8 +355,11 @@ static void engine_listener_event(bf_pg *pg, int up, void *arg)
 
 	(void)pg;
 	engine->listening = 0;
-	if (up)
+	if (up) {
+		/* Renewals may have been missed while we were away. */
+		engine->want_renew = 1;
 		engine_kick(engine);
+	}
 }
 
 static void engine_notify(bf_pg *pg, const char *channel, const char *payload, void *arg)
@@ -425,6 +454,7 @@ int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg,
 		.application_name = "backfilld listener",
 		.init_sql = init_sql,
 		.connect_timeout_ms = cfg->connect_timeout_ms,
+		.query_timeout_ms = cfg->statement_timeout_ms + BF_QUERY_DEADLINE_MARGIN_MS,
 		.backoff_initial_ms = cfg->retry_initial_ms,
 		.backoff_max_ms = cfg->retry_max_ms,
 		.on_event = engine_listener_event,
@@ -458,16 +488,20 @@ static void engine_grace_timer_cb(uv_timer_t *timer)
 {
 	bf_engine *engine = timer->data;
 
-	bf_warning("shutdown grace of %d ms is over", engine->cfg->shutdown_grace_ms);
+	if (engine->grace_over)
+		return;
+	engine->grace_over = 1;
+	if (engine->njobs)
+		bf_warning("shutdown grace of %d ms is over", engine->cfg->shutdown_grace_ms);
 	for (bf_job *job = engine->jobs; job; job = job->next)
 		bf_job_abort(job);
-	if (engine->njobs == 0 || !bf_pg_is_ready(&engine->listener))
-		engine_close(engine);
+	/* The engine closes once the last job has (bf_engine_job_closed). */
+	engine_kick(engine);
 }
 
 void bf_engine_stop(bf_engine *engine)
 {
-	if (engine->closes_pending)
+	if (engine->closing)
 		return;
 	if (engine->stopping) {
 		/* Asked twice: do not wait for the batches any longer. */

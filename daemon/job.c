@@ -14,6 +14,7 @@
 
 #include "errclass.h"
 #include "log.h"
+#include "sqltext.h"
 #include "strbuf.h"
 
 /* How often a running job logs its progress. */
@@ -52,6 +53,23 @@ static int64_t col_int(const PGresult *res, int row, int c, int64_t null_value)
 static void fmt_int(char *buf, size_t len, int64_t v)
 {
 	snprintf(buf, len, "%" PRId64, v);
+}
+
+/* snprintf may cut a multibyte character in two, and PostgreSQL refuses
+ * such text: drop an incomplete UTF-8 sequence at the end of s. */
+static void utf8_trim(char *s)
+{
+	size_t n = strlen(s), i = n;
+
+	while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+		i--;
+	if (i == 0)
+		return;
+	unsigned char lead = (unsigned char)s[i - 1];
+	size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+
+	if (n - (i - 1) < need)
+		s[i - 1] = '\0';
 }
 
 /* ---- sending queries ---- */
@@ -123,6 +141,12 @@ static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *wha
 
 	snprintf(error, sizeof(error), "%s: %s (SQLSTATE %s)", what, r->message,
 		 r->sqlstate ? r->sqlstate : "none");
+	if (job->stop_requested) {
+		/* Stopping: no retry, no backoff; release what is ours. */
+		job_log(job, BF_LOG_WARNING, "%s", error);
+		job_step(job);
+		return;
+	}
 	switch (cls) {
 	case BF_ERR_FENCE:
 		job_log(job, BF_LOG_NOTICE,
@@ -148,6 +172,12 @@ static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *wha
 	if (job->failures >= job->cfg->retry_max_failures) {
 		job_log(job, BF_LOG_ERROR, "%s; failed %d times in a row, giving up",
 			error, job->failures);
+		if (job->finishing) {
+			/* Even recording the end fails: leave the row to the lease,
+			 * so that this daemon or another tries again later. */
+			job_close(job);
+			return;
+		}
 		job_finish(job, "failed", error);
 		return;
 	}
@@ -226,11 +256,18 @@ static void job_finish(bf_job *job, const char *state, const char *error)
 		"UPDATE backfill.jobs SET state = $4, last_error = $5, owner = NULL, lease_until = NULL\n"
 		"WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND state = 'running'\n"
 		"RETURNING state";
+	char text[1024];
 	job_params p;
 
+	job->finishing = 1;
 	job_params_fence(job, &p);
 	p.values[3] = state;
-	p.values[4] = error;
+	p.values[4] = NULL;
+	if (error) {
+		snprintf(text, sizeof(text), "%s", error);
+		utf8_trim(text);
+		p.values[4] = text;
+	}
 	job_send(job, sql, 5, p.values, job_finished);
 }
 
@@ -337,6 +374,34 @@ static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 			return;
 		}
 	}
+	if (strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
+		bf_strbuf keys;
+
+		bf_strbuf_init(&keys);
+		for (int i = 0; i < n; i++)
+			bf_strbuf_printf(&keys, "%s%s %s", i ? ", " : "", PQgetvalue(res, i, 3),
+					 PQgetvalue(res, i, 4));
+		/* Equal keys straddling two pages would be skipped, and without
+		 * an index on exactly these columns every batch scans the table.
+		 * A type without btree ordering (json, point) can have no such index. */
+		snprintf(error, sizeof(error),
+			 "key columns (%s) of table %s are not exactly the columns of a unique btree index, "
+			 "in index order: create such an index or choose other key_columns",
+			 keys.data ? keys.data : "", PQgetvalue(res, 0, 0));
+		bf_strbuf_free(&keys);
+		job_finish(job, "failed", error);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		if (strcmp(PQgetvalue(res, i, 5), "t") != 0) {
+			snprintf(error, sizeof(error),
+				 "key column %s of table %s is nullable: rows with a NULL key would never be "
+				 "walked; make it NOT NULL or choose other key_columns",
+				 PQgetvalue(res, i, 3), PQgetvalue(res, 0, 0));
+			job_finish(job, "failed", error);
+			return;
+		}
+	}
 	job_free_keys(job);
 	job->key_names = calloc((size_t)n, sizeof(char *));
 	job->key_types = calloc((size_t)n, sizeof(char *));
@@ -381,25 +446,40 @@ static void job_resolve(bf_job *job)
 {
 	/* The server quotes every identifier we compose (format %I,
 	 * quote_ident), and $1::regclass resolves the name the way the
-	 * operator's own session would. */
+	 * operator's own session would. One row per key column, with what makes
+	 * a walk correct: NOT NULL keys that are exactly a unique index. The
+	 * type without modifier, as format_type(t, -1) spells it ("bpchar", not
+	 * "character", which means char(1) in a cast). */
 	static const char sql[] =
-		"SELECT format('%I.%I', n.nspname, c.relname),\n"
-		"       CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END,\n"
-		"       u.name, quote_ident(a.attname), format_type(a.atttypid, NULL)\n"
-		"FROM pg_catalog.pg_class c\n"
-		"JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n"
-		"LEFT JOIN LATERAL unnest(coalesce($2::text[], ARRAY(\n"
-		"    SELECT pa.attname::text\n"
-		"    FROM pg_catalog.pg_index i,\n"
-		"         unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord),\n"
-		"         pg_catalog.pg_attribute pa\n"
-		"    WHERE i.indrelid = c.oid AND i.indisprimary\n"
-		"      AND pa.attrelid = c.oid AND pa.attnum = k.attnum\n"
-		"    ORDER BY k.ord))) WITH ORDINALITY u(name, ord) ON true\n"
-		"LEFT JOIN pg_catalog.pg_attribute a\n"
-		"  ON a.attrelid = c.oid AND a.attname = u.name AND a.attnum > 0 AND NOT a.attisdropped\n"
-		"WHERE c.oid = $1::regclass\n"
-		"ORDER BY u.ord";
+		"WITH rel AS (\n"
+		"  SELECT c.oid, c.reltuples, format('%I.%I', n.nspname, c.relname) AS qualified\n"
+		"  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n"
+		"  WHERE c.oid = $1::regclass\n"
+		"), keys AS (\n"
+		"  SELECT u.ord, u.name, a.attnum, a.attnotnull, quote_ident(a.attname) AS quoted,\n"
+		"         format_type(a.atttypid, -1) AS type\n"
+		"  FROM rel\n"
+		"  CROSS JOIN LATERAL unnest(coalesce($2::text[], ARRAY(\n"
+		"      SELECT pa.attname::text\n"
+		"      FROM pg_catalog.pg_index i,\n"
+		"           unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord),\n"
+		"           pg_catalog.pg_attribute pa\n"
+		"      WHERE i.indrelid = rel.oid AND i.indisprimary\n"
+		"        AND pa.attrelid = rel.oid AND pa.attnum = k.attnum\n"
+		"      ORDER BY k.ord))) WITH ORDINALITY u(name, ord)\n"
+		"  LEFT JOIN pg_catalog.pg_attribute a\n"
+		"    ON a.attrelid = rel.oid AND a.attname = u.name AND a.attnum > 0 AND NOT a.attisdropped\n"
+		")\n"
+		"SELECT rel.qualified, CASE WHEN rel.reltuples >= 0 THEN rel.reltuples::bigint END,\n"
+		"       k.name, k.quoted, k.type, k.attnotnull,\n"
+		"       EXISTS (SELECT 1 FROM pg_catalog.pg_index i\n"
+		"               WHERE i.indrelid = rel.oid AND i.indisunique AND i.indisvalid\n"
+		"                 AND i.indpred IS NULL AND i.indexprs IS NULL\n"
+		"                 AND i.indnkeyatts = (SELECT count(*) FROM keys)\n"
+		"                 AND (i.indkey::int2[])[0:i.indnkeyatts - 1]\n"
+		"                     = ARRAY(SELECT k2.attnum FROM keys k2 ORDER BY k2.ord))\n"
+		"FROM rel LEFT JOIN keys k ON true\n"
+		"ORDER BY k.ord";
 	const char *params[2] = {job->table_name, job->key_columns};
 
 	job_send(job, sql, 2, params, job_resolved);
@@ -525,25 +605,37 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 
 static void job_batch(bf_job *job)
 {
-	int first = job->checkpoint == NULL;
 	int limit = bf_batch_size_get(&job->batch_size);
-	char *sql = bf_keyset_batch_sql(&job->walk, first, limit);
-	job_params p;
+	char *upper = bf_pg_escape_literal(&job->pg, job->upper_bound);
+	char *lower = job->checkpoint ? bf_pg_escape_literal(&job->pg, job->checkpoint) : NULL;
+	char *owner = bf_pg_escape_literal(&job->pg, job->owner);
+	char *sql = NULL;
 
+	/* Two statements in one round trip and one implicit transaction: the
+	 * simple query protocol takes no parameters, so the values are
+	 * literals, escaped by libpq for this connection. */
+	if (upper && owner && (lower || !job->checkpoint)) {
+		bf_batch_args args = {
+			.upper = upper,
+			.lower = lower,
+			.owner = owner,
+			.lease_epoch = job->lease_epoch,
+			.job_id = job->id,
+			.batches = job->batches,
+			.limit = limit,
+		};
+		sql = bf_keyset_batch_sql(&job->walk, &args);
+	}
+	free(upper);
+	free(lower);
+	free(owner);
 	if (!sql) {
+		job_log(job, BF_LOG_ERROR, "could not build the batch statement (out of memory)");
 		job_wait(job, bf_backoff_next(&job->retry));
 		return;
 	}
-	job_params_fence(job, &p);
-	/* $1 upper, $2 id, $3 owner, $4 epoch, $5 batches, $6 lower */
-	p.values[0] = job->upper_bound;
-	p.values[1] = p.id;
-	p.values[2] = job->owner;
-	p.values[3] = p.epoch;
-	p.values[4] = p.batches;
-	p.values[5] = job->checkpoint;
 	job->batch_limit = limit;
-	job_send(job, sql, first ? 5 : 6, p.values, job_batch_done);
+	job_send(job, sql, 0, NULL, job_batch_done);
 	free(sql);
 }
 
@@ -615,7 +707,12 @@ static void job_step(bf_job *job)
 	if (job->phase == BF_JOB_CLOSING)
 		return;
 	if (!bf_pg_is_ready(&job->pg)) {
-		job->phase = BF_JOB_CONNECTING;
+		/* Stopping without a connection: the lease expires by itself,
+		 * and the engine releases what it can on its own connection. */
+		if (job->stop_requested)
+			job_close(job);
+		else
+			job->phase = BF_JOB_CONNECTING;
 		return;
 	}
 	if (job->stop_requested) {
@@ -626,7 +723,10 @@ static void job_step(bf_job *job)
 		/* Verification restarts from its beginning after a failure: it
 		 * is read-only and cheap next to the walk. */
 		job->verify_started = 0;
+		job->finishing = 0;
 		job_sync(job);
+	} else if (job->definition_error) {
+		job_finish(job, "failed", job->definition_error);
 	} else if (!job->resolved) {
 		job_resolve(job);
 	} else if (!job->upper_bound) {
@@ -672,6 +772,7 @@ static void job_free(bf_job *job)
 	free(job->checkpoint);
 	free(job->upper_bound);
 	free(job->verify_checkpoint);
+	free(job->definition_error);
 	free(job);
 }
 
@@ -727,6 +828,33 @@ static char *dup_clause(const char *s)
 	return d;
 }
 
+/* Each operator clause is put into a statement of ours; a ';' would end
+ * that statement early (and split the batch's transaction). */
+static void job_check_definition(bf_job *job)
+{
+	const struct {
+		const char *column, *text;
+	} clauses[] = {
+		{"set_clause", job->set_clause},
+		{"where_clause", job->where_clause},
+		{"statement", job->statement},
+	};
+	char error[256];
+
+	for (size_t i = 0; i < sizeof(clauses) / sizeof(clauses[0]); i++) {
+		int found = clauses[i].text ? bf_sql_has_semicolon(clauses[i].text) : 0;
+
+		if (found == 0)
+			continue;
+		snprintf(error, sizeof(error),
+			 found > 0 ? "%s contains a ';': give one SQL fragment, not several statements"
+				   : "%s has an unterminated quoted string or identifier",
+			 clauses[i].column);
+		job->definition_error = strdup(error);
+		return;
+	}
+}
+
 bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 		     const bf_job_def *def)
 {
@@ -748,6 +876,7 @@ bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 	job->statement = dup_clause(def->statement);
 	job->key_columns = dup_or_null(def->key_columns);
 	job->rows_estimate = -1;
+	job_check_definition(job);
 	if (!job->name || !job->table_name) {
 		job_free(job);
 		return NULL;
@@ -777,6 +906,9 @@ bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 		.application_name = app,
 		.init_sql = init_sql,
 		.connect_timeout_ms = cfg->connect_timeout_ms,
+		/* A batch is two statements, each bounded by statement_timeout
+		 * on the server; past that and a margin, the server is gone. */
+		.query_timeout_ms = 2 * cfg->statement_timeout_ms + BF_QUERY_DEADLINE_MARGIN_MS,
 		.backoff_initial_ms = cfg->retry_initial_ms,
 		.backoff_max_ms = cfg->retry_max_ms,
 		.on_event = job_pg_event,
@@ -838,6 +970,8 @@ void bf_job_stop(bf_job *job)
 void bf_job_abort(bf_job *job)
 {
 	if (job->phase != BF_JOB_CLOSING)
-		job_log(job, BF_LOG_WARNING, "shutdown grace over: dropping the connection, the batch in flight rolls back");
+		job_log(job, BF_LOG_WARNING, "shutdown grace over: closing the connection; the server "
+			"finishes or rolls back the batch in flight on its own, and the fence lets it "
+			"commit at most once");
 	job_close(job);
 }

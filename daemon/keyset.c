@@ -1,6 +1,8 @@
 /* keyset.c -- builds the SQL of a keyset walk. */
 #include "keyset.h"
 
+#include <inttypes.h>
+
 #include "sqltext.h"
 #include "strbuf.h"
 
@@ -11,31 +13,63 @@ static void keys_list(bf_strbuf *sb, const bf_walk *w, const char *suffix)
 		bf_strbuf_printf(sb, "%s%s%s", i ? ", " : "", w->key_names[i], suffix);
 }
 
-/* (($N::text[])[1]::bigint, ($N::text[])[2]::text) */
-static void keys_from_param(bf_strbuf *sb, const bf_walk *w, int param)
+/* ((V::text[])[1]::bigint, (V::text[])[2]::text): V a parameter or a literal */
+static void keys_from_array(bf_strbuf *sb, const bf_walk *w, const char *array)
 {
 	bf_strbuf_append(sb, "(");
 	for (int i = 0; i < w->nkeys; i++)
-		bf_strbuf_printf(sb, "%s($%d::text[])[%d]::%s", i ? ", " : "", param,
-				 i + 1, w->key_types[i]);
+		bf_strbuf_printf(sb, "%s(%s::text[])[%d]::%s", i ? ", " : "", array, i + 1,
+				 w->key_types[i]);
 	bf_strbuf_append(sb, ")");
 }
 
-/* WHERE (a, b) > (lower) AND (a, b) <= (upper) */
-static void keys_range(bf_strbuf *sb, const bf_walk *w, int first, int upper, int lower)
+/* WHERE (a, b) > (lower) AND (a, b) <= (upper); no lower bound when NULL */
+static void keys_range(bf_strbuf *sb, const bf_walk *w, const char *lower, const char *upper)
 {
 	bf_strbuf_append(sb, "WHERE ");
-	if (!first) {
+	if (lower) {
 		bf_strbuf_append(sb, "(");
 		keys_list(sb, w, "");
 		bf_strbuf_append(sb, ") > ");
-		keys_from_param(sb, w, lower);
+		keys_from_array(sb, w, lower);
 		bf_strbuf_append(sb, " AND ");
 	}
 	bf_strbuf_append(sb, "(");
 	keys_list(sb, w, "");
 	bf_strbuf_append(sb, ") <= ");
-	keys_from_param(sb, w, upper);
+	keys_from_array(sb, w, upper);
+}
+
+/* SELECT a, b FROM table WHERE <range> ORDER BY a, b LIMIT n */
+static void page_query(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a)
+{
+	bf_strbuf_append(sb, "SELECT ");
+	keys_list(sb, w, "");
+	bf_strbuf_printf(sb, " FROM %s ", w->table);
+	keys_range(sb, w, a->lower, a->upper);
+	bf_strbuf_append(sb, " ORDER BY ");
+	keys_list(sb, w, "");
+	bf_strbuf_printf(sb, " LIMIT %d", a->limit);
+}
+
+/* (a, b) IN (SELECT a, b FROM <from>) AND (<where>) -- the key names in the
+ * subquery resolve to <from>'s columns, outside it to the table's. */
+static void in_page(bf_strbuf *sb, const bf_walk *w, const char *from_sql)
+{
+	bf_strbuf_append(sb, "(");
+	keys_list(sb, w, "");
+	bf_strbuf_append(sb, ") IN (");
+	if (from_sql) {
+		bf_strbuf_append(sb, from_sql);
+	} else {
+		bf_strbuf_append(sb, "SELECT ");
+		keys_list(sb, w, "");
+		bf_strbuf_append(sb, " FROM page");
+	}
+	bf_strbuf_append(sb, ")");
+	/* Operator clauses may end in a "--" comment: close them on a new line. */
+	if (w->where_clause && w->where_clause[0])
+		bf_strbuf_printf(sb, "\n    AND (%s\n    )", w->where_clause);
 }
 
 /* ARRAY[a::text, b::text] of the largest key of `from` */
@@ -48,42 +82,36 @@ static void last_key(bf_strbuf *sb, const bf_walk *w, const char *from)
 	bf_strbuf_append(sb, " LIMIT 1)");
 }
 
-static int has_where(const bf_walk *w)
+char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 {
-	return w->where_clause && w->where_clause[0];
-}
-
-char *bf_keyset_batch_sql(const bf_walk *w, int first, int limit)
-{
-	bf_strbuf sb;
-
 	bf_sql_with with = {0};
 	int hoist = w->kind == BF_KIND_SQL && w->statement &&
 		    bf_sql_split_with(w->statement, &with) == 1;
+	bf_strbuf page, sb;
 
+	bf_strbuf_init(&page);
+	page_query(&page, w, a);
+	if (page.oom)
+		return NULL;
 	bf_strbuf_init(&sb);
-	/* scan: the page of the walk, locked in key order. The match flag is
-	 * evaluated here, on the row version we hold locked. */
-	bf_strbuf_printf(&sb, "WITH %sscan AS (\n  SELECT ", with.recursive ? "RECURSIVE " : "");
-	keys_list(&sb, w, "");
-	if (has_where(w))
-		bf_strbuf_printf(&sb, ", (%s\n  ) AS \"backfill match\"", w->where_clause);
-	bf_strbuf_printf(&sb, "\n  FROM %s\n  ", w->table);
-	keys_range(&sb, w, first, BF_BATCH_P_UPPER, BF_BATCH_P_LOWER);
-	bf_strbuf_append(&sb, "\n  ORDER BY ");
-	keys_list(&sb, w, "");
-	bf_strbuf_printf(&sb, "\n  LIMIT %d\n  FOR NO KEY UPDATE\n),\n", limit);
 
-	/* batch: the keys the work applies to. */
-	bf_strbuf_append(&sb, "batch AS (SELECT ");
-	keys_list(&sb, w, "");
-	bf_strbuf_append(&sb, " FROM scan");
-	if (has_where(w))
-		bf_strbuf_append(&sb, " WHERE \"backfill match\"");
-	bf_strbuf_append(&sb, "),\n");
+	/* 1: take the locks. Lock waits (and EvalPlanQual re-reads after
+	 * them) happen here, where their results do not matter. */
+	bf_strbuf_printf(&sb, "SELECT count(*) FROM (\n  SELECT 1 FROM %s\n  WHERE ", w->table);
+	in_page(&sb, w, page.data);
+	bf_strbuf_append(&sb, "\n  FOR NO KEY UPDATE\n) locked;\n");
 
-	/* work: the change itself. In the subquery the key names resolve to
-	 * batch's columns, outside it to the table's. */
+	/* 2: the batch, with a snapshot that sees every row we locked as
+	 * committed. MATERIALIZED: each runs once, locks as a whole. */
+	bf_strbuf_printf(&sb, "WITH %spage AS MATERIALIZED (\n  %s\n),\n",
+			 with.recursive ? "RECURSIVE " : "", page.data);
+	bf_strbuf_append(&sb, "batch AS MATERIALIZED (\n  SELECT ");
+	keys_list(&sb, w, "");
+	bf_strbuf_printf(&sb, " FROM %s\n  WHERE ", w->table);
+	in_page(&sb, w, NULL);
+	bf_strbuf_append(&sb, "\n  FOR NO KEY UPDATE\n),\n");
+	bf_strbuf_free(&page);
+
 	if (w->kind == BF_KIND_UPDATE) {
 		bf_strbuf_printf(&sb, "work AS (\n  UPDATE %s SET %s\n  WHERE (", w->table,
 				 w->set_clause);
@@ -106,29 +134,28 @@ char *bf_keyset_batch_sql(const bf_walk *w, int first, int limit)
 	const char *updated = w->kind == BF_KIND_UPDATE ? "(SELECT count(*) FROM work)"
 							: "(SELECT count(*) FROM batch)";
 
-	/* ckpt: the checkpoint, fenced. An empty scan (the walk ended exactly
-	 * on a full batch) does not count as a batch. */
+	/* ckpt: the checkpoint is the page's last key, fenced. An empty page
+	 * (the walk ended exactly on a full batch) does not count as a batch. */
 	bf_strbuf_append(&sb, "ckpt AS (\n  UPDATE backfill.jobs SET\n    checkpoint = coalesce(");
-	last_key(&sb, w, "scan");
+	last_key(&sb, w, "page");
 	bf_strbuf_printf(&sb,
 		", checkpoint),\n"
-		"    rows_scanned = rows_scanned + (SELECT count(*) FROM scan),\n"
+		"    rows_scanned = rows_scanned + (SELECT count(*) FROM page),\n"
 		"    rows_updated = rows_updated + %s,\n"
-		"    batches = batches + (SELECT least(count(*), 1) FROM scan)\n"
-		"  WHERE id = $%d AND owner = $%d AND lease_epoch = $%d\n"
-		"    AND state = 'running' AND batches = $%d\n"
+		"    batches = batches + (SELECT least(count(*), 1) FROM page)\n"
+		"  WHERE id = %" PRId64 " AND owner = %s AND lease_epoch = %" PRId64 "\n"
+		"    AND state = 'running' AND batches = %" PRId64 "\n"
 		"  RETURNING checkpoint, batches, rows_scanned, rows_updated\n"
 		")\n"
 		"SELECT backfill.checkpoint_fence(count(*)),\n"
-		"       (SELECT count(*) FROM scan),\n"
+		"       (SELECT count(*) FROM page),\n"
 		"       %s,\n"
 		"       max(ckpt.batches),\n"
 		"       max(ckpt.checkpoint),\n"
 		"       max(ckpt.rows_scanned),\n"
 		"       max(ckpt.rows_updated)\n"
 		"FROM ckpt",
-		updated, BF_BATCH_P_JOB_ID, BF_BATCH_P_OWNER, BF_BATCH_P_EPOCH,
-		BF_BATCH_P_BATCHES, updated);
+		updated, a->job_id, a->owner, a->lease_epoch, a->batches, updated);
 	return bf_strbuf_finish(&sb);
 }
 
@@ -153,8 +180,9 @@ char *bf_keyset_verify_sql(const bf_walk *w, int first, int chunk)
 	bf_strbuf_append(&sb, "WITH chunk AS (\n  SELECT ");
 	keys_list(&sb, w, "");
 	bf_strbuf_printf(&sb, ", (%s\n  ) AS \"backfill match\"\n  FROM %s\n  ",
-			 has_where(w) ? w->where_clause : "false", w->table);
-	keys_range(&sb, w, first, 1, 2);
+			 w->where_clause && w->where_clause[0] ? w->where_clause : "false",
+			 w->table);
+	keys_range(&sb, w, first ? NULL : "$2", "$1");
 	bf_strbuf_append(&sb, "\n  ORDER BY ");
 	keys_list(&sb, w, "");
 	bf_strbuf_printf(&sb, "\n  LIMIT %d\n)\n"

@@ -172,7 +172,8 @@ static void pg_init_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		pg_became_ready(pg);
 		return;
 	}
-	if (r->res) {
+	/* A broken connection was already failed by whoever called us. */
+	if (r->res && pg->state == BF_PG_INITIALIZING) {
 		/* Reachable but refusing our session settings: log it and back off
 		 * like any failed connect, the server may be reconfigured. */
 		snprintf(why, sizeof(why), "session setup failed: %s", r->message);
@@ -233,10 +234,28 @@ static void pg_connect_step(bf_pg *pg)
 	}
 }
 
+/* Server NOTICEs and WARNINGs go to our log, one line each, instead of
+ * libpq's default of raw lines on stderr. */
+static void pg_notice(void *arg, const PGresult *res)
+{
+	bf_pg *pg = arg;
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	bf_log(severity && strcmp(severity, "WARNING") == 0 ? BF_LOG_WARNING : BF_LOG_DEBUG,
+	       "%s: server %s: %s", pg->name, severity ? severity : "NOTICE",
+	       message ? message : "");
+}
+
 static void pg_connect_begin(bf_pg *pg)
 {
-	const char *keywords[] = {"dbname", "application_name", NULL};
-	const char *values[] = {pg->conninfo, pg->application_name, NULL};
+	/* TCP keepalives first, so that the operator's conninfo (expanded from
+	 * "dbname") can override them; application_name last, so that ours
+	 * wins. Without keepalives a peer that vanished is noticed only after
+	 * the kernel's two hours. */
+	const char *keywords[] = {"keepalives", "keepalives_idle", "keepalives_interval",
+				  "keepalives_count", "dbname", "application_name", NULL};
+	const char *values[] = {"1", "30", "10", "3", pg->conninfo, pg->application_name, NULL};
 
 	pg->state = BF_PG_CONNECTING;
 	/* expand_dbname = 1: the first "dbname" is the operator's whole
@@ -254,6 +273,7 @@ static void pg_connect_begin(bf_pg *pg)
 		pg_fail(pg, "could not make the connection non-blocking");
 		return;
 	}
+	PQsetNoticeReceiver(pg->conn, pg_notice, pg);
 	uv_timer_start(&pg->timer, pg_connect_timeout_cb, (uint64_t)pg->connect_timeout_ms, 0);
 	/* libpq: "consider a status of PGRES_POLLING_WRITING" before the first poll */
 	if (pg_poll_watch(pg, UV_WRITABLE, 1) != 0)
@@ -271,6 +291,14 @@ static void pg_drain_notifies(bf_pg *pg)
 	}
 }
 
+static void pg_query_timeout_cb(uv_timer_t *timer)
+{
+	bf_pg *pg = timer->data;
+
+	if (pg->state == BF_PG_BUSY)
+		pg_fail(pg, "no answer from the server in time (query deadline)");
+}
+
 static void pg_query_done(bf_pg *pg)
 {
 	PGresult *res = pg->query_result;
@@ -281,6 +309,8 @@ static void pg_query_done(bf_pg *pg)
 	pg->query_result = NULL;
 	pg->query_cb = NULL;
 	pg->query_arg = NULL;
+	if (pg->state == BF_PG_BUSY)
+		uv_timer_stop(&pg->timer);
 	if (!res) {
 		r.message = "the server returned no result";
 	} else {
@@ -365,6 +395,9 @@ static void pg_poll_cb(uv_poll_t *handle, int status, int events)
 	}
 	if (pg->query_cb) {
 		pg_read_results(pg);
+		/* Notifications parsed while reading results wait in libpq
+		 * until the next read otherwise. */
+		pg_drain_notifies(pg);
 	} else if (PQstatus(pg->conn) == CONNECTION_BAD) {
 		pg_fail(pg, "connection lost");
 	}
@@ -386,6 +419,7 @@ int bf_pg_init(bf_pg *pg, uv_loop_t *loop, const bf_pg_options *opts)
 	pg->application_name = pg_strdup(opts->application_name ? opts->application_name : "backfilld");
 	pg->init_sql = pg_strdup(opts->init_sql);
 	pg->connect_timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 10000;
+	pg->query_timeout_ms = opts->query_timeout_ms;
 	pg->on_event = opts->on_event;
 	pg->on_notify = opts->on_notify;
 	pg->arg = opts->arg;
@@ -412,12 +446,30 @@ int bf_pg_query(bf_pg *pg, const char *sql, int nparams,
 	pg->state = BF_PG_BUSY;
 	pg->query_cb = cb;
 	pg->query_arg = arg;
+	if (pg->query_timeout_ms > 0)
+		uv_timer_start(&pg->timer, pg_query_timeout_cb, (uint64_t)pg->query_timeout_ms, 0);
 	if (pg_send(pg, sql, nparams, params) != 0) {
 		/* The query may or may not have reached the server; the caller
 		 * learns through cb that the connection broke. */
 		pg_fail(pg, "could not send query");
 	}
 	return 0;
+}
+
+char *bf_pg_escape_literal(bf_pg *pg, const char *s)
+{
+	char *escaped, *copy;
+
+	if (!pg->conn || pg->state == BF_PG_CONNECTING)
+		return NULL;
+	/* Client-side only: libpq needs the connection for its encoding and
+	 * standard_conforming_strings, it sends nothing. */
+	escaped = PQescapeLiteral(pg->conn, s, strlen(s));
+	if (!escaped)
+		return NULL;
+	copy = strdup(escaped);
+	PQfreemem(escaped);
+	return copy;
 }
 
 int bf_pg_is_ready(const bf_pg *pg)

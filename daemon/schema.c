@@ -109,28 +109,38 @@ const char *bf_schema_install_sql(void)
 	if (!schema_sql)
 		return NULL;
 
+	/* One DO block, so that a daemon finding the schema current runs no
+	 * DDL at all (and needs no CREATE privilege on the database). When it
+	 * is behind, a transaction-scoped advisory lock makes two daemons
+	 * starting at once migrate one after the other; the lock is gone with
+	 * the transaction, so it works behind transaction pooling too. In READ
+	 * COMMITTED each statement after the lock sees the other's work. */
 	size_t len = (size_t)snprintf(schema_sql, cap,
-		/* No BEGIN/COMMIT: a multi-statement simple query is one
-		 * implicit transaction, rolled back whole on any error and
-		 * leaving the session clean. A transaction-scoped lock: two daemons starting at once
-		 * apply the migrations one after the other, and it is gone
-		 * with the transaction (works behind transaction pooling). */
-		"SELECT pg_advisory_xact_lock(hashtext('backfill schema'));\n"
+		"DO $bf$ BEGIN\n"
+		/* Nested: plpgsql plans a whole condition at once, and the
+		 * subquery would fail on a table that does not exist yet. */
+		"IF to_regclass('backfill.schema_version') IS NOT NULL THEN\n"
+		"  IF (SELECT max(version) FROM backfill.schema_version) >= %d THEN\n"
+		"    RETURN;\n"
+		"  END IF;\n"
+		"END IF;\n"
+		"PERFORM pg_advisory_xact_lock(hashtext('backfill schema'));\n"
 		"CREATE SCHEMA IF NOT EXISTS backfill;\n"
 		"CREATE TABLE IF NOT EXISTS backfill.schema_version (\n"
 		"  version integer PRIMARY KEY,\n"
-		"  applied_at timestamptz NOT NULL DEFAULT now());\n");
+		"  applied_at timestamptz NOT NULL DEFAULT now());\n",
+		SCHEMA_VERSION);
 	for (int i = 0; i < SCHEMA_VERSION; i++) {
-		/* $bf$ quoting: migrations use $$ inside. */
+		/* $bfm$ quoting: migrations use $$ inside. */
 		len += (size_t)snprintf(schema_sql + len, cap - len,
-			"DO $bf$ BEGIN\n"
 			"IF NOT EXISTS (SELECT 1 FROM backfill.schema_version WHERE version = %d) THEN\n"
-			"EXECUTE $bfm$%s$bfm$;\n"
-			"INSERT INTO backfill.schema_version (version) VALUES (%d);\n"
-			"END IF; END $bf$;\n",
+			"  EXECUTE $bfm$%s$bfm$;\n"
+			"  INSERT INTO backfill.schema_version (version) VALUES (%d);\n"
+			"END IF;\n",
 			i + 1, schema_migrations[i], i + 1);
 	}
 	snprintf(schema_sql + len, cap - len,
+		 "END $bf$;\n"
 		 "SELECT max(version) FROM backfill.schema_version;\n");
 	atexit(schema_free);
 	return schema_sql;

@@ -177,3 +177,29 @@ int bf_sql_split_with(const char *stmt, bf_sql_with *out)
 	out->main_start = i;
 	return 1;
 }
+
+int bf_sql_has_semicolon(const char *text)
+{
+	size_t i = 0;
+
+	while (text[i]) {
+		size_t next = skip_blank(text, i);
+
+		if (next != i) {
+			i = next;
+			continue;
+		}
+		size_t q = skip_quoted(text, i);
+
+		if (q == (size_t)-1)
+			return -1;
+		if (q) {
+			i = q;
+			continue;
+		}
+		if (text[i] == ';')
+			return 1;
+		i++;
+	}
+	return 0;
+}

@@ -32,6 +32,8 @@ struct bf_engine {
 	int listening;            /* schema checked and LISTEN active on this connection */
 	int want_claim, want_renew;
 	int stopping;
+	int grace_over;           /* stopping: batches in flight are no longer waited for */
+	int closing;              /* engine_close ran: one way, never twice */
 	int fatal;                /* cannot run at all (schema newer than us) */
 	int closes_pending;
 

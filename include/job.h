@@ -53,6 +53,7 @@ struct bf_job {
 	bf_job_kind kind;
 	char *set_clause, *where_clause, *statement;
 	char *key_columns;
+	char *definition_error;   /* the row cannot be run as written: fail it */
 	int64_t lease_epoch;
 
 	/* What the job row says (re-read after every failure). */
@@ -79,6 +80,7 @@ struct bf_job {
 	int batch_limit;          /* the size the batch in flight was sent with */
 	bf_backoff retry;
 	int failures;             /* non-transient failures in a row */
+	int finishing;            /* the last query sent records the job's end */
 	uint64_t query_started_ns;
 	uint64_t last_progress_ns;
 

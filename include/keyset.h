@@ -8,6 +8,8 @@
 #ifndef BF_KEYSET_H
 #define BF_KEYSET_H
 
+#include <stdint.h>
+
 typedef enum bf_job_kind {
 	BF_KIND_UPDATE,
 	BF_KIND_SQL,
@@ -17,32 +19,37 @@ typedef struct bf_walk {
 	const char *table;              /* quoted and qualified by the server: "public"."orders" */
 	int nkeys;
 	const char *const *key_names;   /* quoted identifiers, in index order */
-	const char *const *key_types;   /* format_type() of each key column */
+	const char *const *key_types;   /* format_type(type, -1) of each key column */
 	bf_job_kind kind;
 	const char *set_clause;         /* kind update */
-	const char *where_clause;       /* NULL or "": every scanned row is in the batch */
+	const char *where_clause;       /* NULL or "": every row of the page is in the batch */
 	const char *statement;          /* kind sql: reads the keys from CTE "batch" */
 } bf_walk;
 
-/* Parameters of the batch statement. */
-enum {
-	BF_BATCH_P_UPPER = 1,   /* text[]: the walk's inclusive upper bound */
-	BF_BATCH_P_JOB_ID,      /* the fence: job id, owner, lease epoch, batches so far */
-	BF_BATCH_P_OWNER,
-	BF_BATCH_P_EPOCH,
-	BF_BATCH_P_BATCHES,
-	BF_BATCH_P_LOWER,       /* text[]: the checkpoint (exclusive); absent on the first batch */
-};
+/* One batch's values, already SQL literals (escaped by libpq). */
+typedef struct bf_batch_args {
+	const char *upper;      /* text[] literal: the walk's inclusive upper bound */
+	const char *lower;      /* text[] literal: the checkpoint (exclusive); NULL on the first batch */
+	const char *owner;      /* the fence: owner, lease epoch, job id, batches so far */
+	int64_t lease_epoch;
+	int64_t job_id;
+	int64_t batches;
+	int limit;              /* the page size */
+} bf_batch_args;
 
-/* One statement, one round trip, one transaction: lock the next `limit` keys
- * after the checkpoint (FOR NO KEY UPDATE, never SKIP LOCKED), run the work
- * on those matching where_clause, and advance the checkpoint to the largest
- * key scanned, fenced by owner, lease epoch, state and batch count. Returns
- * one row: fence, scanned, updated, and the row's new batches, checkpoint
- * (text[]), rows_scanned, rows_updated.
- * first: no checkpoint yet (the statement then takes 5 parameters, else 6).
+/* Two statements for the simple query protocol, one round trip, run by the
+ * server as ONE implicit transaction (any error rolls both back):
+ *  1. lock the rows of the next page that match where_clause (FOR NO KEY
+ *     UPDATE, never SKIP LOCKED); all lock waits happen here;
+ *  2. with a fresh snapshot taken after those waits, re-read the page in key
+ *     order without locks (its last key is the checkpoint: never a key a
+ *     concurrent update moved), lock the batch as rows of that page, run the
+ *     work, and advance the checkpoint, fenced by owner, lease epoch, state
+ *     and batch count.
+ * Statement 2 returns one row: fence, scanned, updated, and the row's new
+ * batches, checkpoint (text[]), rows_scanned, rows_updated.
  * Returns a malloc'd string, NULL when out of memory. */
-char *bf_keyset_batch_sql(const bf_walk *w, int first, int limit);
+char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a);
 
 /* The largest key of the table, as text[]: fixed as the upper bound when a
  * job starts. No parameters; no row for an empty table. */

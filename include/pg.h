@@ -16,6 +16,11 @@
 
 typedef struct bf_pg bf_pg;
 
+/* How much longer than statement_timeout a query may go unanswered before
+ * the peer is presumed dead: the server's own cancel takes a moment to
+ * arrive, and a loaded network adds latency. */
+#define BF_QUERY_DEADLINE_MARGIN_MS 10000
+
 typedef struct bf_pg_result {
 	PGresult *res;        /* the query's last result; NULL if the connection broke */
 	int ok;               /* 1 when the query succeeded */
@@ -37,6 +42,9 @@ typedef struct bf_pg_options {
 	const char *application_name; /* overrides the conninfo's */
 	const char *init_sql;         /* run after every connect, before "up"; may be NULL */
 	int connect_timeout_ms;
+	/* A query with no answer after this long means a dead peer (a failover,
+	 * a silent partition): the connection is dropped. 0: no deadline. */
+	int query_timeout_ms;
 	int backoff_initial_ms;
 	int backoff_max_ms;
 	bf_pg_event_cb on_event;
@@ -61,6 +69,7 @@ struct bf_pg {
 	char *application_name;
 	char *init_sql;
 	int connect_timeout_ms;
+	int query_timeout_ms;
 	bf_pg_event_cb on_event;
 	bf_pg_notify_cb on_notify;
 	void *arg;
@@ -69,7 +78,7 @@ struct bf_pg {
 	PGconn *conn;
 	uv_poll_t *poll;        /* heap: replaced whenever libpq may have changed its socket */
 	int poll_events;
-	uv_timer_t timer;       /* connect timeout, then reconnect backoff */
+	uv_timer_t timer;       /* connect timeout, query deadline, reconnect backoff */
 	bf_backoff backoff;
 	int handles_open;       /* timer + polls not yet through their close callback */
 	int backend_pid;
@@ -98,11 +107,17 @@ void bf_pg_start(bf_pg *pg);
 int bf_pg_query(bf_pg *pg, const char *sql, int nparams,
 		const char *const *params, bf_pg_query_cb cb, void *arg);
 
+/* s as an SQL string literal for this connection (quotes included), in
+ * malloc'd memory; NULL when not connected, out of memory, or s is not valid
+ * in the connection's encoding. */
+char *bf_pg_escape_literal(bf_pg *pg, const char *s);
+
 int bf_pg_is_ready(const bf_pg *pg);
 int bf_pg_is_busy(const bf_pg *pg);
 
-/* Drops the connection now (an in-flight query's cb gets a broken-connection
- * result; the server rolls back its transaction) and reconnects after backoff. */
+/* Drops the connection now and reconnects after backoff. An in-flight
+ * query's cb gets a broken-connection result; closing the socket does not
+ * cancel it on the server, which finishes (commits or rolls back) on its own. */
 void bf_pg_reset(bf_pg *pg, const char *why);
 
 /* Closes the connection and every handle; cb (may be NULL) runs once the

@@ -18,4 +18,8 @@ typedef struct bf_sql_with {
  * statement as it is and lets the server say what is wrong. */
 int bf_sql_split_with(const char *stmt, bf_sql_with *out);
 
+/* 1 if text has a ';' outside quotes and comments (it would end the
+ * statement it is put into), 0 if not, -1 if a quote is unterminated. */
+int bf_sql_has_semicolon(const char *text);
+
 #endif

@@ -166,3 +166,90 @@ def test_sigstop_beyond_the_lease_is_fenced(db, daemon_factory):
              what='the stalled daemon to notice it lost the lease')
     assert 'taking over' in other.log()
     assert counters(conn) == {1: 4000}
+
+
+def _waiting_on_a_lock(conn, job):
+    return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                        "AND wait_event_type = 'Lock'", (f'backfilld job {job}',)).fetchone()[0] > 0
+
+
+def test_a_key_moved_during_a_lock_wait_does_not_move_the_checkpoint(db, daemon_factory):
+    conn = db.conn
+    conn.execute('CREATE TABLE items (id bigint PRIMARY KEY, counter int NOT NULL DEFAULT 0)')
+    conn.execute('INSERT INTO items (id) SELECT g * 10 FROM generate_series(1, 200) g')
+    daemon_factory(db.server, db.name, {'batch': {'size': 50, 'size_min': 50, 'size_max': 50,
+                                                  'lock_timeout_ms': 20000}})
+    # The application moves key 30 to 1005 (within the walk) and commits while
+    # the first batch waits for that row: the batch must not take 1005 as its
+    # last key, or rows 40..1000 would never be walked.
+    app = db.connect(autocommit=False)
+    app.execute('UPDATE items SET id = 1005 WHERE id = 30')
+    insert_job(conn, name='moved', table_name='items', set_clause='counter = counter + 1')
+    wait_for(lambda: _waiting_on_a_lock(conn, 'moved'), 15, what='the batch to wait for the row')
+    app.commit()
+    app.close()
+    row = wait_job_state(conn, 'moved', {'succeeded', 'failed'}, timeout=60)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert_each_row_once(conn, rows=200)
+
+
+def test_a_sql_job_copies_what_was_committed_during_its_lock_wait(db, daemon_factory):
+    conn = db.conn
+    conn.execute('CREATE TABLE users (id bigint PRIMARY KEY, street text)')
+    conn.execute('CREATE TABLE addresses (user_id bigint PRIMARY KEY, street text)')
+    conn.execute("INSERT INTO users SELECT g, 'old' FROM generate_series(1, 100) g")
+    daemon_factory(db.server, db.name, {'batch': {'lock_timeout_ms': 20000}})
+    app = db.connect(autocommit=False)
+    app.execute("UPDATE users SET street = 'new' WHERE id = 3")
+    insert_job(conn, name='copy', table_name='users', kind='sql',
+               statement='INSERT INTO addresses SELECT u.id, u.street FROM users u JOIN batch USING (id)')
+    wait_for(lambda: _waiting_on_a_lock(conn, 'copy'), 15, what='the batch to wait for the row')
+    app.commit()
+    app.close()
+    row = wait_job_state(conn, 'copy', {'succeeded', 'failed'}, timeout=60)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert conn.execute('SELECT street FROM addresses WHERE user_id = 3').fetchone()[0] == 'new'
+    assert conn.execute('SELECT count(*) FROM addresses a JOIN users u ON u.id = a.user_id '
+                        'AND u.street = a.street').fetchone()[0] == 100
+
+
+def test_shutdown_grace_ends_cleanly_while_the_job_row_is_locked(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=2000)
+    daemon = daemon_factory(db.server, db.name, merged(SMALL_BATCHES, {
+        'engine': {'shutdown_grace_ms': 1000, 'lease_s': 3},
+        'batch': {'lock_timeout_ms': 30000}}))
+    counter_job(conn, 'held', pause_ms=0.1)
+    wait_for(lambda: job_row(conn, 'held')['batches'] >= 2, 30, what='some batches')
+    # An operator's transaction holds the job row: the batch's checkpoint,
+    # the renewals and the release all wait on it.
+    operator = db.connect(autocommit=False)
+    operator.execute("SELECT * FROM backfill.jobs WHERE name = 'held' FOR UPDATE")
+    try:
+        wait_for(lambda: _waiting_on_a_lock(conn, 'held'), 15, what='the batch to wait on the job row')
+        started = time.monotonic()
+        assert daemon.stop(timeout=20) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        operator.rollback()
+        operator.close()
+    daemon_factory(db.server, db.name, merged(SMALL_BATCHES, FAST_LEASE), name='next')
+    row = wait_job_state(conn, 'held', {'succeeded', 'failed'}, timeout=60)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert_each_row_once(conn, rows=2000)
+
+
+def test_a_lease_held_in_our_name_for_a_job_we_do_not_run_is_given_back(db, daemon_factory):
+    import re
+    conn = db.conn
+    counter_table(conn, rows=100)
+    daemon = daemon_factory(db.server, db.name, FAST_LEASE)
+    owner = re.search(r'starting as lease owner (\S+)', daemon.log()).group(1)
+    # As if a claim committed but its reply never reached the daemon.
+    counter_job(conn, 'orphan', state='running', owner=owner, lease_epoch=1,
+                lease_until=None)
+    conn.execute("UPDATE backfill.jobs SET lease_until = now() + interval '1 hour' WHERE name = 'orphan'")
+    row = wait_job_state(conn, 'orphan', {'succeeded', 'failed'}, timeout=20)
+    assert row['state'] == 'succeeded', row['last_error']
+    assert 'held our lease but was not running here' in daemon.log()
+    assert_each_row_once(conn, rows=100)

@@ -13,6 +13,7 @@ def test_bad_jobs_fail_clearly_and_the_rest_carry_on(db, daemon_factory):
     conn.execute("INSERT INTO docs (id, doc) SELECT g, '{}' FROM generate_series(1, 10) g")
     conn.execute('CREATE TABLE nokey (a int, b int)')
     conn.execute('INSERT INTO nokey SELECT g, g FROM generate_series(1, 10) g')
+    conn.execute('CREATE TABLE nullable (id int PRIMARY KEY, seq int UNIQUE)')
     conn.execute('CREATE TABLE checked (id int PRIMARY KEY, v int CHECK (v < 5))')
     conn.execute('INSERT INTO checked SELECT g, 0 FROM generate_series(1, 10) g')
     daemon = daemon_factory(db.server, db.name, {'engine': {'max_jobs': 8}, **SMALL_BATCHES})
@@ -24,6 +25,9 @@ def test_bad_jobs_fail_clearly_and_the_rest_carry_on(db, daemon_factory):
         'missing-key-column': dict(table_name='items', key_columns=['nosuch'], set_clause='counter = 1'),
         'no-primary-key': dict(table_name='nokey', set_clause='b = 0'),
         'constraint': dict(table_name='checked', set_clause='v = 10'),
+        'nullable-key': dict(table_name='nullable', key_columns=['seq'], set_clause='seq = seq'),
+        'non-unique-key': dict(table_name='items', key_columns=['payload'], set_clause='counter = 1'),
+        'two-statements': dict(table_name='items', set_clause='counter = 1; DROP TABLE items'),
     }
     for name, columns in bad.items():
         insert_job(conn, name=name, **columns)
@@ -32,10 +36,14 @@ def test_bad_jobs_fail_clearly_and_the_rest_carry_on(db, daemon_factory):
         'missing-table': 'relation "public.nope" does not exist',
         'bad-set': 'syntax error',
         'unknown-column': 'column "nosuch" of relation "items" does not exist',
-        'unordered-key': 'could not identify an ordering operator for type json',
+        'unordered-key': 'key columns (doc json) of table public.docs are not exactly the columns '
+                         'of a unique btree index',
         'missing-key-column': 'key column "nosuch" does not exist in table public.items',
         'no-primary-key': 'has no primary key: set key_columns',
         'constraint': 'violates check constraint',
+        'nullable-key': 'key column seq of table public.nullable is nullable',
+        'non-unique-key': 'key columns (payload text) of table public.items are not exactly',
+        'two-statements': "set_clause contains a ';'",
     }
     for name, message in expect.items():
         row = wait_job_state(conn, name, {'failed', 'succeeded'}, timeout=60)

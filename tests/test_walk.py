@@ -23,6 +23,9 @@ KEY_SHAPES = {
                     """SELECT timestamptz '2024-03-09 12:00:00.000001 America/New_York'
                               + g * interval '37 minutes 0.000123 seconds'
                        FROM generate_series(1, {n}) g"""),
+    # char(n): the cast must be to bpchar, not "character" (which is char(1)).
+    'char': ('id char(6) PRIMARY KEY', 'id',
+             "SELECT lpad(g::text, 6, 'a') FROM generate_series(1, {n}) g"),
     'composite': ('tenant int, code text, PRIMARY KEY (tenant, code)', 'tenant, code',
                   "SELECT g % 7, 'c' || g FROM generate_series(1, {n}) g"),
 }

@@ -35,14 +35,29 @@ static bf_walk walk_two(void)
 	return w;
 }
 
+static bf_batch_args args(int first, int limit)
+{
+	bf_batch_args a = {
+		.upper = "'{9}'",
+		.lower = first ? NULL : "'{3}'",
+		.owner = "'host:1:ab'",
+		.lease_epoch = 7,
+		.job_id = 42,
+		.batches = 5,
+		.limit = limit,
+	};
+	return a;
+}
+
 static void test_first_batch_has_no_lower_bound(void)
 {
 	bf_walk w = walk_one();
-	char *sql = bf_keyset_batch_sql(&w, 1, 500);
+	bf_batch_args a = args(1, 500);
+	char *sql = bf_keyset_batch_sql(&w, &a);
 
-	UNIT_CHECK_CONTAINS(sql, "WHERE (id) <= (($1::text[])[1]::bigint)");
-	UNIT_CHECK(strstr(sql, "$6") == NULL);
-	UNIT_CHECK_CONTAINS(sql, "LIMIT 500\n  FOR NO KEY UPDATE");
+	UNIT_CHECK_CONTAINS(sql, "SELECT id FROM public.orders WHERE (id) <= (('{9}'::text[])[1]::bigint)"
+				 " ORDER BY id LIMIT 500");
+	UNIT_CHECK(strstr(sql, "'{3}'") == NULL);
 	UNIT_CHECK(strstr(sql, "SKIP LOCKED") == NULL);
 	UNIT_CHECK(strstr(sql, "OFFSET") == NULL);
 	free(sql);
@@ -51,58 +66,74 @@ static void test_first_batch_has_no_lower_bound(void)
 static void test_next_batch_is_a_row_value_range(void)
 {
 	bf_walk w = walk_two();
-	char *sql = bf_keyset_batch_sql(&w, 0, 1000);
+	bf_batch_args a = args(0, 1000);
+	char *sql = bf_keyset_batch_sql(&w, &a);
 
 	UNIT_CHECK_CONTAINS(sql,
-		"WHERE (tenant, \"Order No\") > (($6::text[])[1]::integer, ($6::text[])[2]::text)"
-		" AND (tenant, \"Order No\") <= (($1::text[])[1]::integer, ($1::text[])[2]::text)");
-	UNIT_CHECK_CONTAINS(sql, "ORDER BY tenant, \"Order No\"\n  LIMIT 1000");
+		"WHERE (tenant, \"Order No\") > (('{3}'::text[])[1]::integer, ('{3}'::text[])[2]::text)"
+		" AND (tenant, \"Order No\") <= (('{9}'::text[])[1]::integer, ('{9}'::text[])[2]::text)"
+		" ORDER BY tenant, \"Order No\" LIMIT 1000");
 	UNIT_CHECK_CONTAINS(sql, "FROM \"my schema\".\"Orders\"");
 	free(sql);
 }
 
-static void test_checkpoint_is_largest_scanned_key_and_fenced(void)
+static void test_locks_first_then_works_on_a_fresh_page(void)
 {
-	bf_walk w = walk_two();
-	char *sql = bf_keyset_batch_sql(&w, 0, 10);
+	bf_walk w = walk_one();
+	bf_batch_args a = args(0, 10);
+	char *sql = bf_keyset_batch_sql(&w, &a);
 
-	/* From scan (every locked row), not from the work's RETURNING. */
-	UNIT_CHECK_CONTAINS(sql,
-		"checkpoint = coalesce((SELECT ARRAY[tenant::text, \"Order No\"::text] FROM scan"
-		" ORDER BY tenant DESC, \"Order No\" DESC LIMIT 1), checkpoint)");
-	UNIT_CHECK_CONTAINS(sql, "WHERE id = $2 AND owner = $3 AND lease_epoch = $4\n"
-				 "    AND state = 'running' AND batches = $5");
-	UNIT_CHECK_CONTAINS(sql, "SELECT backfill.checkpoint_fence(count(*))");
+	/* Statement 1 takes the locks on matching rows of the page... */
+	UNIT_CHECK(strncmp(sql, "SELECT count(*) FROM (\n  SELECT 1 FROM public.orders\n  WHERE (id) IN (SELECT id FROM public.orders WHERE", 100) == 0);
+	UNIT_CHECK_CONTAINS(sql, "LIMIT 10)\n    AND (total_cents IS NULL\n    )\n  FOR NO KEY UPDATE\n) locked;\n");
+	/* ...statement 2 re-reads the page unlocked and locks the batch by it. */
+	UNIT_CHECK_CONTAINS(sql, ";\nWITH page AS MATERIALIZED (\n  SELECT id FROM public.orders WHERE");
+	UNIT_CHECK_CONTAINS(sql, "batch AS MATERIALIZED (\n  SELECT id FROM public.orders\n  WHERE (id) IN (SELECT id FROM page)\n"
+				 "    AND (total_cents IS NULL\n    )\n  FOR NO KEY UPDATE\n)");
+	UNIT_CHECK_CONTAINS(sql, "UPDATE public.orders SET total_cents = (total * 100)::bigint\n"
+				 "  WHERE (id) IN (SELECT id FROM batch)\n  RETURNING 1");
 	free(sql);
 }
 
-static void test_where_clause_filters_batch_not_scan(void)
+static void test_checkpoint_is_the_pages_last_key_and_fenced(void)
 {
-	bf_walk w = walk_one();
-	char *sql = bf_keyset_batch_sql(&w, 1, 10);
+	bf_walk w = walk_two();
+	bf_batch_args a = args(0, 10);
+	char *sql = bf_keyset_batch_sql(&w, &a);
 
-	UNIT_CHECK_CONTAINS(sql, "SELECT id, (total_cents IS NULL\n  ) AS \"backfill match\"");
-	UNIT_CHECK_CONTAINS(sql, "batch AS (SELECT id FROM scan WHERE \"backfill match\")");
-	UNIT_CHECK_CONTAINS(sql, "UPDATE public.orders SET total_cents = (total * 100)::bigint\n"
-				 "  WHERE (id) IN (SELECT id FROM batch)\n  RETURNING 1");
+	/* From the page read in key order, never from locked or returned rows. */
+	UNIT_CHECK_CONTAINS(sql,
+		"checkpoint = coalesce((SELECT ARRAY[tenant::text, \"Order No\"::text] FROM page"
+		" ORDER BY tenant DESC, \"Order No\" DESC LIMIT 1), checkpoint)");
+	UNIT_CHECK_CONTAINS(sql, "WHERE id = 42 AND owner = 'host:1:ab' AND lease_epoch = 7\n"
+				 "    AND state = 'running' AND batches = 5");
+	UNIT_CHECK_CONTAINS(sql, "SELECT backfill.checkpoint_fence(count(*))");
 	UNIT_CHECK_CONTAINS(sql, "rows_updated = rows_updated + (SELECT count(*) FROM work)");
 	free(sql);
+}
+
+static void test_no_where_clause(void)
+{
+	bf_walk w = walk_one();
+	bf_batch_args a = args(1, 10);
 
 	w.where_clause = NULL;
-	sql = bf_keyset_batch_sql(&w, 1, 10);
-	UNIT_CHECK(strstr(sql, "backfill match") == NULL);
-	UNIT_CHECK_CONTAINS(sql, "batch AS (SELECT id FROM scan)");
+	char *sql = bf_keyset_batch_sql(&w, &a);
+
+	UNIT_CHECK(strstr(sql, "AND (") == NULL);
+	UNIT_CHECK_CONTAINS(sql, "WHERE (id) IN (SELECT id FROM page)\n  FOR NO KEY UPDATE");
 	free(sql);
 }
 
 static void test_sql_kind_wraps_statement(void)
 {
 	bf_walk w = walk_one();
+	bf_batch_args a = args(1, 10);
 
 	w.kind = BF_KIND_SQL;
 	w.where_clause = "";
 	w.statement = "INSERT INTO addresses (user_id) SELECT id FROM batch -- copy";
-	char *sql = bf_keyset_batch_sql(&w, 1, 10);
+	char *sql = bf_keyset_batch_sql(&w, &a);
 
 	UNIT_CHECK_CONTAINS(sql, "work AS (\nINSERT INTO addresses (user_id) SELECT id FROM batch -- copy\n),");
 	UNIT_CHECK_CONTAINS(sql, "rows_updated = rows_updated + (SELECT count(*) FROM batch)");
@@ -154,16 +185,27 @@ static void test_split_with(void)
 	UNIT_CHECK_INT(bf_sql_split_with("WITH a AS (SELECT $1) SELECT 2", &w), 1);
 }
 
+static void test_semicolons(void)
+{
+	UNIT_CHECK_INT(bf_sql_has_semicolon("x = ';' || $$;$$ || \"a;b\" -- ;\n /* ; */"), 0);
+	UNIT_CHECK_INT(bf_sql_has_semicolon("x = 1; DROP TABLE t"), 1);
+	/* E'\';' is one string holding the ';' */
+	UNIT_CHECK_INT(bf_sql_has_semicolon("x = E'\\';'"), 0);
+	UNIT_CHECK_INT(bf_sql_has_semicolon("x = E'\\'' ; y"), 1);
+	UNIT_CHECK_INT(bf_sql_has_semicolon("x = 'abc"), -1);
+}
+
 static void test_sql_kind_hoists_statement_ctes(void)
 {
 	bf_walk w = walk_one();
 
 	w.kind = BF_KIND_SQL;
-	w.statement = "WITH moved AS (DELETE FROM t USING batch b WHERE t.id = b.id RETURNING t.*) "
+	w.statement = "WITH RECURSIVE moved AS (DELETE FROM t USING batch b WHERE t.id = b.id RETURNING t.*) "
 		      "INSERT INTO archive SELECT * FROM moved";
-	char *sql = bf_keyset_batch_sql(&w, 1, 10);
+	bf_batch_args a = args(1, 10);
+	char *sql = bf_keyset_batch_sql(&w, &a);
 
-	UNIT_CHECK(strncmp(sql, "WITH scan AS (", 14) == 0);
+	UNIT_CHECK_CONTAINS(sql, ";\nWITH RECURSIVE page AS MATERIALIZED (");
 	UNIT_CHECK_CONTAINS(sql, "),\nmoved AS (DELETE FROM t USING batch b WHERE t.id = b.id RETURNING t.*),\n"
 				 "work AS (\nINSERT INTO archive SELECT * FROM moved\n),");
 	free(sql);
@@ -173,9 +215,11 @@ int main(void)
 {
 	UNIT_RUN(test_first_batch_has_no_lower_bound);
 	UNIT_RUN(test_next_batch_is_a_row_value_range);
-	UNIT_RUN(test_checkpoint_is_largest_scanned_key_and_fenced);
-	UNIT_RUN(test_where_clause_filters_batch_not_scan);
+	UNIT_RUN(test_locks_first_then_works_on_a_fresh_page);
+	UNIT_RUN(test_checkpoint_is_the_pages_last_key_and_fenced);
+	UNIT_RUN(test_no_where_clause);
 	UNIT_RUN(test_sql_kind_wraps_statement);
+	UNIT_RUN(test_semicolons);
 	UNIT_RUN(test_upper_bound);
 	UNIT_RUN(test_verify);
 	UNIT_RUN(test_split_with);
