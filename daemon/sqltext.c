@@ -90,26 +90,26 @@ static size_t skip_quoted(const char *s, size_t i)
 	return 0;
 }
 
+/* The index of the next character at or after i that is outside blanks,
+ * comments and quoted tokens; (size_t)-1 for an unterminated quote. */
+static size_t skip_to_plain(const char *s, size_t i)
+{
+	for (;;) {
+		size_t next = skip_blank(s, i);
+		size_t q = skip_quoted(s, next);
+
+		if (q == 0 || q == (size_t)-1)
+			return q ? q : next;
+		i = q;
+	}
+}
+
 /* s[i] is '(': returns the index after its matching ')', or (size_t)-1. */
 static size_t skip_parens(const char *s, size_t i)
 {
 	int depth = 0;
 
-	while (s[i]) {
-		size_t next = skip_blank(s, i);
-
-		if (next != i) {
-			i = next;
-			continue;
-		}
-		size_t q = skip_quoted(s, i);
-
-		if (q == (size_t)-1)
-			return q;
-		if (q) {
-			i = q;
-			continue;
-		}
+	while ((i = skip_to_plain(s, i)) != (size_t)-1 && s[i]) {
 		if (s[i] == '(')
 			depth++;
 		else if (s[i] == ')' && --depth == 0)
@@ -182,24 +182,10 @@ int bf_sql_has_semicolon(const char *text)
 {
 	size_t i = 0;
 
-	while (text[i]) {
-		size_t next = skip_blank(text, i);
-
-		if (next != i) {
-			i = next;
-			continue;
-		}
-		size_t q = skip_quoted(text, i);
-
-		if (q == (size_t)-1)
-			return -1;
-		if (q) {
-			i = q;
-			continue;
-		}
+	while ((i = skip_to_plain(text, i)) != (size_t)-1 && text[i]) {
 		if (text[i] == ';')
 			return 1;
 		i++;
 	}
-	return 0;
+	return i == (size_t)-1 ? -1 : 0;
 }

@@ -4,7 +4,8 @@ import threading
 import time
 
 from daemon import insert_job, job_row, wait_for, wait_job_state
-from workload import SMALL_BATCHES, assert_each_row_once, counter_job, counter_table, counters
+from workload import (SMALL_BATCHES, assert_each_row_once, counter_job, counter_table, counters,
+                      wait_succeeded)
 
 FAST_LEASE = {'engine': {'lease_s': 2, 'poll_interval_ms': 200}}
 
@@ -37,8 +38,7 @@ def test_sigkill_at_random_moments_never_processes_a_row_twice(db, daemon_factor
         assert 0 < job_row(conn, 'crashy')['rows_scanned'] < rows or round_no == 0
     assert kills >= 3, 'the job finished before the daemon could be killed often enough'
     daemon_factory(db.server, db.name, overrides, name='last')
-    row = wait_job_state(conn, 'crashy', {'succeeded', 'failed'}, timeout=120)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'crashy', timeout=120)
     assert row['rows_scanned'] == rows
     assert_each_row_once(conn, rows=rows)
 
@@ -113,8 +113,7 @@ def test_two_daemons_share_the_jobs_and_survive_one_dying(db, daemon_factory):
     # One daemon dies; the other takes its jobs over once the leases expire.
     first.kill()
     for table in tables:
-        row = wait_job_state(conn, table, {'succeeded', 'failed'}, timeout=120)
-        assert row['state'] == 'succeeded', row['last_error']
+        row = wait_succeeded(conn, table, timeout=120)
         assert_each_row_once(conn, table, 3000)
     assert 'taking over' in second.log()
     assert conn.execute('SELECT max(lease_epoch) FROM backfill.jobs').fetchone()[0] >= 2
@@ -140,8 +139,7 @@ def test_database_restart_mid_job(own_pg, daemon_factory):
                  30, what=f'progress after the {mode} restart')
         conn.close()
     conn = own_pg.connect('app')
-    row = wait_job_state(conn, 'restarts', {'succeeded', 'failed'}, timeout=120)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'restarts', timeout=120)
     assert_each_row_once(conn, rows=5000)
     assert 'reconnecting' in daemon.log()
     conn.close()
@@ -159,8 +157,7 @@ def test_sigstop_beyond_the_lease_is_fenced(db, daemon_factory):
     wait_for(lambda: job_row(conn, 'stalled')['owner'] not in (None,) and
              job_row(conn, 'stalled')['lease_epoch'] >= 2, 30, what='the takeover')
     stalled.sigcont()
-    row = wait_job_state(conn, 'stalled', {'succeeded', 'failed'}, timeout=120)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'stalled', timeout=120)
     assert_each_row_once(conn, rows=4000)
     wait_for(lambda: 'lease lost' in stalled.log() or 'fence refused' in stalled.log(), 30,
              what='the stalled daemon to notice it lost the lease')
@@ -188,8 +185,7 @@ def test_a_key_moved_during_a_lock_wait_does_not_move_the_checkpoint(db, daemon_
     wait_for(lambda: _waiting_on_a_lock(conn, 'moved'), 15, what='the batch to wait for the row')
     app.commit()
     app.close()
-    row = wait_job_state(conn, 'moved', {'succeeded', 'failed'}, timeout=60)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'moved', timeout=60)
     assert_each_row_once(conn, rows=200)
 
 
@@ -206,8 +202,7 @@ def test_a_sql_job_copies_what_was_committed_during_its_lock_wait(db, daemon_fac
     wait_for(lambda: _waiting_on_a_lock(conn, 'copy'), 15, what='the batch to wait for the row')
     app.commit()
     app.close()
-    row = wait_job_state(conn, 'copy', {'succeeded', 'failed'}, timeout=60)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'copy', timeout=60)
     assert conn.execute('SELECT street FROM addresses WHERE user_id = 3').fetchone()[0] == 'new'
     assert conn.execute('SELECT count(*) FROM addresses a JOIN users u ON u.id = a.user_id '
                         'AND u.street = a.street').fetchone()[0] == 100
@@ -234,8 +229,7 @@ def test_shutdown_grace_ends_cleanly_while_the_job_row_is_locked(db, daemon_fact
         operator.rollback()
         operator.close()
     daemon_factory(db.server, db.name, merged(SMALL_BATCHES, FAST_LEASE), name='next')
-    row = wait_job_state(conn, 'held', {'succeeded', 'failed'}, timeout=60)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'held', timeout=60)
     assert_each_row_once(conn, rows=2000)
 
 
@@ -249,7 +243,6 @@ def test_a_lease_held_in_our_name_for_a_job_we_do_not_run_is_given_back(db, daem
     counter_job(conn, 'orphan', state='running', owner=owner, lease_epoch=1,
                 lease_until=None)
     conn.execute("UPDATE backfill.jobs SET lease_until = now() + interval '1 hour' WHERE name = 'orphan'")
-    row = wait_job_state(conn, 'orphan', {'succeeded', 'failed'}, timeout=20)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'orphan', timeout=20)
     assert 'held our lease but was not running here' in daemon.log()
     assert_each_row_once(conn, rows=100)

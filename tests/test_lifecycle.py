@@ -3,7 +3,8 @@ import signal
 import time
 
 from daemon import insert_job, job_row, wait_for, wait_job_state
-from workload import SMALL_BATCHES, assert_each_row_once, counter_job, counter_table, counters
+from workload import (SMALL_BATCHES, assert_each_row_once, counter_job, counter_table, counters,
+                      steer, wait_succeeded)
 
 
 def test_bad_jobs_fail_clearly_and_the_rest_carry_on(db, daemon_factory):
@@ -50,8 +51,7 @@ def test_bad_jobs_fail_clearly_and_the_rest_carry_on(db, daemon_factory):
         assert row['state'] == 'failed'
         assert message in row['last_error'], row['last_error']
         assert row['owner'] is None
-    row = wait_job_state(conn, 'good', {'succeeded', 'failed'}, timeout=60)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'good', timeout=60)
     assert_each_row_once(conn, rows=3000)
     assert conn.execute('SELECT count(*) FROM checked WHERE v <> 0').fetchone()[0] == 0
     assert daemon.alive()
@@ -78,10 +78,7 @@ def test_pause_and_resume_with_sql_are_durable(db, daemon_factory):
     counter_table(conn, rows=4000)
     daemon = daemon_factory(db.server, db.name, SMALL_BATCHES)
     counter_job(conn, 'steered', pause_ms=0.1)
-    wait_for(lambda: job_row(conn, 'steered')['batches'] >= 3, 30, what='some batches')
-    conn.execute("UPDATE backfill.jobs SET state = 'paused' WHERE name = 'steered'")
-    row = wait_for(lambda: (r := job_row(conn, 'steered'))['owner'] is None and r, 10,
-                   what='the lease to be released on pause')
+    row = steer(conn, 'steered', 'paused', min_batches=3)
     assert row['state'] == 'paused'
     # Nothing moves while paused, across a daemon restart too.
     daemon.stop()
@@ -91,10 +88,9 @@ def test_pause_and_resume_with_sql_are_durable(db, daemon_factory):
     assert (again['state'], again['batches'], again['rows_scanned']) == \
         ('paused', row['batches'], row['rows_scanned'])
     assert 0 < row['rows_scanned'] < 4000
-    assert sum(counters(conn).get(1, 0) for _ in [0]) == row['rows_scanned']
+    assert counters(conn).get(1, 0) == row['rows_scanned']
     conn.execute("UPDATE backfill.jobs SET state = 'pending' WHERE name = 'steered'")
-    row = wait_job_state(conn, 'steered', {'succeeded', 'failed'}, timeout=60)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'steered', timeout=60)
     assert_each_row_once(conn, rows=4000)
 
 
@@ -103,10 +99,7 @@ def test_cancel_stops_before_the_next_batch(db, daemon_factory):
     counter_table(conn, rows=4000)
     daemon = daemon_factory(db.server, db.name, SMALL_BATCHES)
     counter_job(conn, 'doomed', pause_ms=0.1)
-    wait_for(lambda: job_row(conn, 'doomed')['batches'] >= 2, 30, what='some batches')
-    conn.execute("UPDATE backfill.jobs SET state = 'cancelled' WHERE name = 'doomed'")
-    row = wait_for(lambda: (r := job_row(conn, 'doomed'))['owner'] is None and r, 10,
-                   what='the lease to be released on cancel')
+    row = steer(conn, 'doomed', 'cancelled')
     time.sleep(1)
     final = job_row(conn, 'doomed')
     assert final['state'] == 'cancelled' and final['finished_at'] is not None
@@ -131,8 +124,7 @@ def test_verification_fails_when_rows_still_match(db, daemon_factory):
     # A failed job is retried by putting it back to pending: it verifies again.
     conn.execute('UPDATE t SET x = 2 WHERE x IS NULL')
     conn.execute("UPDATE backfill.jobs SET state = 'pending' WHERE name = 'leaky'")
-    row = wait_job_state(conn, 'leaky', {'succeeded', 'failed'})
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'leaky')
     assert row['last_error'] is None
 
 
@@ -150,8 +142,7 @@ def test_sigterm_mid_job_releases_the_lease_and_exits_zero(db, daemon_factory):
     assert 0 < row['rows_scanned'] < 4000
     assert counters(conn).get(1, 0) == row['rows_scanned']
     daemon_factory(db.server, db.name, SMALL_BATCHES, name='again')
-    row = wait_job_state(conn, 'interrupted', {'succeeded', 'failed'}, timeout=60)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'interrupted', timeout=60)
     assert_each_row_once(conn, rows=4000)
 
 
@@ -203,8 +194,7 @@ def test_a_held_row_lock_is_waited_out_not_failed(db, daemon_factory):
     finally:
         app.rollback()
         app.close()
-    row = wait_job_state(conn, 'patient', {'succeeded', 'failed'}, timeout=60)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'patient', timeout=60)
     assert_each_row_once(conn, rows=1000)
     assert 'transient, retrying' in daemon.log()
 

@@ -2,7 +2,7 @@
 import pytest
 
 from daemon import insert_job, wait_job_state
-from workload import SMALL_BATCHES, assert_each_row_once
+from workload import SMALL_BATCHES, assert_each_row_once, wait_succeeded
 
 ROWS = 1200
 
@@ -40,8 +40,7 @@ def test_every_key_shape_walks_each_row_once(db, daemon_factory, shape):
     conn.execute(f'INSERT INTO walk ({cols}) ' + keys.format(n=ROWS))
     daemon_factory(db.server, db.name, SMALL_BATCHES)
     insert_job(conn, name='walk', table_name='walk', set_clause='counter = counter + 1')
-    row = wait_job_state(conn, 'walk', {'succeeded', 'failed'}, timeout=60)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'walk', timeout=60)
     assert row['rows_scanned'] == ROWS and row['rows_updated'] == ROWS
     assert row['batches'] == ROWS // 50
     assert_each_row_once(conn, 'walk', ROWS)
@@ -54,8 +53,7 @@ def test_key_columns_walk_a_table_without_primary_key(db, daemon_factory):
     daemon_factory(db.server, db.name)
     insert_job(conn, name='events', table_name='events', key_columns=['seq'],
                set_clause='counter = counter + 1', batch_size=64)
-    row = wait_job_state(conn, 'events', {'succeeded', 'failed'})
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'events')
     assert_each_row_once(conn, 'events', 500)
 
 
@@ -71,8 +69,7 @@ def test_where_clause_leaves_other_rows_alone(db, daemon_factory):
     insert_job(conn, name='cents', table_name='public.orders',
                set_clause='total_cents = (total * 100)::bigint, touched = touched + 1',
                where_clause='total_cents IS NULL')
-    row = wait_job_state(conn, 'cents', {'succeeded', 'failed'}, timeout=60)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'cents', timeout=60)
     assert row['rows_scanned'] == 3000
     assert row['rows_updated'] == 2000
     assert conn.execute('SELECT count(*) FROM orders WHERE total_cents IS NULL').fetchone()[0] == 0
@@ -95,8 +92,7 @@ def test_sql_job_splits_a_table(db, daemon_factory):
                statement='INSERT INTO addresses (user_id, street, city) '
                          'SELECT u.id, u.street, u.city FROM users u JOIN batch USING (id) '
                          'ON CONFLICT (user_id) DO NOTHING;')
-    row = wait_job_state(conn, 'split', {'succeeded', 'failed'}, timeout=60)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'split', timeout=60)
     assert row['rows_scanned'] == 2500
     assert conn.execute("""SELECT count(*) FROM users u JOIN addresses a ON a.user_id = u.id
                            AND a.street = u.street AND a.city = u.city""").fetchone()[0] == 2500
@@ -113,8 +109,7 @@ def test_sql_job_with_where_clause_and_its_own_with(db, daemon_factory):
                statement='WITH moved AS (INSERT INTO dst SELECT s.id, s.v * 2 FROM src s '
                          'JOIN batch USING (id) RETURNING id) '
                          'UPDATE src SET done = true FROM moved WHERE src.id = moved.id')
-    row = wait_job_state(conn, 'copy', {'succeeded', 'failed'}, timeout=60)
-    assert row['state'] == 'succeeded', row['last_error']
+    row = wait_succeeded(conn, 'copy', timeout=60)
     assert row['rows_updated'] == 450
     assert conn.execute('SELECT count(*), sum(v2) FROM dst').fetchone() == (450, 2 * sum(range(2, 901, 2)))
 

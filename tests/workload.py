@@ -46,3 +46,21 @@ def assert_each_row_once(conn, table='items', rows=None):
     assert set(seen) == {1}, f'{table}: rows by counter value {seen} (want every row at 1)'
     if rows is not None:
         assert total == rows, f'{table}: {total} rows, want {rows}'
+
+
+def wait_succeeded(conn, name, timeout=60):
+    """Waits for the job to end and fails with its last_error unless it succeeded."""
+    from daemon import wait_job_state
+    row = wait_job_state(conn, name, {'succeeded', 'failed', 'cancelled'}, timeout=timeout)
+    assert row['state'] == 'succeeded', f"job {name} ended {row['state']}: {row['last_error']}"
+    return row
+
+
+def steer(conn, name, state, min_batches=2):
+    """After a few batches, sets the job's state with SQL as an operator
+    would, and returns its row once the daemon has let go of it."""
+    from daemon import job_row, wait_for
+    wait_for(lambda: job_row(conn, name)['batches'] >= min_batches, 30, what='some batches')
+    conn.execute('UPDATE backfill.jobs SET state = %s WHERE name = %s', (state, name))
+    return wait_for(lambda: (row := job_row(conn, name))['owner'] is None and row, 10,
+                    what=f'the lease to be released on {state}')
