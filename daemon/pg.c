@@ -1,11 +1,14 @@
 /* pg.c -- one PostgreSQL connection on the libuv loop, never blocking it. */
 #include "pg.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "log.h"
+#include "strbuf.h"
 
 static void pg_poll_cb(uv_poll_t *handle, int status, int events);
 static void pg_connect_begin(bf_pg *pg);
@@ -16,12 +19,8 @@ static char *pg_strdup(const char *s)
 	return s ? strdup(s) : NULL;
 }
 
-static void pg_handle_closed(uv_handle_t *handle)
+static void pg_release_one(bf_pg *pg)
 {
-	bf_pg *pg = handle->data;
-
-	if (handle->type == UV_POLL)
-		free(handle);
 	if (--pg->handles_open == 0 && pg->state == BF_PG_CLOSING) {
 		bf_pg_close_cb cb = pg->close_cb;
 
@@ -34,6 +33,15 @@ static void pg_handle_closed(uv_handle_t *handle)
 		if (cb)
 			cb(pg, pg->close_arg);
 	}
+}
+
+static void pg_handle_closed(uv_handle_t *handle)
+{
+	bf_pg *pg = handle->data;
+
+	if (handle->type == UV_POLL)
+		free(handle);
+	pg_release_one(pg);
 }
 
 static void pg_poll_stop(bf_pg *pg)
@@ -81,6 +89,11 @@ static int pg_poll_watch(bf_pg *pg, int events, int fresh)
 
 static void pg_teardown(bf_pg *pg)
 {
+	if (pg->resolution) {
+		/* Its callback still comes (cancelled or not) and frees it. */
+		uv_cancel((uv_req_t *)pg->resolution);
+		pg->resolution = NULL;
+	}
 	pg_poll_stop(pg);
 	if (pg->conn) {
 		PQfinish(pg->conn);
@@ -105,7 +118,8 @@ static void pg_connect_timeout_cb(uv_timer_t *timer)
 {
 	bf_pg *pg = timer->data;
 
-	if (pg->state == BF_PG_CONNECTING || pg->state == BF_PG_INITIALIZING)
+	if (pg->state == BF_PG_RESOLVING || pg->state == BF_PG_CONNECTING ||
+	    pg->state == BF_PG_INITIALIZING)
 		pg_fail(pg, "connection attempt timed out");
 }
 
@@ -247,19 +261,46 @@ static void pg_notice(void *arg, const PGresult *res)
 	       message ? message : "");
 }
 
-static void pg_connect_begin(bf_pg *pg)
+/* One connect attempt's name lookups: libpq resolves host names with a
+ * blocking getaddrinfo() unless hostaddr is given, so names are resolved on
+ * libuv's thread pool and handed to libpq as hostaddr (host still names the
+ * server for TLS verification and .pgpass). */
+typedef struct bf_pg_resolution {
+	uv_getaddrinfo_t req;     /* first: the request is the struct */
+	bf_pg *pg;
+	int n;
+	int one_address;          /* per-host ports: a name may not become several hosts */
+	char **names;             /* the host list, split at commas */
+	char **addrs;             /* hostaddrs for each, comma-separated; "" where libpq
+				   * needs none; NULL: still to resolve */
+} bf_pg_resolution;
+
+static void pg_resolution_free(bf_pg_resolution *res)
+{
+	for (int i = 0; i < res->n; i++) {
+		free(res->names[i]);
+		free(res->addrs[i]);
+	}
+	free(res->names);
+	free(res->addrs);
+	free(res);
+}
+
+static void pg_connect_start(bf_pg *pg, const char *host, const char *hostaddr)
 {
 	/* TCP keepalives first, so that the operator's conninfo (expanded from
-	 * "dbname") can override them; application_name last, so that ours
-	 * wins. Without keepalives a peer that vanished is noticed only after
-	 * the kernel's two hours. */
+	 * "dbname") can override them; then ours: hostaddr, application_name.
+	 * Without keepalives a peer that vanished is noticed only after the
+	 * kernel's two hours. */
 	const char *keywords[] = {"keepalives", "keepalives_idle", "keepalives_interval",
-				  "keepalives_count", "dbname", "application_name", NULL};
-	const char *values[] = {"1", "30", "10", "3", pg->conninfo, pg->application_name, NULL};
+				  "keepalives_count", "dbname", "application_name",
+				  host ? "host" : NULL, "hostaddr", NULL};
+	const char *values[] = {"1", "30", "10", "3", pg->conninfo, pg->application_name,
+				host, hostaddr, NULL};
 
 	pg->state = BF_PG_CONNECTING;
 	/* expand_dbname = 1: the first "dbname" is the operator's whole
-	 * conninfo; keywords after it (application_name) override it. */
+	 * conninfo; keywords after it override it. */
 	pg->conn = PQconnectStartParams(keywords, values, 1);
 	if (!pg->conn) {
 		pg_fail(pg, "out of memory starting a connection");
@@ -274,10 +315,216 @@ static void pg_connect_begin(bf_pg *pg)
 		return;
 	}
 	PQsetNoticeReceiver(pg->conn, pg_notice, pg);
-	uv_timer_start(&pg->timer, pg_connect_timeout_cb, (uint64_t)pg->connect_timeout_ms, 0);
 	/* libpq: "consider a status of PGRES_POLLING_WRITING" before the first poll */
 	if (pg_poll_watch(pg, UV_WRITABLE, 1) != 0)
 		pg_fail(pg, "could not watch the connection's socket");
+}
+
+static void pg_resolve_next(bf_pg_resolution *res);
+
+static void pg_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
+{
+	bf_pg_resolution *res = (bf_pg_resolution *)req;
+	bf_pg *pg = res->pg;
+	char why[512];
+	int i;
+
+	if (pg->resolution != res) {
+		/* Abandoned: timed out, failed or closed meanwhile. */
+		uv_freeaddrinfo(ai);
+		pg_resolution_free(res);
+		pg_release_one(pg);
+		return;
+	}
+	pg->handles_open--;
+	for (i = 0; i < res->n && res->addrs[i]; i++)
+		;
+	if (status != 0 || !ai) {
+		snprintf(why, sizeof(why), "could not resolve host name \"%s\": %s", res->names[i],
+			 status ? uv_strerror(status) : "no address");
+		uv_freeaddrinfo(ai);
+		pg->resolution = NULL;
+		pg_resolution_free(res);
+		pg_fail(pg, why);
+		return;
+	}
+	/* Every address, as libpq would try them all in turn. */
+	bf_strbuf addrs;
+
+	bf_strbuf_init(&addrs);
+	for (struct addrinfo *a = ai; a; a = a->ai_next) {
+		char text[INET6_ADDRSTRLEN] = "";
+		const void *addr = a->ai_family == AF_INET6
+					   ? (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr
+					   : (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr;
+
+		if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
+		    !inet_ntop(a->ai_family, addr, text, sizeof(text)))
+			continue;
+		bf_strbuf_printf(&addrs, "%s%s", addrs.len ? "," : "", text);
+		if (res->one_address)
+			break;
+	}
+	uv_freeaddrinfo(ai);
+	res->addrs[i] = bf_strbuf_finish(&addrs);
+	if (!res->addrs[i] || !res->addrs[i][0]) {
+		pg->resolution = NULL;
+		pg_resolution_free(res);
+		pg_fail(pg, "could not resolve host names (no usable address, or out of memory)");
+		return;
+	}
+	bf_debug("%s: host \"%s\" is %s", pg->name, res->names[i], res->addrs[i]);
+	pg_resolve_next(res);
+}
+
+static void pg_resolve_next(bf_pg_resolution *res)
+{
+	bf_pg *pg = res->pg;
+	struct addrinfo hints;
+	int i;
+
+	for (i = 0; i < res->n && res->addrs[i]; i++)
+		;
+	if (i == res->n) {
+		/* host and hostaddr lists must line up: a name with several
+		 * addresses stands as many times in the host list. */
+		bf_strbuf hosts, hostaddrs;
+
+		bf_strbuf_init(&hosts);
+		bf_strbuf_init(&hostaddrs);
+		for (int j = 0; j < res->n; j++) {
+			const char *a = res->addrs[j];
+
+			do {
+				size_t len = strcspn(a, ",");
+
+				bf_strbuf_printf(&hosts, "%s%s", hosts.len ? "," : "", res->names[j]);
+				bf_strbuf_printf(&hostaddrs, "%s%.*s", j || a != res->addrs[j] ? "," : "",
+						 (int)len, a);
+				a += len;
+			} while (*a++ == ',');
+		}
+		pg->resolution = NULL;
+		pg_resolution_free(res);
+		char *host_list = bf_strbuf_finish(&hosts);
+		char *addr_list = bf_strbuf_finish(&hostaddrs);
+
+		if (!host_list || !addr_list)
+			pg_fail(pg, "out of memory resolving host names");
+		else
+			pg_connect_start(pg, host_list, addr_list);
+		free(host_list);
+		free(addr_list);
+		return;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	pg->handles_open++;
+	if (uv_getaddrinfo(pg->loop, &res->req, pg_resolved, res->names[i], NULL, &hints) != 0) {
+		pg->handles_open--;
+		pg->resolution = NULL;
+		pg_resolution_free(res);
+		pg_fail(pg, "could not start a host name lookup");
+	}
+}
+
+/* The hosts the operator's conninfo (or PGHOST) names, when some of them
+ * need a DNS lookup; NULL when libpq can connect without one (sockets, IP
+ * addresses, hostaddr given, or a service file that we do not read). */
+static bf_pg_resolution *pg_plan_resolution(bf_pg *pg)
+{
+	PQconninfoOption *opts = PQconninfoParse(pg->conninfo, NULL);
+	const char *host = NULL, *hostaddr = NULL, *service = NULL, *port = NULL;
+	bf_pg_resolution *res = NULL;
+
+	if (!opts)
+		return NULL;    /* libpq will say what is wrong with it */
+	for (PQconninfoOption *o = opts; o->keyword; o++) {
+		if (!o->val || !o->val[0])
+			continue;
+		if (strcmp(o->keyword, "host") == 0)
+			host = o->val;
+		else if (strcmp(o->keyword, "hostaddr") == 0)
+			hostaddr = o->val;
+		else if (strcmp(o->keyword, "service") == 0)
+			service = o->val;
+		else if (strcmp(o->keyword, "port") == 0)
+			port = o->val;
+	}
+	if (!port)
+		port = getenv("PGPORT");
+	if (!host)
+		host = getenv("PGHOST");
+	if (!hostaddr)
+		hostaddr = getenv("PGHOSTADDR");
+	if (!service)
+		service = getenv("PGSERVICE");
+	if (host && host[0] && !hostaddr && !service) {
+		int n = 1, need = 0;
+
+		for (const char *p = host; *p; p++)
+			n += *p == ',';
+		res = calloc(1, sizeof(*res));
+		if (res) {
+			res->names = calloc((size_t)n, sizeof(char *));
+			res->addrs = calloc((size_t)n, sizeof(char *));
+		}
+		if (!res || !res->names || !res->addrs) {
+			free(res ? res->names : NULL);
+			free(res ? res->addrs : NULL);
+			free(res);
+			PQconninfoFree(opts);
+			return NULL;
+		}
+		res->pg = pg;
+		res->n = n;
+		res->one_address = port && strchr(port, ',') != NULL;
+		const char *start = host;
+
+		for (int i = 0; i < n; i++) {
+			const char *end = strchr(start, ',');
+			size_t len = end ? (size_t)(end - start) : strlen(start);
+			unsigned char buf[sizeof(struct in6_addr)];
+
+			res->names[i] = strndup(start, len);
+			if (!res->names[i]) {
+				pg_resolution_free(res);
+				PQconninfoFree(opts);
+				return NULL;
+			}
+			/* A socket directory, an address, or empty: nothing to look up
+			 * (hostaddr takes an address as it is). */
+			if (len == 0 || res->names[i][0] == '/' || res->names[i][0] == '@')
+				res->addrs[i] = strdup("");
+			else if (inet_pton(AF_INET, res->names[i], buf) == 1 ||
+				 inet_pton(AF_INET6, res->names[i], buf) == 1)
+				res->addrs[i] = strdup(res->names[i]);
+			else
+				need = 1;
+			start = end ? end + 1 : start + len;
+		}
+		if (!need) {
+			pg_resolution_free(res);
+			res = NULL;
+		}
+	}
+	PQconninfoFree(opts);
+	return res;
+}
+
+static void pg_connect_begin(bf_pg *pg)
+{
+	bf_pg_resolution *res = pg_plan_resolution(pg);
+
+	uv_timer_start(&pg->timer, pg_connect_timeout_cb, (uint64_t)pg->connect_timeout_ms, 0);
+	if (!res) {
+		pg_connect_start(pg, NULL, NULL);
+		return;
+	}
+	pg->state = BF_PG_RESOLVING;
+	pg->resolution = res;
+	pg_resolve_next(res);
 }
 
 static void pg_drain_notifies(bf_pg *pg)

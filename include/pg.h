@@ -54,6 +54,7 @@ typedef struct bf_pg_options {
 
 typedef enum bf_pg_state {
 	BF_PG_STOPPED,
+	BF_PG_RESOLVING,     /* host names being resolved off the loop */
 	BF_PG_CONNECTING,
 	BF_PG_INITIALIZING,
 	BF_PG_READY,
@@ -80,7 +81,8 @@ struct bf_pg {
 	int poll_events;
 	uv_timer_t timer;       /* connect timeout, query deadline, reconnect backoff */
 	bf_backoff backoff;
-	int handles_open;       /* timer + polls not yet through their close callback */
+	int handles_open;       /* timer + polls + a name lookup not yet through their callback */
+	struct bf_pg_resolution *resolution; /* the lookup this connect attempt waits for */
 	int backend_pid;
 	unsigned connects;      /* successful connects so far */
 

@@ -241,3 +241,25 @@ def test_poll_finds_a_job_whose_notification_was_lost(db, daemon_factory):
     counter_job(conn, 'silent')
     wait_job_state(conn, 'silent', 'succeeded', timeout=10)
     assert_each_row_once(conn, rows=10)
+
+
+def test_host_names_are_resolved_and_tried_address_by_address(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=50)
+    # localhost often resolves to ::1 first, where the server does not
+    # listen: every address must be tried, as libpq itself would.
+    conninfo = db.conninfo.replace('host=127.0.0.1', 'host=localhost')
+    daemon = daemon_factory(db.server, db.name, {'database': {'conninfo': conninfo}})
+    counter_job(conn, 'by-name')
+    wait_succeeded(conn, 'by-name', timeout=30)
+    assert 'host "localhost" is ' in daemon.log()
+
+
+def test_an_unresolvable_host_is_retried_and_the_daemon_still_stops(db, daemon_factory):
+    daemon = daemon_factory(db.server, db.name, {
+        'database': {'conninfo': 'host=no-such-host.invalid dbname=x', 'connect_timeout_ms': 5000}},
+        start=False)
+    daemon.start()
+    wait_for(lambda: daemon.log().count('could not resolve host name "no-such-host.invalid"') >= 2,
+             30, what='repeated resolution failures')
+    assert daemon.stop(timeout=10) == 0
