@@ -76,7 +76,7 @@ static void utf8_trim(char *s)
 
 /* Parameters shared by every fenced statement: $1 id, $2 owner, $3 epoch. */
 typedef struct job_params {
-	char id[24], epoch[24], batches[24];
+	char id[24], epoch[24];
 	const char *values[8];
 } job_params;
 
@@ -84,7 +84,6 @@ static void job_params_fence(bf_job *job, job_params *p)
 {
 	fmt_int(p->id, sizeof(p->id), job->id);
 	fmt_int(p->epoch, sizeof(p->epoch), job->lease_epoch);
-	fmt_int(p->batches, sizeof(p->batches), job->batches);
 	p->values[0] = p->id;
 	p->values[1] = job->owner;
 	p->values[2] = p->epoch;
