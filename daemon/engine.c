@@ -267,7 +267,7 @@ static void engine_claimed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		bf_job *job = bf_job_start(engine, engine->cfg, engine->owner, &def);
 
 		if (!job) {
-			bf_error("job \"%s\": out of memory starting the job; its lease will expire",
+			bf_error("job \"%s\": out of memory starting the job; the next lease renewal gives it back",
 				 def.name);
 			continue;
 		}

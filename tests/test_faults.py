@@ -1,4 +1,5 @@
 """Crashes, restarts, concurrency: every row is still processed exactly once."""
+import datetime
 import random
 import threading
 import time
@@ -239,10 +240,10 @@ def test_a_lease_held_in_our_name_for_a_job_we_do_not_run_is_given_back(db, daem
     counter_table(conn, rows=100)
     daemon = daemon_factory(db.server, db.name, FAST_LEASE)
     owner = re.search(r'starting as lease owner (\S+)', daemon.log()).group(1)
-    # As if a claim committed but its reply never reached the daemon.
+    # As if a claim committed but its reply never reached the daemon: one
+    # INSERT, so that the row is never claimable in between.
     counter_job(conn, 'orphan', state='running', owner=owner, lease_epoch=1,
-                lease_until=None)
-    conn.execute("UPDATE backfill.jobs SET lease_until = now() + interval '1 hour' WHERE name = 'orphan'")
+                lease_until=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
     row = wait_succeeded(conn, 'orphan', timeout=20)
     assert 'held our lease but was not running here' in daemon.log()
     assert_each_row_once(conn, rows=100)
