@@ -576,14 +576,14 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	const PGresult *res = r->res;
-	int64_t scanned = col_int(res, 0, 1, 0);
-	int64_t updated = col_int(res, 0, 2, 0);
+	int64_t scanned = col_int(res, 0, 2, 0);
+	int64_t updated = col_int(res, 0, 3, 0);
 
-	job->batches = col_int(res, 0, 3, job->batches);
-	if (col(res, 0, 4))
-		replace_str(&job->checkpoint, col(res, 0, 4));
-	job->rows_scanned = col_int(res, 0, 5, job->rows_scanned);
-	job->rows_updated = col_int(res, 0, 6, job->rows_updated);
+	job->batches = col_int(res, 0, 4, job->batches);
+	if (col(res, 0, 5))
+		replace_str(&job->checkpoint, col(res, 0, 5));
+	job->rows_scanned = col_int(res, 0, 6, job->rows_scanned);
+	job->rows_updated = col_int(res, 0, 7, job->rows_updated);
 	job_succeeded_step(job);
 	job_log(job, BF_LOG_DEBUG,
 		"batch %" PRId64 ": %" PRId64 " rows scanned, %" PRId64 " updated in %.1f ms, checkpoint %s",
@@ -847,7 +847,7 @@ static void job_check_definition(bf_job *job)
 			continue;
 		snprintf(error, sizeof(error),
 			 found > 0 ? "%s contains a ';': give one SQL fragment, not several statements"
-				   : "%s has an unterminated quoted string or identifier",
+				   : "%s has an unterminated quoted string, identifier or /* comment",
 			 clauses[i].column);
 		job->definition_error = strdup(error);
 		return;

@@ -52,26 +52,6 @@ static void page_query(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a)
 	bf_strbuf_printf(sb, " LIMIT %d", a->limit);
 }
 
-/* (a, b) IN (SELECT a, b FROM <from>) AND (<where>) -- the key names in the
- * subquery resolve to <from>'s columns, outside it to the table's. */
-static void in_page(bf_strbuf *sb, const bf_walk *w, const char *from_sql)
-{
-	bf_strbuf_append(sb, "(");
-	keys_list(sb, w, "");
-	bf_strbuf_append(sb, ") IN (");
-	if (from_sql) {
-		bf_strbuf_append(sb, from_sql);
-	} else {
-		bf_strbuf_append(sb, "SELECT ");
-		keys_list(sb, w, "");
-		bf_strbuf_append(sb, " FROM page");
-	}
-	bf_strbuf_append(sb, ")");
-	/* Operator clauses may end in a "--" comment: close them on a new line. */
-	if (w->where_clause && w->where_clause[0])
-		bf_strbuf_printf(sb, "\n    AND (%s\n    )", w->where_clause);
-}
-
 /* ARRAY[a::text, b::text] of the largest key of `from` */
 static void last_key(bf_strbuf *sb, const bf_walk *w, const char *from)
 {
@@ -80,6 +60,20 @@ static void last_key(bf_strbuf *sb, const bf_walk *w, const char *from)
 	bf_strbuf_printf(sb, "] FROM %s ORDER BY ", from);
 	keys_list(sb, w, " DESC");
 	bf_strbuf_append(sb, " LIMIT 1)");
+}
+
+/* Our own CTE names are quoted so that no operator SQL can collide with
+ * them; only "batch" is a name the operator uses. */
+#define CTE_PAGE "\"backfill page\""
+#define CTE_LOCKED "\"backfill locked\""
+#define CTE_WORK "\"backfill work\""
+#define CTE_CKPT "\"backfill checkpoint\""
+
+/* p.a, p.b -- the key columns of a FROM item */
+static void keys_of(bf_strbuf *sb, const bf_walk *w, const char *alias)
+{
+	for (int i = 0; i < w->nkeys; i++)
+		bf_strbuf_printf(sb, "%s%s.%s", i ? ", " : "", alias, w->key_names[i]);
 }
 
 char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
@@ -95,25 +89,48 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 		return NULL;
 	bf_strbuf_init(&sb);
 
-	/* 1: take the locks. Lock waits (and EvalPlanQual re-reads after
-	 * them) happen here, where their results do not matter. */
-	bf_strbuf_printf(&sb, "SELECT count(*) FROM (\n  SELECT 1 FROM %s\n  WHERE ", w->table);
-	in_page(&sb, w, page.data);
-	bf_strbuf_append(&sb, "\n  FOR NO KEY UPDATE\n) locked;\n");
-
-	/* 2: the batch, with a snapshot that sees every row we locked as
-	 * committed. MATERIALIZED: each runs once, locks as a whole. */
-	bf_strbuf_printf(&sb, "WITH %spage AS MATERIALIZED (\n  %s\n),\n",
-			 with.recursive ? "RECURSIVE " : "", page.data);
-	bf_strbuf_append(&sb, "batch AS MATERIALIZED (\n  SELECT ");
-	keys_list(&sb, w, "");
-	bf_strbuf_printf(&sb, " FROM %s\n  WHERE ", w->table);
-	in_page(&sb, w, NULL);
-	bf_strbuf_append(&sb, "\n  FOR NO KEY UPDATE\n),\n");
+	/* 1: lock every row of the page. Lock waits (and the EvalPlanQual
+	 * re-reads after them) happen here, where their results are not used;
+	 * once they are over, nobody else can change these rows. */
+	bf_strbuf_printf(&sb, "SELECT count(*) FROM (\n  %s\n  FOR NO KEY UPDATE\n) locked;\n",
+			 page.data);
 	bf_strbuf_free(&page);
 
+	/* 2: a fresh snapshot, taken after those waits. The page is read in
+	 * key order without locks: its last key is the checkpoint, never a key
+	 * that a concurrent update moved. Its rows are locked again (ours
+	 * already) and where_clause is evaluated on the locked versions.
+	 * MATERIALIZED: each runs once, as a whole. */
+	bf_strbuf_printf(&sb, "WITH %s" CTE_PAGE " AS MATERIALIZED (\n  SELECT ctid AS \"backfill ctid\", ",
+			 with.recursive ? "RECURSIVE " : "");
+	keys_list(&sb, w, "");
+	bf_strbuf_printf(&sb, " FROM %s ", w->table);
+	keys_range(&sb, w, a->lower, a->upper);
+	bf_strbuf_append(&sb, " ORDER BY ");
+	keys_list(&sb, w, "");
+	bf_strbuf_printf(&sb, " LIMIT %d\n),\n", a->limit);
+
+	bf_strbuf_append(&sb, CTE_LOCKED " AS MATERIALIZED (\n  SELECT ctid AS \"backfill ctid\", ");
+	keys_list(&sb, w, "");
+	if (w->where_clause && w->where_clause[0])
+		/* The operator's clause may end in a "--" comment. */
+		bf_strbuf_printf(&sb, ", (%s\n  ) AS \"backfill match\"", w->where_clause);
+	else
+		bf_strbuf_append(&sb, ", true AS \"backfill match\"");
+	bf_strbuf_printf(&sb, "\n  FROM %s\n  WHERE (", w->table);
+	keys_list(&sb, w, "");
+	bf_strbuf_append(&sb, ") IN (SELECT ");
+	keys_list(&sb, w, "");
+	bf_strbuf_append(&sb, " FROM " CTE_PAGE ")\n  FOR NO KEY UPDATE\n),\n");
+
+	bf_strbuf_append(&sb, "batch AS (SELECT ");
+	keys_list(&sb, w, "");
+	bf_strbuf_append(&sb, " FROM " CTE_LOCKED " WHERE \"backfill match\"),\n");
+
 	if (w->kind == BF_KIND_UPDATE) {
-		bf_strbuf_printf(&sb, "work AS (\n  UPDATE %s SET %s\n  WHERE (", w->table,
+		/* In the subquery the key names resolve to batch's columns,
+		 * outside it to the table's. */
+		bf_strbuf_printf(&sb, CTE_WORK " AS (\n  UPDATE %s SET %s\n  WHERE (", w->table,
 				 w->set_clause);
 		keys_list(&sb, w, "");
 		bf_strbuf_append(&sb, ") IN (SELECT ");
@@ -122,40 +139,54 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 	} else if (hoist) {
 		/* A data-modifying WITH may only stand at the top level: the
 		 * statement's own CTEs join ours (after batch, which they read). */
-		bf_strbuf_printf(&sb, "%.*s,\nwork AS (\n%s\n),\n",
+		bf_strbuf_printf(&sb, "%.*s,\n" CTE_WORK " AS (\n%s\n),\n",
 				 (int)(with.ctes_end - with.ctes_start),
 				 w->statement + with.ctes_start, w->statement + with.main_start);
 	} else {
-		bf_strbuf_printf(&sb, "work AS (\n%s\n),\n", w->statement);
+		bf_strbuf_printf(&sb, CTE_WORK " AS (\n%s\n),\n", w->statement);
 	}
 
 	/* The operator's statement may lack RETURNING, so for kind sql the
 	 * count is the keys it was given. */
-	const char *updated = w->kind == BF_KIND_UPDATE ? "(SELECT count(*) FROM work)"
+	const char *updated = w->kind == BF_KIND_UPDATE ? "(SELECT count(*) FROM " CTE_WORK ")"
 							: "(SELECT count(*) FROM batch)";
 
-	/* ckpt: the checkpoint is the page's last key, fenced. An empty page
-	 * (the walk ended exactly on a full batch) does not count as a batch. */
-	bf_strbuf_append(&sb, "ckpt AS (\n  UPDATE backfill.jobs SET\n    checkpoint = coalesce(");
-	last_key(&sb, w, "page");
+	/* The checkpoint is the page's last key, fenced. An empty page (the
+	 * walk ended exactly on a full batch) does not count as a batch. */
+	bf_strbuf_append(&sb, CTE_CKPT " AS (\n  UPDATE backfill.jobs SET\n    checkpoint = coalesce(");
+	last_key(&sb, w, CTE_PAGE);
 	bf_strbuf_printf(&sb,
 		", checkpoint),\n"
-		"    rows_scanned = rows_scanned + (SELECT count(*) FROM page),\n"
+		"    rows_scanned = rows_scanned + (SELECT count(*) FROM " CTE_PAGE "),\n"
 		"    rows_updated = rows_updated + %s,\n"
-		"    batches = batches + (SELECT least(count(*), 1) FROM page)\n"
+		"    batches = batches + (SELECT least(count(*), 1) FROM " CTE_PAGE ")\n"
 		"  WHERE id = %" PRId64 " AND owner = %s AND lease_epoch = %" PRId64 "\n"
 		"    AND state = 'running' AND batches = %" PRId64 "\n"
 		"  RETURNING checkpoint, batches, rows_scanned, rows_updated\n"
 		")\n"
-		"SELECT backfill.checkpoint_fence(count(*)),\n"
-		"       (SELECT count(*) FROM page),\n"
+		"SELECT backfill.checkpoint_fence(count(*)),\n",
+		updated, a->job_id, a->owner, a->lease_epoch, a->batches);
+	/* Every page row must be locked in the very version the snapshot saw:
+	 * a row changed or deleted between the two (one statement 1 did not
+	 * lock, as the page shifted) would be worked on stale. Then the whole
+	 * batch is rolled back and retried. */
+	bf_strbuf_append(&sb,
+		"       backfill.page_check((SELECT count(*) FROM " CTE_PAGE "),\n"
+		"         (SELECT count(*) FROM " CTE_PAGE " p JOIN " CTE_LOCKED " l\n"
+		"          ON p.\"backfill ctid\" = l.\"backfill ctid\" AND (");
+	keys_of(&sb, w, "p");
+	bf_strbuf_append(&sb, ") = (");
+	keys_of(&sb, w, "l");
+	bf_strbuf_printf(&sb,
+		"))),\n"
+		"       (SELECT count(*) FROM " CTE_PAGE "),\n"
 		"       %s,\n"
-		"       max(ckpt.batches),\n"
-		"       max(ckpt.checkpoint),\n"
-		"       max(ckpt.rows_scanned),\n"
-		"       max(ckpt.rows_updated)\n"
-		"FROM ckpt",
-		updated, a->job_id, a->owner, a->lease_epoch, a->batches, updated);
+		"       max(c.batches),\n"
+		"       max(c.checkpoint),\n"
+		"       max(c.rows_scanned),\n"
+		"       max(c.rows_updated)\n"
+		"FROM " CTE_CKPT " c",
+		updated);
 	return bf_strbuf_finish(&sb);
 }
 

@@ -10,7 +10,8 @@ static int is_ident_char(char c)
 	return isalnum((unsigned char)c) || c == '_' || c == '$' || (unsigned char)c >= 0x80;
 }
 
-/* White space, -- comments and nested block comments. */
+/* White space, -- comments and nested block comments; (size_t)-1 when a
+ * block comment is never closed. */
 static size_t skip_blank(const char *s, size_t i)
 {
 	for (;;) {
@@ -23,7 +24,9 @@ static size_t skip_blank(const char *s, size_t i)
 			int depth = 1;
 
 			i += 2;
-			while (s[i] && depth > 0) {
+			while (depth > 0) {
+				if (!s[i])
+					return (size_t)-1;
 				if (s[i] == '/' && s[i + 1] == '*') {
 					depth++;
 					i += 2;
@@ -96,6 +99,9 @@ static size_t skip_to_plain(const char *s, size_t i)
 {
 	for (;;) {
 		size_t next = skip_blank(s, i);
+
+		if (next == (size_t)-1)
+			return next;
 		size_t q = skip_quoted(s, next);
 
 		if (q == 0 || q == (size_t)-1)
@@ -135,6 +141,10 @@ static size_t skip_identifier(const char *s, size_t i)
 
 int bf_sql_split_with(const char *stmt, bf_sql_with *out)
 {
+	/* Unterminated quotes and comments first: past this, every skip below
+	 * stays inside the string. */
+	if (bf_sql_has_semicolon(stmt) < 0)
+		return -1;
 	size_t i = skip_blank(stmt, 0);
 
 	if (!keyword_at(stmt, i, "WITH"))

@@ -39,15 +39,17 @@ typedef struct bf_batch_args {
 
 /* Two statements for the simple query protocol, one round trip, run by the
  * server as ONE implicit transaction (any error rolls both back):
- *  1. lock the rows of the next page that match where_clause (FOR NO KEY
- *     UPDATE, never SKIP LOCKED); all lock waits happen here;
- *  2. with a fresh snapshot taken after those waits, re-read the page in key
- *     order without locks (its last key is the checkpoint: never a key a
- *     concurrent update moved), lock the batch as rows of that page, run the
- *     work, and advance the checkpoint, fenced by owner, lease epoch, state
- *     and batch count.
- * Statement 2 returns one row: fence, scanned, updated, and the row's new
- * batches, checkpoint (text[]), rows_scanned, rows_updated.
+ *  1. lock every row of the next page (FOR NO KEY UPDATE, never SKIP
+ *     LOCKED); the lock waits happen here;
+ *  2. with a fresh snapshot taken after those waits, re-read the page in
+ *     key order without locks (its last key is the checkpoint: never a key
+ *     a concurrent update moved), lock its rows, evaluate where_clause on
+ *     the locked versions, run the work on the matching ones (CTE "batch"),
+ *     and advance the checkpoint, fenced by owner, lease epoch, state and
+ *     batch count (backfill.checkpoint_fence raises BF001). A page row that
+ *     changed between snapshot and lock fails backfill.page_check (40001).
+ * Statement 2 returns one row: fence, page check, scanned, updated, and the
+ * row's new batches, checkpoint (text[]), rows_scanned, rows_updated.
  * Returns a malloc'd string, NULL when out of memory. */
 char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a);
 

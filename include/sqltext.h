@@ -19,7 +19,8 @@ typedef struct bf_sql_with {
 int bf_sql_split_with(const char *stmt, bf_sql_with *out);
 
 /* 1 if text has a ';' outside quotes and comments (it would end the
- * statement it is put into), 0 if not, -1 if a quote is unterminated. */
+ * statement it is put into), 0 if not, -1 if a quote or a block comment is
+ * unterminated (it would swallow what follows it). */
 int bf_sql_has_semicolon(const char *text);
 
 #endif

@@ -121,3 +121,18 @@ def test_empty_table_succeeds(db, daemon_factory):
     row = wait_job_state(db.conn, 'nothing', {'succeeded', 'failed'})
     assert row['state'] == 'succeeded', row['last_error']
     assert row['rows_scanned'] == 0 and row['batches'] == 0
+
+
+def test_operator_sql_may_use_names_of_its_own(db, daemon_factory):
+    """The daemon's own CTEs cannot collide with the operator's tables or
+    CTEs (only "batch" is taken)."""
+    conn = db.conn
+    conn.execute('CREATE TABLE page (id int PRIMARY KEY, title text)')
+    conn.execute('CREATE TABLE copies (id int PRIMARY KEY, title text)')
+    conn.execute("INSERT INTO page SELECT g, 'title ' || g FROM generate_series(1, 300) g")
+    daemon_factory(db.server, db.name, SMALL_BATCHES)
+    insert_job(conn, name='names', table_name='page', kind='sql', where_clause='NOT EXISTS (SELECT 1 FROM copies c WHERE c.id = page.id)',
+               statement='WITH page AS (SELECT id FROM batch), work AS (SELECT 1) '
+                         'INSERT INTO copies SELECT p.id, t.title FROM page p JOIN public.page t USING (id)')
+    wait_succeeded(conn, 'names')
+    assert conn.execute('SELECT count(*) FROM copies JOIN page USING (id, title)').fetchone()[0] == 300
