@@ -269,10 +269,12 @@ typedef struct bf_pg_resolution {
 	uv_getaddrinfo_t req;     /* first: the request is the struct */
 	bf_pg *pg;
 	int n;
-	int one_address;          /* per-host ports: a name may not become several hosts */
 	char **names;             /* the host list, split at commas */
+	char **ports;             /* per-host ports, or NULL when one port serves all */
 	char **addrs;             /* hostaddrs for each, comma-separated; "" where libpq
 				   * needs none; NULL: still to resolve */
+	unsigned char *dropped;   /* names that did not resolve: left out of the lists */
+	char last_error[256];
 } bf_pg_resolution;
 
 static void pg_resolution_free(bf_pg_resolution *res)
@@ -280,13 +282,45 @@ static void pg_resolution_free(bf_pg_resolution *res)
 	for (int i = 0; i < res->n; i++) {
 		free(res->names[i]);
 		free(res->addrs[i]);
+		if (res->ports)
+			free(res->ports[i]);
 	}
 	free(res->names);
 	free(res->addrs);
+	free(res->ports);
+	free(res->dropped);
 	free(res);
 }
 
-static void pg_connect_start(bf_pg *pg, const char *host, const char *hostaddr)
+/* "a,b,c" -> n malloc'd strings; returns the number of items, or -1 when
+ * out of memory (then *items is freed). */
+static int split_list(const char *list, char ***items)
+{
+	int n = 1;
+
+	for (const char *p = list; *p; p++)
+		n += *p == ',';
+	*items = calloc((size_t)n, sizeof(char *));
+	if (!*items)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		size_t len = strcspn(list, ",");
+
+		(*items)[i] = strndup(list, len);
+		if (!(*items)[i]) {
+			while (i-- > 0)
+				free((*items)[i]);
+			free(*items);
+			*items = NULL;
+			return -1;
+		}
+		list += len + (list[len] == ',');
+	}
+	return n;
+}
+
+static void pg_connect_start(bf_pg *pg, const char *host, const char *hostaddr,
+			     const char *port)
 {
 	/* TCP keepalives first, so that the operator's conninfo (expanded from
 	 * "dbname") can override them; then ours: hostaddr, application_name.
@@ -294,9 +328,9 @@ static void pg_connect_start(bf_pg *pg, const char *host, const char *hostaddr)
 	 * kernel's two hours. */
 	const char *keywords[] = {"keepalives", "keepalives_idle", "keepalives_interval",
 				  "keepalives_count", "dbname", "application_name",
-				  host ? "host" : NULL, "hostaddr", NULL};
+				  host ? "host" : NULL, "hostaddr", port ? "port" : NULL, NULL};
 	const char *values[] = {"1", "30", "10", "3", pg->conninfo, pg->application_name,
-				host, hostaddr, NULL};
+				host, hostaddr, port, NULL};
 
 	pg->state = BF_PG_CONNECTING;
 	/* expand_dbname = 1: the first "dbname" is the operator's whole
@@ -326,7 +360,6 @@ static void pg_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
 {
 	bf_pg_resolution *res = (bf_pg_resolution *)req;
 	bf_pg *pg = res->pg;
-	char why[512];
 	int i;
 
 	if (pg->resolution != res) {
@@ -340,12 +373,22 @@ static void pg_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
 	for (i = 0; i < res->n && res->addrs[i]; i++)
 		;
 	if (status != 0 || !ai) {
-		snprintf(why, sizeof(why), "could not resolve host name \"%s\": %s", res->names[i],
-			 status ? uv_strerror(status) : "no address");
+		/* Like libpq, a name that does not resolve is skipped: the
+		 * other hosts of a failover list may still be there. */
+		snprintf(res->last_error, sizeof(res->last_error), "could not resolve host name \"%s\": %s",
+			 res->names[i], status ? uv_strerror(status) : "no address");
 		uv_freeaddrinfo(ai);
-		pg->resolution = NULL;
-		pg_resolution_free(res);
-		pg_fail(pg, why);
+		res->dropped[i] = 1;
+		res->addrs[i] = strdup("");
+		if (!res->addrs[i]) {
+			pg->resolution = NULL;
+			pg_resolution_free(res);
+			pg_fail(pg, "out of memory resolving host names");
+			return;
+		}
+		if (res->n > 1)
+			bf_warning("%s: %s; trying the other hosts", pg->name, res->last_error);
+		pg_resolve_next(res);
 		return;
 	}
 	/* Every address, as libpq would try them all in turn. */
@@ -362,8 +405,6 @@ static void pg_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
 		    !inet_ntop(a->ai_family, addr, text, sizeof(text)))
 			continue;
 		bf_strbuf_printf(&addrs, "%s%s", addrs.len ? "," : "", text);
-		if (res->one_address)
-			break;
 	}
 	uv_freeaddrinfo(ai);
 	res->addrs[i] = bf_strbuf_finish(&addrs);
@@ -386,35 +427,50 @@ static void pg_resolve_next(bf_pg_resolution *res)
 	for (i = 0; i < res->n && res->addrs[i]; i++)
 		;
 	if (i == res->n) {
-		/* host and hostaddr lists must line up: a name with several
-		 * addresses stands as many times in the host list. */
-		bf_strbuf hosts, hostaddrs;
+		/* host, hostaddr (and per-host port) lists must line up: a name
+		 * with several addresses stands as many times in each. */
+		bf_strbuf hosts, hostaddrs, ports;
 
 		bf_strbuf_init(&hosts);
 		bf_strbuf_init(&hostaddrs);
+		bf_strbuf_init(&ports);
 		for (int j = 0; j < res->n; j++) {
 			const char *a = res->addrs[j];
 
+			if (res->dropped[j])
+				continue;
 			do {
 				size_t len = strcspn(a, ",");
+				const char *sep = hosts.len ? "," : "";
 
-				bf_strbuf_printf(&hosts, "%s%s", hosts.len ? "," : "", res->names[j]);
-				bf_strbuf_printf(&hostaddrs, "%s%.*s", j || a != res->addrs[j] ? "," : "",
-						 (int)len, a);
+				bf_strbuf_printf(&hosts, "%s%s", sep, res->names[j]);
+				bf_strbuf_printf(&hostaddrs, "%s%.*s", sep, (int)len, a);
+				if (res->ports)
+					bf_strbuf_printf(&ports, "%s%s", sep, res->ports[j]);
 				a += len;
 			} while (*a++ == ',');
 		}
+		char why[sizeof(res->last_error)];
+		int none = hosts.len == 0;
+
+		snprintf(why, sizeof(why), "%s", res->last_error);
+		int per_host_ports = res->ports != NULL;
+
 		pg->resolution = NULL;
 		pg_resolution_free(res);
 		char *host_list = bf_strbuf_finish(&hosts);
 		char *addr_list = bf_strbuf_finish(&hostaddrs);
+		char *port_list = bf_strbuf_finish(&ports);
 
-		if (!host_list || !addr_list)
+		if (none)
+			pg_fail(pg, why);
+		else if (!host_list || !addr_list || !port_list)
 			pg_fail(pg, "out of memory resolving host names");
 		else
-			pg_connect_start(pg, host_list, addr_list);
+			pg_connect_start(pg, host_list, addr_list, per_host_ports ? port_list : NULL);
 		free(host_list);
 		free(addr_list);
+		free(port_list);
 		return;
 	}
 	memset(&hints, 0, sizeof(hints));
@@ -461,50 +517,56 @@ static bf_pg_resolution *pg_plan_resolution(bf_pg *pg)
 	if (!service)
 		service = getenv("PGSERVICE");
 	if (host && host[0] && !hostaddr && !service) {
-		int n = 1, need = 0;
+		int need = 0;
 
-		for (const char *p = host; *p; p++)
-			n += *p == ',';
 		res = calloc(1, sizeof(*res));
-		if (res) {
-			res->names = calloc((size_t)n, sizeof(char *));
-			res->addrs = calloc((size_t)n, sizeof(char *));
-		}
-		if (!res || !res->names || !res->addrs) {
-			free(res ? res->names : NULL);
-			free(res ? res->addrs : NULL);
+		if (!res || (res->n = split_list(host, &res->names)) < 0) {
 			free(res);
 			PQconninfoFree(opts);
 			return NULL;
 		}
 		res->pg = pg;
-		res->n = n;
-		res->one_address = port && strchr(port, ',') != NULL;
-		const char *start = host;
+		res->addrs = calloc((size_t)res->n, sizeof(char *));
+		res->dropped = calloc((size_t)res->n, 1);
+		if (!res->addrs || !res->dropped) {
+			pg_resolution_free(res);
+			PQconninfoFree(opts);
+			return NULL;
+		}
+		/* Per-host ports must be repeated with each address; a count
+		 * that does not match the hosts is libpq's to report. */
+		if (port && strchr(port, ',')) {
+			char **ports;
+			int nports = split_list(port, &ports);
 
-		for (int i = 0; i < n; i++) {
-			const char *end = strchr(start, ',');
-			size_t len = end ? (size_t)(end - start) : strlen(start);
-			unsigned char buf[sizeof(struct in6_addr)];
-
-			res->names[i] = strndup(start, len);
-			if (!res->names[i]) {
+			if (nports != res->n) {
+				for (int i = 0; i < nports; i++)
+					free(ports[i]);
+				if (nports >= 0)
+					free(ports);
 				pg_resolution_free(res);
 				PQconninfoFree(opts);
 				return NULL;
 			}
+			res->ports = ports;
+		}
+		int oom = 0;
+
+		for (int i = 0; i < res->n; i++) {
+			const char *name = res->names[i];
+			unsigned char buf[sizeof(struct in6_addr)];
+
 			/* A socket directory, an address, or empty: nothing to look up
 			 * (hostaddr takes an address as it is). */
-			if (len == 0 || res->names[i][0] == '/' || res->names[i][0] == '@')
-				res->addrs[i] = strdup("");
-			else if (inet_pton(AF_INET, res->names[i], buf) == 1 ||
-				 inet_pton(AF_INET6, res->names[i], buf) == 1)
-				res->addrs[i] = strdup(res->names[i]);
+			if (!name[0] || name[0] == '/' || name[0] == '@')
+				oom |= !(res->addrs[i] = strdup(""));
+			else if (inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1)
+				oom |= !(res->addrs[i] = strdup(name));
 			else
 				need = 1;
-			start = end ? end + 1 : start + len;
 		}
-		if (!need) {
+		/* Nothing to look up, or no memory to do it: libpq as it is. */
+		if (!need || oom) {
 			pg_resolution_free(res);
 			res = NULL;
 		}
@@ -519,7 +581,7 @@ static void pg_connect_begin(bf_pg *pg)
 
 	uv_timer_start(&pg->timer, pg_connect_timeout_cb, (uint64_t)pg->connect_timeout_ms, 0);
 	if (!res) {
-		pg_connect_start(pg, NULL, NULL);
+		pg_connect_start(pg, NULL, NULL, NULL);
 		return;
 	}
 	pg->state = BF_PG_RESOLVING;

@@ -263,3 +263,17 @@ def test_an_unresolvable_host_is_retried_and_the_daemon_still_stops(db, daemon_f
     wait_for(lambda: daemon.log().count('could not resolve host name "no-such-host.invalid"') >= 2,
              30, what='repeated resolution failures')
     assert daemon.stop(timeout=10) == 0
+
+
+def test_a_failover_list_with_an_unresolvable_name_still_connects(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=20)
+    port = db.server.port
+    # Per-host ports, one name gone from DNS: libpq would skip it; so do we.
+    conninfo = (f'host=no-such-host.invalid,localhost port={port + 1},{port} '
+                f'user=postgres dbname={db.name}')
+    daemon = daemon_factory(db.server, db.name, {'database': {'conninfo': conninfo}})
+    counter_job(conn, 'failover')
+    wait_succeeded(conn, 'failover', timeout=30)
+    assert 'could not resolve host name "no-such-host.invalid"' in daemon.log()
+    assert 'trying the other hosts' in daemon.log()
