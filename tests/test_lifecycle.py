@@ -277,3 +277,47 @@ def test_a_failover_list_with_an_unresolvable_name_still_connects(db, daemon_fac
     wait_succeeded(conn, 'failover', timeout=30)
     assert 'could not resolve host name "no-such-host.invalid"' in daemon.log()
     assert 'trying the other hosts' in daemon.log()
+
+
+def test_jobs_are_claimed_by_priority(db, daemon_factory):
+    conn = db.conn
+    for table in ('low', 'high', 'mid'):
+        counter_table(conn, table, rows=300)
+    daemon = daemon_factory(db.server, db.name, {'engine': {'max_jobs': 1}})
+    daemon.stop()
+    for table, priority in (('low', 300), ('high', 10), ('mid', 20)):
+        counter_job(conn, table, table, priority=priority)
+    daemon_factory(db.server, db.name, {'engine': {'max_jobs': 1}}, name='one-at-a-time')
+    for table in ('low', 'high', 'mid'):
+        wait_succeeded(conn, table)
+    order = [r[0] for r in conn.execute('SELECT name FROM backfill.jobs ORDER BY started_at')]
+    assert order == ['high', 'mid', 'low']
+
+
+def test_a_batch_over_statement_timeout_shrinks_until_it_fits(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=600)
+    # 200 rows x 5 ms = 1 s per batch against a 400 ms statement_timeout.
+    daemon = daemon_factory(db.server, db.name, {'batch': {
+        'size': 200, 'size_min': 10, 'statement_timeout_ms': 400, 'target_ms': 100}})
+    counter_job(conn, 'shrinking', pause_ms=5)
+    row = wait_succeeded(conn, 'shrinking', timeout=120)
+    assert row['rows_scanned'] == 600
+    assert_each_row_once(conn, rows=600)
+    log = daemon.log()
+    assert 'canceling statement due to statement timeout' in log
+    assert 'transient, retrying' in log
+
+
+def test_sighup_keeps_the_running_config_when_the_file_is_broken(db, daemon_factory):
+    daemon = daemon_factory(db.server, db.name)
+    good = daemon.config_path.read_text()
+    daemon.config_path.write_text(good + '\nbatch:\n  sizee: 1\n')
+    daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: 'reload refused, keeping the running configuration' in daemon.log(), 10,
+             what='the refused reload')
+    assert daemon.alive()
+    daemon.config_path.write_text(good.replace('level: "debug"', 'level: notice'))
+    daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: 'log level notice applied' in daemon.log(), 10, what='the reload')
+    assert daemon.alive()
