@@ -356,6 +356,26 @@ static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 	const PGresult *res = r->res;
 	int n = PQntuples(res);
 
+	/* A batch locks rows and compares their ctid: tables only. */
+	static const struct {
+		char relkind;
+		const char *what;
+	} relkinds[] = {
+		{'v', "a view"}, {'m', "a materialized view"}, {'f', "a foreign table"},
+		{'S', "a sequence"}, {'c', "a composite type"}, {'i', "an index"},
+		{'I', "a partitioned index"}, {'t', "a TOAST table"},
+	};
+	char relkind = n > 0 ? PQgetvalue(res, 0, 7)[0] : 'r';
+
+	for (size_t i = 0; i < sizeof(relkinds) / sizeof(relkinds[0]); i++) {
+		if (relkinds[i].relkind == relkind) {
+			snprintf(error, sizeof(error),
+				 "%s is %s: backfilld walks tables and partitioned tables only",
+				 PQgetvalue(res, 0, 0), relkinds[i].what);
+			job_finish(job, "failed", error);
+			return;
+		}
+	}
 	/* One row per key column; a NULL key name: no primary key; a NULL
 	 * attribute: a key_columns entry the table does not have. */
 	if (n == 0 || PQgetisnull(res, 0, 2)) {
@@ -451,7 +471,7 @@ static void job_resolve(bf_job *job)
 	 * "character", which means char(1) in a cast). */
 	static const char sql[] =
 		"WITH rel AS (\n"
-		"  SELECT c.oid, c.reltuples, format('%I.%I', n.nspname, c.relname) AS qualified\n"
+		"  SELECT c.oid, c.reltuples, c.relkind, format('%I.%I', n.nspname, c.relname) AS qualified\n"
 		"  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n"
 		"  WHERE c.oid = $1::regclass\n"
 		"), keys AS (\n"
@@ -476,7 +496,8 @@ static void job_resolve(bf_job *job)
 		"                 AND i.indpred IS NULL AND i.indexprs IS NULL\n"
 		"                 AND i.indnkeyatts = (SELECT count(*) FROM keys)\n"
 		"                 AND (i.indkey::int2[])[0:i.indnkeyatts - 1]\n"
-		"                     = ARRAY(SELECT k2.attnum FROM keys k2 ORDER BY k2.ord))\n"
+		"                     = ARRAY(SELECT k2.attnum FROM keys k2 ORDER BY k2.ord)),\n"
+		"       rel.relkind\n"
 		"FROM rel LEFT JOIN keys k ON true\n"
 		"ORDER BY k.ord";
 	const char *params[2] = {job->table_name, job->key_columns};

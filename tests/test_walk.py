@@ -136,3 +136,27 @@ def test_operator_sql_may_use_names_of_its_own(db, daemon_factory):
                          'INSERT INTO copies SELECT p.id, t.title FROM page p JOIN public.page t USING (id)')
     wait_succeeded(conn, 'names')
     assert conn.execute('SELECT count(*) FROM copies JOIN page USING (id, title)').fetchone()[0] == 300
+
+
+def test_partitioned_table(db, daemon_factory):
+    conn = db.conn
+    conn.execute('CREATE TABLE events (id bigint PRIMARY KEY, counter int NOT NULL DEFAULT 0) '
+                 'PARTITION BY RANGE (id)')
+    for lo in range(0, 3000, 1000):
+        conn.execute(f'CREATE TABLE events_{lo} PARTITION OF events FOR VALUES FROM ({lo}) TO ({lo + 1000})')
+    conn.execute('INSERT INTO events (id) SELECT g FROM generate_series(1, 2999) g')
+    daemon_factory(db.server, db.name, SMALL_BATCHES)
+    insert_job(conn, name='parts', table_name='events', set_clause='counter = counter + 1')
+    wait_succeeded(conn, 'parts')
+    assert_each_row_once(conn, 'events', 2999)
+
+
+def test_a_view_is_refused_clearly(db, daemon_factory):
+    conn = db.conn
+    conn.execute('CREATE TABLE base (id int PRIMARY KEY, x int)')
+    conn.execute('CREATE VIEW v AS SELECT * FROM base')
+    daemon_factory(db.server, db.name)
+    insert_job(conn, name='view', table_name='v', key_columns=['id'], set_clause='x = 1')
+    row = wait_job_state(conn, 'view', {'succeeded', 'failed'})
+    assert row['state'] == 'failed'
+    assert 'public.v is a view' in row['last_error'], row['last_error']
