@@ -873,6 +873,12 @@ static void job_check_definition(bf_job *job)
 		job->definition_error = strdup(error);
 		return;
 	}
+	/* A statement that never reads the batch would run on the whole table
+	 * once per batch. */
+	if (job->kind == BF_KIND_SQL && job->statement && !bf_sql_mentions(job->statement, "batch"))
+		job->definition_error = strdup("statement never reads the CTE \"batch\": it would run "
+					       "over the whole table once per batch; join the batch's keys, "
+					       "e.g. ... JOIN batch USING (id)");
 }
 
 bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,

@@ -199,3 +199,40 @@ int bf_sql_has_semicolon(const char *text)
 	}
 	return i == (size_t)-1 ? -1 : 0;
 }
+
+int bf_sql_mentions(const char *text, const char *name)
+{
+	size_t n = strlen(name), i = 0;
+
+	for (;;) {
+		size_t next = skip_blank(text, i);
+
+		if (next == (size_t)-1 || !text[next])
+			return 0;
+		i = next;
+		/* "name" counts, other quoted tokens are skipped whole. */
+		if (text[i] == '"' && strncmp(text + i + 1, name, n) == 0 &&
+		    text[i + 1 + n] == '"' && text[i + 2 + n] != '"')
+			return 1;
+		size_t q = skip_quoted(text, i);
+
+		if (q == (size_t)-1)
+			return 0;
+		if (q) {
+			i = q;
+			continue;
+		}
+		if (is_ident_char(text[i]) && (i == 0 || !is_ident_char(text[i - 1]))) {
+			size_t start = i;
+
+			while (is_ident_char(text[i]))
+				i++;
+			/* A qualified name (x.batch) is some other table's column. */
+			if (i - start == n && strncasecmp(text + start, name, n) == 0 &&
+			    (start == 0 || text[start - 1] != '.'))
+				return 1;
+			continue;
+		}
+		i++;
+	}
+}

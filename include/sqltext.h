@@ -23,4 +23,8 @@ int bf_sql_split_with(const char *stmt, bf_sql_with *out);
  * unterminated (it would swallow what follows it). */
 int bf_sql_has_semicolon(const char *text);
 
+/* 1 if text uses the identifier name (case-insensitive bare word, or
+ * exactly when double-quoted) outside quotes and comments, 0 if not. */
+int bf_sql_mentions(const char *text, const char *name);
+
 #endif

@@ -29,6 +29,7 @@ def test_bad_jobs_fail_clearly_and_the_rest_carry_on(db, daemon_factory):
         'nullable-key': dict(table_name='nullable', key_columns=['seq'], set_clause='seq = seq'),
         'non-unique-key': dict(table_name='items', key_columns=['payload'], set_clause='counter = 1'),
         'two-statements': dict(table_name='items', set_clause='counter = 1; DROP TABLE items'),
+        'no-batch': dict(table_name='items', kind='sql', statement="UPDATE items SET payload = 'batch'"),
     }
     for name, columns in bad.items():
         insert_job(conn, name=name, **columns)
@@ -45,6 +46,7 @@ def test_bad_jobs_fail_clearly_and_the_rest_carry_on(db, daemon_factory):
         'nullable-key': 'key column seq of table public.nullable is nullable',
         'non-unique-key': 'key columns (payload text) of table public.items are not exactly',
         'two-statements': "set_clause contains a ';'",
+        'no-batch': 'statement never reads the CTE "batch"',
     }
     for name, message in expect.items():
         row = wait_job_state(conn, name, {'failed', 'succeeded'}, timeout=60)
@@ -54,6 +56,7 @@ def test_bad_jobs_fail_clearly_and_the_rest_carry_on(db, daemon_factory):
     row = wait_succeeded(conn, 'good', timeout=60)
     assert_each_row_once(conn, rows=3000)
     assert conn.execute('SELECT count(*) FROM checked WHERE v <> 0').fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM items WHERE payload = 'batch'").fetchone()[0] == 0
     assert daemon.alive()
     assert 'job "bad-set": batch: syntax error' in daemon.log()
 

@@ -206,6 +206,17 @@ static void test_semicolons(void)
 	UNIT_CHECK_INT(bf_sql_has_semicolon("x IS NULL /* a /* nested */ closed */"), 0);
 }
 
+static void test_mentions(void)
+{
+	UNIT_CHECK_INT(bf_sql_mentions("INSERT INTO a SELECT * FROM users JOIN batch USING (id)", "batch"), 1);
+	UNIT_CHECK_INT(bf_sql_mentions("... FROM BATCH b", "batch"), 1);
+	UNIT_CHECK_INT(bf_sql_mentions("... FROM \"batch\"", "batch"), 1);
+	UNIT_CHECK_INT(bf_sql_mentions("UPDATE t SET x = 1", "batch"), 0);
+	UNIT_CHECK_INT(bf_sql_mentions("UPDATE t SET note = 'batch' -- batch\n /* batch */", "batch"), 0);
+	UNIT_CHECK_INT(bf_sql_mentions("UPDATE t SET x = t.batch, y = batches, z = \"Batch\"", "batch"), 0);
+	UNIT_CHECK_INT(bf_sql_mentions("SELECT $batch$ x $batch$", "batch"), 0);
+}
+
 static void test_sql_kind_hoists_statement_ctes(void)
 {
 	bf_walk w = walk_one();
@@ -231,6 +242,7 @@ int main(void)
 	UNIT_RUN(test_no_where_clause);
 	UNIT_RUN(test_sql_kind_wraps_statement);
 	UNIT_RUN(test_semicolons);
+	UNIT_RUN(test_mentions);
 	UNIT_RUN(test_upper_bound);
 	UNIT_RUN(test_verify);
 	UNIT_RUN(test_split_with);
