@@ -439,13 +439,15 @@ int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg,
 	engine->arg = arg;
 	engine_make_owner(engine);
 
-	char init_sql[256];
+	char init_sql[384];
 
 	/* An operator's transaction left open on a job row must not freeze
 	 * claims and renewals of every other job: bounded waits, then retry. */
 	snprintf(init_sql, sizeof(init_sql),
 		 "SELECT set_config('lock_timeout', '%dms', false),"
-		 " set_config('statement_timeout', '%dms', false)",
+		 " set_config('statement_timeout', '%dms', false),"
+		 " set_config('default_transaction_isolation', 'read committed', false),"
+		 " set_config('default_transaction_read_only', 'off', false)",
 		 cfg->lock_timeout_ms, cfg->statement_timeout_ms);
 
 	bf_pg_options opts = {

@@ -376,6 +376,17 @@ static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 			return;
 		}
 	}
+	/* A unique index of a parent does not cover its inheritance children:
+	 * keys could repeat across the hierarchy. (Partitioned tables are
+	 * fine: their unique indexes span every partition.) */
+	if (relkind == 'r' && strcmp(PQgetvalue(res, 0, 8), "t") == 0) {
+		snprintf(error, sizeof(error),
+			 "%s has inheritance children, whose keys its unique index does not cover: "
+			 "run one job per child table instead",
+			 PQgetvalue(res, 0, 0));
+		job_finish(job, "failed", error);
+		return;
+	}
 	/* One row per key column; a NULL key name: no primary key; a NULL
 	 * attribute: a key_columns entry the table does not have. */
 	if (n == 0 || PQgetisnull(res, 0, 2)) {
@@ -471,7 +482,8 @@ static void job_resolve(bf_job *job)
 	 * "character", which means char(1) in a cast). */
 	static const char sql[] =
 		"WITH rel AS (\n"
-		"  SELECT c.oid, c.reltuples, c.relkind, format('%I.%I', n.nspname, c.relname) AS qualified\n"
+		"  SELECT c.oid, c.reltuples, c.relkind, c.relhassubclass,\n"
+		"         format('%I.%I', n.nspname, c.relname) AS qualified\n"
 		"  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n"
 		"  WHERE c.oid = $1::regclass\n"
 		"), keys AS (\n"
@@ -497,7 +509,7 @@ static void job_resolve(bf_job *job)
 		"                 AND i.indnkeyatts = (SELECT count(*) FROM keys)\n"
 		"                 AND (i.indkey::int2[])[0:i.indnkeyatts - 1]\n"
 		"                     = ARRAY(SELECT k2.attnum FROM keys k2 ORDER BY k2.ord)),\n"
-		"       rel.relkind\n"
+		"       rel.relkind, rel.relhassubclass\n"
 		"FROM rel LEFT JOIN keys k ON true\n"
 		"ORDER BY k.ord";
 	const char *params[2] = {job->table_name, job->key_columns};
@@ -597,7 +609,8 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	const PGresult *res = r->res;
-	int64_t scanned = col_int(res, 0, 2, 0);
+	int64_t page = col_int(res, 0, 1, 0);
+	int64_t done = col_int(res, 0, 2, 0);
 	int64_t updated = col_int(res, 0, 3, 0);
 
 	job->batches = col_int(res, 0, 4, job->batches);
@@ -605,19 +618,40 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		replace_str(&job->checkpoint, col(res, 0, 5));
 	job->rows_scanned = col_int(res, 0, 6, job->rows_scanned);
 	job->rows_updated = col_int(res, 0, 7, job->rows_updated);
-	job_succeeded_step(job);
 	job_log(job, BF_LOG_DEBUG,
 		"batch %" PRId64 ": %" PRId64 " rows scanned, %" PRId64 " updated in %.1f ms, checkpoint %s",
-		job->batches, scanned, updated, busy_ms, job->checkpoint ? job->checkpoint : "-");
+		job->batches, done, updated, busy_ms, job->checkpoint ? job->checkpoint : "-");
 
+	if (done < page) {
+		/* Cut: a row changed between the snapshot and its lock. The
+		 * next batch locks it in its first statement, so it gets
+		 * through; a cut right at the first row is retried after a
+		 * pause, so that a row changing that often is not spun on. */
+		job_log(job, BF_LOG_DEBUG, "batch cut after %" PRId64 " of %" PRId64
+			" rows: a row changed while it was being locked", done, page);
+		if (done == 0) {
+			job->cuts++;
+			if (job->cuts > 1) {
+				job_wait(job, bf_backoff_next(&job->retry));
+				return;
+			}
+		} else {
+			job->cuts = 0;
+		}
+		job_succeeded_step(job);
+		job_step(job);
+		return;
+	}
+	job->cuts = 0;
+	job_succeeded_step(job);
 	/* Fewer rows than asked for: nothing is left up to the bound. */
-	if (scanned < job->batch_limit) {
+	if (page < job->batch_limit) {
 		job->walk_done = 1;
 		job_log_progress(job, 1);
 		job_log(job, BF_LOG_INFO, "walk complete at checkpoint %s",
 			job->checkpoint ? job->checkpoint : "(none: no rows)");
 	} else {
-		bf_batch_size_observe(&job->batch_size, (int)scanned, busy_ms);
+		bf_batch_size_observe(&job->batch_size, (int)page, busy_ms);
 		job_log_progress(job, 0);
 	}
 	job_step(job);
@@ -876,8 +910,8 @@ static void job_check_definition(bf_job *job)
 	/* A statement that never reads the batch would run on the whole table
 	 * once per batch. */
 	if (job->kind == BF_KIND_SQL && job->statement && !bf_sql_mentions(job->statement, "batch"))
-		job->definition_error = strdup("statement never reads the CTE \"batch\": it would run "
-					       "over the whole table once per batch; join the batch's keys, "
+		job->definition_error = strdup("statement never mentions \"batch\": it would run over "
+					       "the whole table once per batch; join the batch's keys, "
 					       "e.g. ... JOIN batch USING (id)");
 }
 
@@ -885,7 +919,7 @@ bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 		     const bf_job_def *def)
 {
 	bf_job *job = calloc(1, sizeof(*job));
-	char app[64], init_sql[512], pgname[300];
+	char app[64], init_sql[768], pgname[300];
 
 	if (!job)
 		return NULL;
@@ -915,10 +949,14 @@ bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 	/* Every batch connection carries its own limits, so that a batch never
 	 * waits on a lock for long, never runs away, and never sits idle in a
 	 * transaction. ISO dates and exact floats: keys travel as text. */
+	/* READ COMMITTED whatever the role's default: a batch's second
+	 * statement must see what its first one waited for. */
 	snprintf(init_sql, sizeof(init_sql),
 		 "SELECT set_config('lock_timeout', '%dms', false),"
 		 " set_config('statement_timeout', '%dms', false),"
 		 " set_config('idle_in_transaction_session_timeout', '%dms', false),"
+		 " set_config('default_transaction_isolation', 'read committed', false),"
+		 " set_config('default_transaction_read_only', 'off', false),"
 		 " set_config('DateStyle', 'ISO', false),"
 		 " set_config('extra_float_digits', '3', false)",
 		 cfg->lock_timeout_ms, cfg->statement_timeout_ms,

@@ -2,6 +2,7 @@
 #include "keyset.h"
 
 #include <inttypes.h>
+#include <string.h>
 
 #include "sqltext.h"
 #include "strbuf.h"
@@ -66,6 +67,8 @@ static void last_key(bf_strbuf *sb, const bf_walk *w, const char *from)
  * them; only "batch" is a name the operator uses. */
 #define CTE_PAGE "\"backfill page\""
 #define CTE_LOCKED "\"backfill locked\""
+#define CTE_CUT "\"backfill cut\""
+#define CTE_DONE "\"backfill done\""
 #define CTE_WORK "\"backfill work\""
 #define CTE_CKPT "\"backfill checkpoint\""
 
@@ -76,6 +79,26 @@ static void keys_of(bf_strbuf *sb, const bf_walk *w, const char *alias)
 		bf_strbuf_printf(sb, "%s%s.%s", i ? ", " : "", alias, w->key_names[i]);
 }
 
+/* WHERE (a, b) IN (SELECT a, b FROM <from>) [AND (<where_clause>)] */
+static void keys_in(bf_strbuf *sb, const bf_walk *w, const char *from)
+{
+	bf_strbuf_append(sb, "WHERE (");
+	keys_list(sb, w, "");
+	bf_strbuf_append(sb, ") IN (");
+	if (from[0] == '(') {
+		/* a whole query, in parentheses */
+		bf_strbuf_printf(sb, "%.*s", (int)strlen(from) - 2, from + 1);
+	} else {
+		bf_strbuf_append(sb, "SELECT ");
+		keys_list(sb, w, "");
+		bf_strbuf_printf(sb, " FROM %s", from);
+	}
+	bf_strbuf_append(sb, ")");
+	/* The operator's clause may end in a "--" comment. */
+	if (w->where_clause && w->where_clause[0])
+		bf_strbuf_printf(sb, "\n    AND (%s\n    )", w->where_clause);
+}
+
 char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 {
 	bf_sql_with with = {0};
@@ -84,23 +107,26 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 	bf_strbuf page, sb;
 
 	bf_strbuf_init(&page);
+	bf_strbuf_append(&page, "(");
 	page_query(&page, w, a);
+	bf_strbuf_append(&page, ")");
 	if (page.oom)
 		return NULL;
 	bf_strbuf_init(&sb);
 
-	/* 1: lock every row of the page. Lock waits (and the EvalPlanQual
-	 * re-reads after them) happen here, where their results are not used;
-	 * once they are over, nobody else can change these rows. */
-	bf_strbuf_printf(&sb, "SELECT count(*) FROM (\n  %s\n  FOR NO KEY UPDATE\n) locked;\n",
-			 page.data);
+	/* 1: lock the page's rows that match where_clause. The lock waits
+	 * (and the EvalPlanQual re-reads after them) happen here, where their
+	 * results are not used; rows that do not match are never written. */
+	bf_strbuf_printf(&sb, "SELECT count(*) FROM (\n  SELECT 1 FROM %s\n  ", w->table);
+	keys_in(&sb, w, page.data);
+	bf_strbuf_append(&sb, "\n  FOR NO KEY UPDATE\n) locked;\n");
 	bf_strbuf_free(&page);
 
-	/* 2: a fresh snapshot, taken after those waits. The page is read in
-	 * key order without locks: its last key is the checkpoint, never a key
-	 * that a concurrent update moved. Its rows are locked again (ours
-	 * already) and where_clause is evaluated on the locked versions.
-	 * MATERIALIZED: each runs once, as a whole. */
+	/* 2: a fresh snapshot, taken after those waits. The page is read in key
+	 * order without locks, so its keys are never keys a concurrent update
+	 * moved; its matching rows are locked (ours already, but for rows that
+	 * changed in between) and where_clause is re-checked on the locked
+	 * versions. MATERIALIZED: each runs once, as a whole. */
 	bf_strbuf_printf(&sb, "WITH %s" CTE_PAGE " AS MATERIALIZED (\n  SELECT ctid AS \"backfill ctid\", ",
 			 with.recursive ? "RECURSIVE " : "");
 	keys_list(&sb, w, "");
@@ -112,20 +138,38 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 
 	bf_strbuf_append(&sb, CTE_LOCKED " AS MATERIALIZED (\n  SELECT ctid AS \"backfill ctid\", ");
 	keys_list(&sb, w, "");
-	if (w->where_clause && w->where_clause[0])
-		/* The operator's clause may end in a "--" comment. */
-		bf_strbuf_printf(&sb, ", (%s\n  ) AS \"backfill match\"", w->where_clause);
-	else
-		bf_strbuf_append(&sb, ", true AS \"backfill match\"");
-	bf_strbuf_printf(&sb, "\n  FROM %s\n  WHERE (", w->table);
+	bf_strbuf_printf(&sb, "\n  FROM %s\n  ", w->table);
+	keys_in(&sb, w, CTE_PAGE);
+	bf_strbuf_append(&sb, "\n  FOR NO KEY UPDATE\n),\n");
+
+	/* A locked row whose version is not the snapshot's was changed by
+	 * someone else after the snapshot: the work would read it stale. The
+	 * batch ends just before the first such row; the next batch's
+	 * statement 1 locks it first. (A row deleted or re-keyed meanwhile is
+	 * simply not locked: there is nothing left to do for it.) */
+	bf_strbuf_append(&sb, CTE_CUT " AS MATERIALIZED (\n  SELECT ");
+	keys_of(&sb, w, "p");
+	bf_strbuf_append(&sb, " FROM " CTE_PAGE " p JOIN " CTE_LOCKED " l ON (");
+	keys_of(&sb, w, "p");
+	bf_strbuf_append(&sb, ") = (");
+	keys_of(&sb, w, "l");
+	bf_strbuf_append(&sb, ")\n  WHERE p.\"backfill ctid\" <> l.\"backfill ctid\"\n  ORDER BY ");
+	keys_of(&sb, w, "p");
+	bf_strbuf_append(&sb, " LIMIT 1\n),\n");
+
+	bf_strbuf_append(&sb, CTE_DONE " AS MATERIALIZED (\n  SELECT ");
 	keys_list(&sb, w, "");
-	bf_strbuf_append(&sb, ") IN (SELECT ");
+	bf_strbuf_append(&sb, " FROM " CTE_PAGE "\n  WHERE NOT EXISTS (SELECT FROM " CTE_CUT ") OR (");
 	keys_list(&sb, w, "");
-	bf_strbuf_append(&sb, " FROM " CTE_PAGE ")\n  FOR NO KEY UPDATE\n),\n");
+	bf_strbuf_append(&sb, ") < (SELECT * FROM " CTE_CUT ")\n),\n");
 
 	bf_strbuf_append(&sb, "batch AS (SELECT ");
 	keys_list(&sb, w, "");
-	bf_strbuf_append(&sb, " FROM " CTE_LOCKED " WHERE \"backfill match\"),\n");
+	bf_strbuf_append(&sb, " FROM " CTE_LOCKED " WHERE (");
+	keys_list(&sb, w, "");
+	bf_strbuf_append(&sb, ") IN (SELECT ");
+	keys_list(&sb, w, "");
+	bf_strbuf_append(&sb, " FROM " CTE_DONE ")),\n");
 
 	if (w->kind == BF_KIND_UPDATE) {
 		/* In the subquery the key names resolve to batch's columns,
@@ -151,42 +195,29 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 	const char *updated = w->kind == BF_KIND_UPDATE ? "(SELECT count(*) FROM " CTE_WORK ")"
 							: "(SELECT count(*) FROM batch)";
 
-	/* The checkpoint is the page's last key, fenced. An empty page (the
-	 * walk ended exactly on a full batch) does not count as a batch. */
+	/* The checkpoint is the last key done, fenced. An empty batch (the walk
+	 * ended exactly on a full page, or the cut came first) is no batch. */
 	bf_strbuf_append(&sb, CTE_CKPT " AS (\n  UPDATE backfill.jobs SET\n    checkpoint = coalesce(");
-	last_key(&sb, w, CTE_PAGE);
+	last_key(&sb, w, CTE_DONE);
 	bf_strbuf_printf(&sb,
 		", checkpoint),\n"
-		"    rows_scanned = rows_scanned + (SELECT count(*) FROM " CTE_PAGE "),\n"
+		"    rows_scanned = rows_scanned + (SELECT count(*) FROM " CTE_DONE "),\n"
 		"    rows_updated = rows_updated + %s,\n"
-		"    batches = batches + (SELECT least(count(*), 1) FROM " CTE_PAGE ")\n"
+		"    batches = batches + (SELECT least(count(*), 1) FROM " CTE_DONE ")\n"
 		"  WHERE id = %" PRId64 " AND owner = %s AND lease_epoch = %" PRId64 "\n"
 		"    AND state = 'running' AND batches = %" PRId64 "\n"
 		"  RETURNING checkpoint, batches, rows_scanned, rows_updated\n"
 		")\n"
-		"SELECT backfill.checkpoint_fence(count(*)),\n",
-		updated, a->job_id, a->owner, a->lease_epoch, a->batches);
-	/* Every page row must be locked in the very version the snapshot saw:
-	 * a row changed or deleted between the two (one statement 1 did not
-	 * lock, as the page shifted) would be worked on stale. Then the whole
-	 * batch is rolled back and retried. */
-	bf_strbuf_append(&sb,
-		"       backfill.page_check((SELECT count(*) FROM " CTE_PAGE "),\n"
-		"         (SELECT count(*) FROM " CTE_PAGE " p JOIN " CTE_LOCKED " l\n"
-		"          ON p.\"backfill ctid\" = l.\"backfill ctid\" AND (");
-	keys_of(&sb, w, "p");
-	bf_strbuf_append(&sb, ") = (");
-	keys_of(&sb, w, "l");
-	bf_strbuf_printf(&sb,
-		"))),\n"
+		"SELECT backfill.checkpoint_fence(count(*)),\n"
 		"       (SELECT count(*) FROM " CTE_PAGE "),\n"
+		"       (SELECT count(*) FROM " CTE_DONE "),\n"
 		"       %s,\n"
 		"       max(c.batches),\n"
 		"       max(c.checkpoint),\n"
 		"       max(c.rows_scanned),\n"
 		"       max(c.rows_updated)\n"
 		"FROM " CTE_CKPT " c",
-		updated);
+		updated, a->job_id, a->owner, a->lease_epoch, a->batches, updated);
 	return bf_strbuf_finish(&sb);
 }
 

@@ -281,7 +281,8 @@ static void pg_resolution_free(bf_pg_resolution *res)
 {
 	for (int i = 0; i < res->n; i++) {
 		free(res->names[i]);
-		free(res->addrs[i]);
+		if (res->addrs)
+			free(res->addrs[i]);
 		if (res->ports)
 			free(res->ports[i]);
 	}
@@ -408,10 +409,19 @@ static void pg_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
 	}
 	uv_freeaddrinfo(ai);
 	res->addrs[i] = bf_strbuf_finish(&addrs);
-	if (!res->addrs[i] || !res->addrs[i][0]) {
+	if (!res->addrs[i]) {
 		pg->resolution = NULL;
 		pg_resolution_free(res);
-		pg_fail(pg, "could not resolve host names (no usable address, or out of memory)");
+		pg_fail(pg, "out of memory resolving host names");
+		return;
+	}
+	if (!res->addrs[i][0]) {
+		snprintf(res->last_error, sizeof(res->last_error),
+			 "host name \"%s\" has no IPv4 or IPv6 address", res->names[i]);
+		res->dropped[i] = 1;
+		if (res->n > 1)
+			bf_warning("%s: %s; trying the other hosts", pg->name, res->last_error);
+		pg_resolve_next(res);
 		return;
 	}
 	bf_debug("%s: host \"%s\" is %s", pg->name, res->names[i], res->addrs[i]);
@@ -430,6 +440,7 @@ static void pg_resolve_next(bf_pg_resolution *res)
 		/* host, hostaddr (and per-host port) lists must line up: a name
 		 * with several addresses stands as many times in each. */
 		bf_strbuf hosts, hostaddrs, ports;
+		int emitted = 0;   /* an empty host (libpq's default socket) adds no text */
 
 		bf_strbuf_init(&hosts);
 		bf_strbuf_init(&hostaddrs);
@@ -441,7 +452,7 @@ static void pg_resolve_next(bf_pg_resolution *res)
 				continue;
 			do {
 				size_t len = strcspn(a, ",");
-				const char *sep = hosts.len ? "," : "";
+				const char *sep = emitted++ ? "," : "";
 
 				bf_strbuf_printf(&hosts, "%s%s", sep, res->names[j]);
 				bf_strbuf_printf(&hostaddrs, "%s%.*s", sep, (int)len, a);
@@ -451,7 +462,7 @@ static void pg_resolve_next(bf_pg_resolution *res)
 			} while (*a++ == ',');
 		}
 		char why[sizeof(res->last_error)];
-		int none = hosts.len == 0;
+		int none = emitted == 0;
 
 		snprintf(why, sizeof(why), "%s", res->last_error);
 		int per_host_ports = res->ports != NULL;

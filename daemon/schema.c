@@ -80,19 +80,8 @@ static const char *const schema_migrations[] = {
 	"      USING ERRCODE = 'BF001';\n"
 	"  END IF;\n"
 	"  RETURN matched;\n"
-	"END $$;\n"
-	/* The page check: every row of a batch's page must have been locked in
-	 * the version its snapshot saw, or the work could read a stale row.
-	 * 40001 (serialization_failure): the daemon retries the batch. */
-	"CREATE FUNCTION backfill.page_check(page_rows bigint, unchanged_rows bigint) RETURNS bigint\n"
-	"  LANGUAGE plpgsql AS $$\n"
-	"BEGIN\n"
-	"  IF page_rows <> unchanged_rows THEN\n"
-	"    RAISE EXCEPTION 'backfill page check: % of % rows of the batch changed while they were being locked; the batch is retried',\n"
-	"      page_rows - unchanged_rows, page_rows USING ERRCODE = '40001';\n"
-	"  END IF;\n"
-	"  RETURN page_rows;\n"
 	"END $$;\n",
+
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(schema_migrations) / sizeof(schema_migrations[0])))

@@ -81,6 +81,7 @@ struct bf_job {
 	bf_backoff retry;
 	int failures;             /* non-transient failures in a row */
 	int finishing;            /* the last query sent records the job's end */
+	int cuts;                 /* batches in a row cut at their first row */
 	uint64_t query_started_ns;
 	uint64_t last_progress_ns;
 

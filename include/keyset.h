@@ -39,17 +39,19 @@ typedef struct bf_batch_args {
 
 /* Two statements for the simple query protocol, one round trip, run by the
  * server as ONE implicit transaction (any error rolls both back):
- *  1. lock every row of the next page (FOR NO KEY UPDATE, never SKIP
- *     LOCKED); the lock waits happen here;
+ *  1. lock the next page's rows that match where_clause (FOR NO KEY UPDATE,
+ *     never SKIP LOCKED); the lock waits happen here;
  *  2. with a fresh snapshot taken after those waits, re-read the page in
- *     key order without locks (its last key is the checkpoint: never a key
- *     a concurrent update moved), lock its rows, evaluate where_clause on
- *     the locked versions, run the work on the matching ones (CTE "batch"),
- *     and advance the checkpoint, fenced by owner, lease epoch, state and
- *     batch count (backfill.checkpoint_fence raises BF001). A page row that
- *     changed between snapshot and lock fails backfill.page_check (40001).
- * Statement 2 returns one row: fence, page check, scanned, updated, and the
- * row's new batches, checkpoint (text[]), rows_scanned, rows_updated.
+ *     key order without locks, lock its matching rows (where_clause
+ *     re-checked on the locked versions), cut the batch before the first
+ *     locked row whose version is not the snapshot's (changed meanwhile: the
+ *     next batch locks it first), run the work on the rest (CTE "batch"),
+ *     and advance the checkpoint to the last key before the cut, fenced by
+ *     owner, lease epoch, state and batch count (backfill.checkpoint_fence
+ *     raises BF001).
+ * Statement 2 returns one row: fence, page rows, rows done (before the cut),
+ * updated, and the row's new batches, checkpoint (text[]), rows_scanned,
+ * rows_updated. Requires READ COMMITTED (a fresh snapshot per statement).
  * Returns a malloc'd string, NULL when out of memory. */
 char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a);
 

@@ -46,7 +46,7 @@ def test_bad_jobs_fail_clearly_and_the_rest_carry_on(db, daemon_factory):
         'nullable-key': 'key column seq of table public.nullable is nullable',
         'non-unique-key': 'key columns (payload text) of table public.items are not exactly',
         'two-statements': "set_clause contains a ';'",
-        'no-batch': 'statement never reads the CTE "batch"',
+        'no-batch': 'statement never mentions "batch"',
     }
     for name, message in expect.items():
         row = wait_job_state(conn, name, {'failed', 'succeeded'}, timeout=60)

@@ -160,3 +160,14 @@ def test_a_view_is_refused_clearly(db, daemon_factory):
     row = wait_job_state(conn, 'view', {'succeeded', 'failed'})
     assert row['state'] == 'failed'
     assert 'public.v is a view' in row['last_error'], row['last_error']
+
+
+def test_an_inheritance_parent_is_refused(db, daemon_factory):
+    conn = db.conn
+    conn.execute('CREATE TABLE parent (id int PRIMARY KEY, x int)')
+    conn.execute('CREATE TABLE child () INHERITS (parent)')
+    daemon_factory(db.server, db.name)
+    insert_job(conn, name='inherited', table_name='parent', set_clause='x = 1')
+    row = wait_job_state(conn, 'inherited', {'succeeded', 'failed'})
+    assert row['state'] == 'failed'
+    assert 'public.parent has inheritance children' in row['last_error'], row['last_error']
