@@ -79,24 +79,25 @@ static void keys_of(bf_strbuf *sb, const bf_walk *w, const char *alias)
 		bf_strbuf_printf(sb, "%s%s.%s", i ? ", " : "", alias, w->key_names[i]);
 }
 
-/* WHERE (a, b) IN (SELECT a, b FROM <from>) [AND (<where_clause>)] */
-static void keys_in(bf_strbuf *sb, const bf_walk *w, const char *from)
+/* <from> p, LATERAL (SELECT <what> FROM table WHERE (a, b) = (p.a, p.b)
+ * [AND (<where_clause>)] FOR NO KEY UPDATE) l -- one locked index probe per
+ * page key, whatever the statistics say: a plain IN (...) is planned as a
+ * hash join over a sequential scan once pages are large, and the cost of a
+ * batch would grow with the table. Unqualified names inside resolve to the
+ * table first, so the operator's where_clause reads the table's columns. */
+static void lock_rows(bf_strbuf *sb, const bf_walk *w, const char *from, const char *what)
 {
-	bf_strbuf_append(sb, "WHERE (");
+	bf_strbuf_printf(sb, "%s p,\n  LATERAL (SELECT %s", from, what);
 	keys_list(sb, w, "");
-	bf_strbuf_append(sb, ") IN (");
-	if (from[0] == '(') {
-		/* a whole query, in parentheses */
-		bf_strbuf_printf(sb, "%.*s", (int)strlen(from) - 2, from + 1);
-	} else {
-		bf_strbuf_append(sb, "SELECT ");
-		keys_list(sb, w, "");
-		bf_strbuf_printf(sb, " FROM %s", from);
-	}
+	bf_strbuf_printf(sb, " FROM %s WHERE (", w->table);
+	keys_list(sb, w, "");
+	bf_strbuf_append(sb, ") = (");
+	keys_of(sb, w, "p");
 	bf_strbuf_append(sb, ")");
 	/* The operator's clause may end in a "--" comment. */
 	if (w->where_clause && w->where_clause[0])
 		bf_strbuf_printf(sb, "\n    AND (%s\n    )", w->where_clause);
+	bf_strbuf_append(sb, "\n    FOR NO KEY UPDATE) l");
 }
 
 char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
@@ -117,9 +118,9 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 	/* 1: lock the page's rows that match where_clause. The lock waits
 	 * (and the EvalPlanQual re-reads after them) happen here, where their
 	 * results are not used; rows that do not match are never written. */
-	bf_strbuf_printf(&sb, "SELECT count(*) FROM (\n  SELECT 1 FROM %s\n  ", w->table);
-	keys_in(&sb, w, page.data);
-	bf_strbuf_append(&sb, "\n  FOR NO KEY UPDATE\n) locked;\n");
+	bf_strbuf_append(&sb, "SELECT count(*) FROM ");
+	lock_rows(&sb, w, page.data, "");
+	bf_strbuf_append(&sb, ";\n");
 	bf_strbuf_free(&page);
 
 	/* 2: a fresh snapshot, taken after those waits. The page is read in key
@@ -136,11 +137,9 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 	keys_list(&sb, w, "");
 	bf_strbuf_printf(&sb, " LIMIT %d\n),\n", a->limit);
 
-	bf_strbuf_append(&sb, CTE_LOCKED " AS MATERIALIZED (\n  SELECT ctid AS \"backfill ctid\", ");
-	keys_list(&sb, w, "");
-	bf_strbuf_printf(&sb, "\n  FROM %s\n  ", w->table);
-	keys_in(&sb, w, CTE_PAGE);
-	bf_strbuf_append(&sb, "\n  FOR NO KEY UPDATE\n),\n");
+	bf_strbuf_append(&sb, CTE_LOCKED " AS MATERIALIZED (\n  SELECT l.* FROM ");
+	lock_rows(&sb, w, CTE_PAGE, "ctid AS \"backfill ctid\", ");
+	bf_strbuf_append(&sb, "\n),\n");
 
 	/* A locked row whose version is not the snapshot's was changed by
 	 * someone else after the snapshot: the work would read it stale. The
