@@ -330,3 +330,60 @@ def test_a_repeatable_read_default_does_not_break_batches(db, daemon_factory):
     assert not errors, errors
     assert_each_row_once(conn, rows=2000)
     assert 'could not serialize access' not in daemon.log()
+
+
+GATE = """
+-- Returns needs. Its n-th call in a transaction takes advisory lock n when
+-- n is 2 or 4: a test holding those locks sees exactly where a batch is,
+-- acts, and lets it go on.
+CREATE FUNCTION test_gate(needs bool) RETURNS bool LANGUAGE plpgsql VOLATILE AS $$
+DECLARE n int := coalesce(nullif(current_setting('test.calls', true), ''), '0')::int + 1;
+BEGIN
+  PERFORM set_config('test.calls', n::text, true);
+  IF n IN (2, 4) THEN PERFORM pg_advisory_xact_lock(n); END IF;
+  RETURN needs;
+END $$;
+"""
+
+
+def _gated_at(conn, job, call):
+    return conn.execute(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+        "WHERE a.application_name = %s AND l.locktype = 'advisory' AND NOT l.granted "
+        "AND l.objid = %s", (f'backfilld job {job}', call)).fetchone()[0] > 0
+
+
+def test_a_row_changed_between_snapshot_and_lock_cuts_the_batch(db, daemon_factory):
+    conn = db.conn
+    conn.execute(GATE)
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, needs bool NOT NULL, payload text NOT NULL DEFAULT '')")
+    conn.execute('CREATE TABLE copies (id int PRIMARY KEY, payload text)')
+    # Row 2 does not need work when the first batch's statement 1 looks at it.
+    conn.execute('INSERT INTO items (id, needs) VALUES (1, true), (2, false)')
+    gatekeeper = db.connect()
+    gatekeeper.execute('SELECT pg_advisory_lock(2), pg_advisory_lock(4)')
+    try:
+        daemon = daemon_factory(db.server, db.name, {'batch': {'size': 2, 'size_min': 2, 'size_max': 2,
+                                                               'lock_timeout_ms': 20000}})
+        # A copy reads the rows through its own snapshot: a row changed
+        # after that snapshot must not be copied stale.
+        insert_job(conn, name='cut', table_name='items', kind='sql',
+                   where_clause='test_gate(needs) AND NOT EXISTS (SELECT FROM copies c WHERE c.id = items.id)',
+                   statement='INSERT INTO copies SELECT i.id, i.payload FROM items i JOIN batch USING (id)')
+        # Call 2: statement 1 checks row 2 (not matching, so never locked).
+        # Now it starts to match.
+        wait_for(lambda: _gated_at(conn, 'cut', 2), 15, what='statement 1 to check row 2')
+        conn.execute('UPDATE items SET needs = true WHERE id = 2')
+        gatekeeper.execute('SELECT pg_advisory_unlock(2)')
+        # Call 4: statement 2 checks row 2, which its snapshot shows matching
+        # but which no one has locked. Now someone changes it.
+        wait_for(lambda: _gated_at(conn, 'cut', 4), 15, what='statement 2 to check row 2')
+        conn.execute("UPDATE items SET payload = 'changed' WHERE id = 2")
+        gatekeeper.execute('SELECT pg_advisory_unlock(4)')
+    finally:
+        gatekeeper.close()
+    wait_succeeded(conn, 'cut', timeout=30)
+    # The batch ended before row 2; the next one locked it first, and copied
+    # what it holds.
+    assert 'batch cut after 1 of 2 rows' in daemon.log()
+    assert conn.execute('SELECT id, payload FROM copies ORDER BY id').fetchall() == [(1, ''), (2, 'changed')]
