@@ -385,5 +385,5 @@ def test_a_row_changed_between_snapshot_and_lock_cuts_the_batch(db, daemon_facto
     wait_succeeded(conn, 'cut', timeout=30)
     # The batch ended before row 2; the next one locked it first, and copied
     # what it holds.
-    assert 'batch cut after 1 of 2 rows' in daemon.log()
     assert conn.execute('SELECT id, payload FROM copies ORDER BY id').fetchall() == [(1, ''), (2, 'changed')]
+    assert 'batch cut after 1 of 2 rows' in daemon.log()
