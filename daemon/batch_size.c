@@ -40,7 +40,7 @@ void bf_batch_size_observe(bf_batch_size *bs, int rows, double busy_ms)
 	if (busy_ms < 0.1)
 		busy_ms = 0.1;
 
-	double ratio = bs->target_ms / busy_ms;   /* >1: we can do more */
+	double ratio = bs->target_ms / busy_ms; /* >1: we can do more */
 	double factor;
 
 	if (ratio > 1.0 + DEADBAND)

@@ -13,22 +13,30 @@
 #include <strings.h>
 #include <yaml.h>
 
-enum bf_key_type { BF_KEY_INT, BF_KEY_STRING, BF_KEY_LOG_LEVEL };
+enum bf_key_type {
+	BF_KEY_INT,
+	BF_KEY_STRING,
+	BF_KEY_LOG_LEVEL
+};
 
 struct bf_key {
 	const char *section;
 	const char *name;
 	enum bf_key_type type;
-	size_t offset;          /* of the field in bf_config */
-	long long min, max;     /* BF_KEY_INT: inclusive bounds */
-	long long def;          /* BF_KEY_INT and BF_KEY_LOG_LEVEL */
-	const char *def_str;    /* BF_KEY_STRING; never freed, see bf_config_free */
+	size_t offset;	     /* of the field in bf_config */
+	long long min, max;  /* BF_KEY_INT: inclusive bounds */
+	long long def;	     /* BF_KEY_INT and BF_KEY_LOG_LEVEL */
+	const char *def_str; /* BF_KEY_STRING; never freed, see bf_config_free */
 };
 
-#define BF_INT(sec, key, field, dflt, lo, hi) \
-	{ sec, key, BF_KEY_INT, offsetof(bf_config, field), lo, hi, dflt, NULL }
-#define BF_STRING(sec, key, field, dflt) \
-	{ sec, key, BF_KEY_STRING, offsetof(bf_config, field), 0, 0, 0, dflt }
+#define BF_INT(sec, key, field, dflt, lo, hi)                                                      \
+	{                                                                                          \
+		sec, key, BF_KEY_INT, offsetof(bf_config, field), lo, hi, dflt, NULL               \
+	}
+#define BF_STRING(sec, key, field, dflt)                                                           \
+	{                                                                                          \
+		sec, key, BF_KEY_STRING, offsetof(bf_config, field), 0, 0, 0, dflt                 \
+	}
 
 /* Every key. config/backfilld.yaml explains each default at length. */
 static const struct bf_key bf_keys[] = {
@@ -64,8 +72,8 @@ static const struct bf_key bf_keys[] = {
 	/* 60x the target: a batch this slow has a bad plan, not bad luck. */
 	BF_INT("batch", "statement_timeout_ms", statement_timeout_ms, 30000, 1, 86400000),
 	/* A stalled daemon's open transaction and locks die within a minute. */
-	BF_INT("batch", "idle_in_transaction_timeout_ms", idle_in_transaction_timeout_ms,
-	       60000, 1, 86400000),
+	BF_INT("batch", "idle_in_transaction_timeout_ms", idle_in_transaction_timeout_ms, 60000, 1,
+	       86400000),
 	/* Short verification statements: no long snapshot holding back vacuum. */
 	BF_INT("batch", "verify_chunk_rows", verify_chunk_rows, 100000, 1, 100000000),
 
@@ -76,8 +84,7 @@ static const struct bf_key bf_keys[] = {
 	/* Five in a row rules out flukes and still fails bad SQL in seconds. */
 	BF_INT("retry", "max_failures", retry_max_failures, 5, 1, 1000),
 
-	{ "log", "level", BF_KEY_LOG_LEVEL, offsetof(bf_config, log_level), 0, 0,
-	  BF_LOG_INFO, NULL },
+	{"log", "level", BF_KEY_LOG_LEVEL, offsetof(bf_config, log_level), 0, 0, BF_LOG_INFO, NULL},
 };
 
 #define BF_NKEYS (sizeof bf_keys / sizeof bf_keys[0])
@@ -86,17 +93,14 @@ static const struct bf_key bf_keys[] = {
 static const struct {
 	size_t lo, hi;
 } bf_orders[] = {
-	{ offsetof(bf_config, batch_size_min), offsetof(bf_config, batch_size) },
-	{ offsetof(bf_config, batch_size), offsetof(bf_config, batch_size_max) },
-	{ offsetof(bf_config, retry_initial_ms), offsetof(bf_config, retry_max_ms) },
+	{offsetof(bf_config, batch_size_min), offsetof(bf_config, batch_size)},
+	{offsetof(bf_config, batch_size), offsetof(bf_config, batch_size_max)},
+	{offsetof(bf_config, retry_initial_ms), offsetof(bf_config, retry_max_ms)},
 };
 
 static const char *const bf_log_level_names[] = {
-	[BF_LOG_DEBUG] = "debug",
-	[BF_LOG_INFO] = "info",
-	[BF_LOG_NOTICE] = "notice",
-	[BF_LOG_WARNING] = "warning",
-	[BF_LOG_ERROR] = "error",
+	[BF_LOG_DEBUG] = "debug",     [BF_LOG_INFO] = "info",	[BF_LOG_NOTICE] = "notice",
+	[BF_LOG_WARNING] = "warning", [BF_LOG_ERROR] = "error",
 };
 
 #define BF_NLEVELS (sizeof bf_log_level_names / sizeof bf_log_level_names[0])
@@ -109,9 +113,9 @@ struct bf_seen {
 
 struct bf_parse {
 	yaml_parser_t parser;
-	yaml_event_t event;     /* the current event, deleted by bf_next */
+	yaml_event_t event; /* the current event, deleted by bf_next */
 	bf_config *cfg;
-	const char *name;       /* file name for messages */
+	const char *name; /* file name for messages */
 	const char *buf;
 	size_t len;
 	char *err;
@@ -183,8 +187,7 @@ static int bf_section_find(const char *name)
 static int bf_key_find(const char *section, const char *name)
 {
 	for (size_t i = 0; i < BF_NKEYS; i++)
-		if (strcmp(bf_keys[i].section, section) == 0 &&
-		    strcmp(bf_keys[i].name, name) == 0)
+		if (strcmp(bf_keys[i].section, section) == 0 && strcmp(bf_keys[i].name, name) == 0)
 			return (int)i;
 	return -1;
 }
@@ -218,8 +221,7 @@ static const char *bf_line_start(const struct bf_parse *p, size_t line)
 	return s;
 }
 
-static int bf_fail(struct bf_parse *p, const yaml_mark_t *at, const char *fmt, ...)
-	BF_PRINTF(3, 4);
+static int bf_fail(struct bf_parse *p, const yaml_mark_t *at, const char *fmt, ...) BF_PRINTF(3, 4);
 
 /* Formats "NAME:LINE:COL: message" (1-based, as editors count) into p->err,
  * flattened to one line since values may hold newlines. Returns -1. */
@@ -229,8 +231,8 @@ static int bf_fail(struct bf_parse *p, const yaml_mark_t *at, const char *fmt, .
 	int n;
 
 	if (at)
-		n = snprintf(p->err, p->errlen, "%s:%zu:%zu: ", p->name,
-			     at->line + 1, at->column + 1);
+		n = snprintf(p->err, p->errlen, "%s:%zu:%zu: ", p->name, at->line + 1,
+			     at->column + 1);
 	else
 		n = snprintf(p->err, p->errlen, "%s: ", p->name);
 	if (n >= 0 && (size_t)n < p->errlen) {
@@ -274,8 +276,7 @@ static int bf_syntax_error(struct bf_parse *p)
 	}
 	if (y->context)
 		return bf_fail(p, &at, "%s (%s at %zu:%zu)%s", y->problem, y->context,
-			       y->context_mark.line + 1, y->context_mark.column + 1,
-			       hint);
+			       y->context_mark.line + 1, y->context_mark.column + 1, hint);
 	return bf_fail(p, &at, "%s%s", y->problem, hint);
 }
 
@@ -298,7 +299,7 @@ static const char *bf_scalar(const struct bf_parse *p)
 /* An unquoted empty value, ~ or null. */
 static bool bf_is_null(const struct bf_parse *p)
 {
-	static const char *const nulls[] = { "", "~", "null", "Null", "NULL" };
+	static const char *const nulls[] = {"", "~", "null", "Null", "NULL"};
 
 	if (p->event.type != YAML_SCALAR_EVENT ||
 	    p->event.data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
@@ -386,14 +387,14 @@ static int bf_parse_keys(struct bf_parse *p, const char *section)
 		yaml_mark_t at = p->event.start_mark;
 
 		if (p->event.type != YAML_SCALAR_EVENT)
-			return bf_fail(p, &at, "expected a key in section \"%s\", got %s",
-				       section, bf_describe(p, what, sizeof what));
+			return bf_fail(p, &at, "expected a key in section \"%s\", got %s", section,
+				       bf_describe(p, what, sizeof what));
 		if ((i = bf_key_find(section, bf_scalar(p))) < 0)
 			return bf_fail(p, &at, "unknown key \"%s.%s\"", section, bf_scalar(p));
 		if (p->keys[i].set)
 			return bf_fail(p, &at, "duplicate key \"%s.%s\" (first at line %zu)",
 				       section, bf_keys[i].name, p->keys[i].mark.line + 1);
-		p->keys[i] = (struct bf_seen){ true, at };
+		p->keys[i] = (struct bf_seen){true, at};
 
 		if (bf_next(p) < 0)
 			return -1;
@@ -425,15 +426,16 @@ static int bf_parse_sections(struct bf_parse *p)
 			const struct bf_key *key = bf_key_named(bf_scalar(p));
 
 			if (key)
-				return bf_fail(p, &at, "unknown section \"%s\"; did you mean "
-					       "\"%s.%s\", indented under \"%s:\"?", key->name,
-					       key->section, key->name, key->section);
+				return bf_fail(p, &at,
+					       "unknown section \"%s\"; did you mean "
+					       "\"%s.%s\", indented under \"%s:\"?",
+					       key->name, key->section, key->name, key->section);
 			return bf_fail(p, &at, "unknown section \"%s\"", bf_scalar(p));
 		}
 		if (p->sections[sec].set)
 			return bf_fail(p, &at, "duplicate section \"%s\" (first at line %zu)",
 				       bf_keys[sec].section, p->sections[sec].mark.line + 1);
-		p->sections[sec] = (struct bf_seen){ true, at };
+		p->sections[sec] = (struct bf_seen){true, at};
 
 		if (bf_next(p) < 0)
 			return -1;
@@ -486,21 +488,23 @@ static int bf_check_orders(struct bf_parse *p)
 		/* Blame the key the file set last: it broke the pair. The
 		 * defaults are consistent, so at least one was set. */
 		size_t blame = !p->keys[lo].set || (p->keys[hi].set &&
-			p->keys[hi].mark.index > p->keys[lo].mark.index) ? hi : lo;
+						    p->keys[hi].mark.index > p->keys[lo].mark.index)
+				       ? hi
+				       : lo;
 
 		return bf_fail(p, &p->keys[blame].mark,
 			       "\"%s.%s\" (%d) must not be greater than \"%s.%s\" (%d)",
-			       bf_keys[lo].section, bf_keys[lo].name, lo_value,
-			       bf_keys[hi].section, bf_keys[hi].name, hi_value);
+			       bf_keys[lo].section, bf_keys[lo].name, lo_value, bf_keys[hi].section,
+			       bf_keys[hi].name, hi_value);
 	}
 	return 0;
 }
 
-int bf_config_load_buffer(bf_config *cfg, const char *name, const char *buf,
-			  size_t len, char *err, size_t errlen)
+int bf_config_load_buffer(bf_config *cfg, const char *name, const char *buf, size_t len, char *err,
+			  size_t errlen)
 {
-	struct bf_parse p = { .cfg = cfg, .name = name, .buf = buf, .len = len,
-			      .err = err, .errlen = errlen };
+	struct bf_parse p = {
+		.cfg = cfg, .name = name, .buf = buf, .len = len, .err = err, .errlen = errlen};
 	int rc;
 
 	/* Keys the file leaves out take their default, not an older value. */

@@ -96,16 +96,19 @@ static void engine_installed(bf_pg *pg, const bf_pg_result *r, void *arg)
 	(void)pg;
 	if (!r->ok) {
 		if (r->res)
-			bf_error("cannot install or upgrade the control schema \"backfill\": %s (SQLSTATE %s); "
-				 "retrying every poll interval",
-				 r->message, r->sqlstate ? r->sqlstate : "none");
+			bf_error(
+				"cannot install or upgrade the control schema \"backfill\": %s (SQLSTATE %s); "
+				"retrying every poll interval",
+				r->message, r->sqlstate ? r->sqlstate : "none");
 		return;
 	}
 	int version = PQntuples(r->res) ? atoi(PQgetvalue(r->res, 0, 0)) : 0;
 
 	if (version > bf_schema_version()) {
-		bf_error("the control schema is at version %d, newer than this backfilld knows (%d): "
-			 "upgrade backfilld; refusing to run", version, bf_schema_version());
+		bf_error(
+			"the control schema is at version %d, newer than this backfilld knows (%d): "
+			"upgrade backfilld; refusing to run",
+			version, bf_schema_version());
 		engine->fatal = 1;
 		bf_engine_stop(engine);
 		return;
@@ -164,8 +167,9 @@ static void engine_renewed(bf_pg *pg, const bf_pg_result *r, void *arg)
 	}
 	for (int i = 0; i < PQntuples(r->res); i++) {
 		if (strcmp(PQgetvalue(r->res, i, 0), "released") == 0)
-			bf_warning("job \"%s\": held our lease but was not running here; released it",
-				   PQgetvalue(r->res, i, 1));
+			bf_warning(
+				"job \"%s\": held our lease but was not running here; released it",
+				PQgetvalue(r->res, i, 1));
 	}
 	engine_kick(engine);
 }
@@ -262,13 +266,14 @@ static void engine_claimed(bf_pg *pg, const bf_pg_result *r, void *arg)
 			continue;
 		}
 		if (prev_owner)
-			bf_notice("job \"%s\": taking over from %s, whose lease expired",
-				  def.name, prev_owner);
+			bf_notice("job \"%s\": taking over from %s, whose lease expired", def.name,
+				  prev_owner);
 		bf_job *job = bf_job_start(engine, engine->cfg, engine->owner, &def);
 
 		if (!job) {
-			bf_error("job \"%s\": out of memory starting the job; the next lease renewal gives it back",
-				 def.name);
+			bf_error(
+				"job \"%s\": out of memory starting the job; the next lease renewal gives it back",
+				def.name);
 			continue;
 		}
 		job->next = engine->jobs;
@@ -426,8 +431,8 @@ static void engine_make_owner(bf_engine *engine)
 		 (int)getpid(), rnd[0], rnd[1], rnd[2], rnd[3]);
 }
 
-int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg,
-		   bf_engine_cb on_ready, bf_engine_cb on_stopped, void *arg)
+int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg, bf_engine_cb on_ready,
+		   bf_engine_cb on_stopped, void *arg)
 {
 	int rc;
 

@@ -11,18 +11,18 @@ static const struct {
 	{BF_SQLSTATE_FENCE, BF_ERR_FENCE},
 	{"55P03", BF_ERR_TRANSIENT_SHRINK}, /* lock_not_available: our lock_timeout */
 	{"57014", BF_ERR_TRANSIENT_SHRINK}, /* query_canceled: statement_timeout or a cancel */
-	{"40001", BF_ERR_TRANSIENT},        /* serialization_failure */
-	{"40P01", BF_ERR_TRANSIENT},        /* deadlock_detected */
-	{"25P03", BF_ERR_TRANSIENT},        /* idle_in_transaction_session_timeout */
-	{"57P01", BF_ERR_TRANSIENT},        /* admin_shutdown */
-	{"57P02", BF_ERR_TRANSIENT},        /* crash_shutdown */
-	{"57P03", BF_ERR_TRANSIENT},        /* cannot_connect_now: starting up */
-	{"57P05", BF_ERR_TRANSIENT},        /* idle_session_timeout */
-	{"08", BF_ERR_TRANSIENT},           /* connection_exception */
-	{"53", BF_ERR_TRANSIENT},           /* insufficient_resources: disk, memory, slots */
-	{"58", BF_ERR_TRANSIENT},           /* system_error: I/O */
-	{"XX", BF_ERR_TRANSIENT},           /* internal_error, data_corrupted: not ours to judge */
-	{"HV", BF_ERR_TRANSIENT},           /* fdw errors: usually the remote side */
+	{"40001", BF_ERR_TRANSIENT},	    /* serialization_failure */
+	{"40P01", BF_ERR_TRANSIENT},	    /* deadlock_detected */
+	{"25P03", BF_ERR_TRANSIENT},	    /* idle_in_transaction_session_timeout */
+	{"57P01", BF_ERR_TRANSIENT},	    /* admin_shutdown */
+	{"57P02", BF_ERR_TRANSIENT},	    /* crash_shutdown */
+	{"57P03", BF_ERR_TRANSIENT},	    /* cannot_connect_now: starting up */
+	{"57P05", BF_ERR_TRANSIENT},	    /* idle_session_timeout */
+	{"08", BF_ERR_TRANSIENT},	    /* connection_exception */
+	{"53", BF_ERR_TRANSIENT},	    /* insufficient_resources: disk, memory, slots */
+	{"58", BF_ERR_TRANSIENT},	    /* system_error: I/O */
+	{"XX", BF_ERR_TRANSIENT},	    /* internal_error, data_corrupted: not ours to judge */
+	{"HV", BF_ERR_TRANSIENT},	    /* fdw errors: usually the remote side */
 };
 
 bf_errclass bf_errclass_of(const char *sqlstate)

@@ -23,8 +23,7 @@
 static void job_step(bf_job *job);
 static void job_close(bf_job *job);
 
-#define job_log(job, level, fmt, ...) \
-	bf_log(level, "job \"%s\": " fmt, (job)->name, ##__VA_ARGS__)
+#define job_log(job, level, fmt, ...) bf_log(level, "job \"%s\": " fmt, (job)->name, ##__VA_ARGS__)
 
 static char *dup_or_null(const char *s)
 {
@@ -89,8 +88,8 @@ static void job_params_fence(bf_job *job, job_params *p)
 	p->values[2] = p->epoch;
 }
 
-static void job_send(bf_job *job, const char *sql, int nparams,
-		     const char *const *params, bf_pg_query_cb cb)
+static void job_send(bf_job *job, const char *sql, int nparams, const char *const *params,
+		     bf_pg_query_cb cb)
 {
 	job->phase = BF_JOB_QUERY;
 	job->query_started_ns = uv_hrtime();
@@ -158,8 +157,9 @@ static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *wha
 	case BF_ERR_TRANSIENT: {
 		uint64_t delay = bf_backoff_next(&job->retry);
 
-		job_log(job, BF_LOG_WARNING, "%s; transient, retrying in %" PRIu64 " ms (batch size %d)",
-			error, delay, bf_batch_size_get(&job->batch_size));
+		job_log(job, BF_LOG_WARNING,
+			"%s; transient, retrying in %" PRIu64 " ms (batch size %d)", error, delay,
+			bf_batch_size_get(&job->batch_size));
 		job_wait(job, delay);
 		return;
 	}
@@ -169,8 +169,8 @@ static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *wha
 
 	job->failures++;
 	if (job->failures >= job->cfg->retry_max_failures) {
-		job_log(job, BF_LOG_ERROR, "%s; failed %d times in a row, giving up",
-			error, job->failures);
+		job_log(job, BF_LOG_ERROR, "%s; failed %d times in a row, giving up", error,
+			job->failures);
 		if (job->finishing) {
 			/* Even recording the end fails: leave the row to the lease,
 			 * so that this daemon or another tries again later. */
@@ -182,8 +182,8 @@ static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *wha
 	}
 	uint64_t delay = bf_backoff_next(&job->retry);
 
-	job_log(job, BF_LOG_WARNING, "%s; attempt %d of %d, retrying in %" PRIu64 " ms",
-		error, job->failures, job->cfg->retry_max_failures, delay);
+	job_log(job, BF_LOG_WARNING, "%s; attempt %d of %d, retrying in %" PRIu64 " ms", error,
+		job->failures, job->cfg->retry_max_failures, delay);
 	job_wait(job, delay);
 }
 
@@ -203,8 +203,8 @@ static void job_released(bf_pg *pg, const bf_pg_result *r, void *arg)
 	if (r->ok && PQntuples(r->res) == 1)
 		job_log(job, BF_LOG_INFO, "lease released (state %s)", PQgetvalue(r->res, 0, 0));
 	else if (!r->ok)
-		job_log(job, BF_LOG_WARNING, "could not release the lease: %s; it expires by itself",
-			r->message);
+		job_log(job, BF_LOG_WARNING,
+			"could not release the lease: %s; it expires by itself", r->message);
 	job_close(job);
 }
 
@@ -244,7 +244,8 @@ static void job_finished(bf_pg *pg, const bf_pg_result *r, void *arg)
 	const char *state = PQgetvalue(r->res, 0, 0);
 
 	job_log(job, strcmp(state, "succeeded") == 0 ? BF_LOG_NOTICE : BF_LOG_ERROR,
-		"state running -> %s: %" PRId64 " rows scanned, %" PRId64 " updated in %" PRId64 " batches",
+		"state running -> %s: %" PRId64 " rows scanned, %" PRId64 " updated in %" PRId64
+		" batches",
 		state, job->rows_scanned, job->rows_updated, job->batches);
 	job_close(job);
 }
@@ -293,13 +294,15 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 
 	if (!owner || strcmp(owner, job->owner) != 0 || epoch != job->lease_epoch) {
 		job_log(job, BF_LOG_WARNING,
-			"lease lost: the job is now owned by %s (lease epoch %" PRId64 ", ours was %" PRId64 "); dropping it",
+			"lease lost: the job is now owned by %s (lease epoch %" PRId64
+			", ours was %" PRId64 "); dropping it",
 			owner ? owner : "nobody", epoch, job->lease_epoch);
 		job_close(job);
 		return;
 	}
 	if (strcmp(state, "running") != 0) {
-		job_log(job, BF_LOG_NOTICE, "state changed to %s; stopping before the next batch", state);
+		job_log(job, BF_LOG_NOTICE, "state changed to %s; stopping before the next batch",
+			state);
 		job->stop_requested = 1;
 		job_release(job);
 		return;
@@ -361,9 +364,14 @@ static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 		char relkind;
 		const char *what;
 	} relkinds[] = {
-		{'v', "a view"}, {'m', "a materialized view"}, {'f', "a foreign table"},
-		{'S', "a sequence"}, {'c', "a composite type"}, {'i', "an index"},
-		{'I', "a partitioned index"}, {'t', "a TOAST table"},
+		{'v', "a view"},
+		{'m', "a materialized view"},
+		{'f', "a foreign table"},
+		{'S', "a sequence"},
+		{'c', "a composite type"},
+		{'i', "an index"},
+		{'I', "a partitioned index"},
+		{'t', "a TOAST table"},
 	};
 	char relkind = n > 0 ? PQgetvalue(res, 0, 7)[0] : 'r';
 
@@ -390,15 +398,17 @@ static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 	/* One row per key column; a NULL key name: no primary key; a NULL
 	 * attribute: a key_columns entry the table does not have. */
 	if (n == 0 || PQgetisnull(res, 0, 2)) {
-		snprintf(error, sizeof(error),
-			 "table %s has no primary key: set key_columns to columns that identify a row",
-			 job->table_name);
+		snprintf(
+			error, sizeof(error),
+			"table %s has no primary key: set key_columns to columns that identify a row",
+			job->table_name);
 		job_finish(job, "failed", error);
 		return;
 	}
 	for (int i = 0; i < n; i++) {
 		if (PQgetisnull(res, i, 3)) {
-			snprintf(error, sizeof(error), "key column \"%s\" does not exist in table %s",
+			snprintf(error, sizeof(error),
+				 "key column \"%s\" does not exist in table %s",
 				 PQgetvalue(res, i, 2), PQgetvalue(res, 0, 0));
 			job_finish(job, "failed", error);
 			return;
@@ -414,20 +424,22 @@ static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 		/* Equal keys straddling two pages would be skipped, and without
 		 * an index on exactly these columns every batch scans the table.
 		 * A type without btree ordering (json, point) can have no such index. */
-		snprintf(error, sizeof(error),
-			 "key columns (%s) of table %s are not exactly the columns of a unique btree index, "
-			 "in index order: create such an index or choose other key_columns",
-			 keys.data ? keys.data : "", PQgetvalue(res, 0, 0));
+		snprintf(
+			error, sizeof(error),
+			"key columns (%s) of table %s are not exactly the columns of a unique btree index, "
+			"in index order: create such an index or choose other key_columns",
+			keys.data ? keys.data : "", PQgetvalue(res, 0, 0));
 		bf_strbuf_free(&keys);
 		job_finish(job, "failed", error);
 		return;
 	}
 	for (int i = 0; i < n; i++) {
 		if (strcmp(PQgetvalue(res, i, 5), "t") != 0) {
-			snprintf(error, sizeof(error),
-				 "key column %s of table %s is nullable: rows with a NULL key would never be "
-				 "walked; make it NOT NULL or choose other key_columns",
-				 PQgetvalue(res, i, 3), PQgetvalue(res, 0, 0));
+			snprintf(
+				error, sizeof(error),
+				"key column %s of table %s is nullable: rows with a NULL key would never be "
+				"walked; make it NOT NULL or choose other key_columns",
+				PQgetvalue(res, i, 3), PQgetvalue(res, 0, 0));
 			job_finish(job, "failed", error);
 			return;
 		}
@@ -464,7 +476,8 @@ static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 
 	bf_strbuf_init(&keys);
 	for (int i = 0; i < n; i++)
-		bf_strbuf_printf(&keys, "%s%s %s", i ? ", " : "", job->key_names[i], job->key_types[i]);
+		bf_strbuf_printf(&keys, "%s%s %s", i ? ", " : "", job->key_names[i],
+				 job->key_types[i]);
 	job_log(job, BF_LOG_INFO, "walking %s by (%s)", job->table_quoted,
 		keys.data ? keys.data : "");
 	bf_strbuf_free(&keys);
@@ -525,7 +538,9 @@ static void job_bound_fixed(bf_pg *pg, const bf_pg_result *r, void *arg)
 
 	(void)pg;
 	if (!r->ok) {
-		job_query_failed(job, r, "fixing the upper bound of the walk (key columns must be sortable)");
+		job_query_failed(
+			job, r,
+			"fixing the upper bound of the walk (key columns must be sortable)");
 		return;
 	}
 	if (PQntuples(r->res) == 0) {
@@ -538,7 +553,8 @@ static void job_bound_fixed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_log(job, BF_LOG_INFO, "walk fixed: keys up to %s (about %" PRId64 " rows)",
 			job->upper_bound, job->rows_estimate);
 	else
-		job_log(job, BF_LOG_INFO, "walk fixed: keys up to %s (row count unknown: table never analyzed)",
+		job_log(job, BF_LOG_INFO,
+			"walk fixed: keys up to %s (row count unknown: table never analyzed)",
 			job->upper_bound);
 	job_succeeded_step(job);
 	job_step(job);
@@ -557,7 +573,8 @@ static void job_fix_bound(bf_job *job)
 	}
 	/* '{}' marks an empty table: nothing to walk, but the bound is fixed. */
 	bf_strbuf_init(&sb);
-	bf_strbuf_printf(&sb,
+	bf_strbuf_printf(
+		&sb,
 		"UPDATE backfill.jobs SET upper_bound = coalesce((%s), '{}'), rows_estimate = $4\n"
 		"WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND state = 'running'\n"
 		"RETURNING upper_bound",
@@ -587,13 +604,15 @@ static void job_log_progress(bf_job *job, int force)
 	job->last_progress_ns = now;
 	if (job->rows_estimate > 0)
 		job_log(job, BF_LOG_INFO,
-			"%" PRId64 " of about %" PRId64 " rows scanned (%.1f%%), %" PRId64 " updated, %" PRId64 " batches, batch size %d",
+			"%" PRId64 " of about %" PRId64 " rows scanned (%.1f%%), %" PRId64
+			" updated, %" PRId64 " batches, batch size %d",
 			job->rows_scanned, job->rows_estimate,
 			100.0 * (double)job->rows_scanned / (double)job->rows_estimate,
 			job->rows_updated, job->batches, bf_batch_size_get(&job->batch_size));
 	else
 		job_log(job, BF_LOG_INFO,
-			"%" PRId64 " rows scanned, %" PRId64 " updated, %" PRId64 " batches, batch size %d",
+			"%" PRId64 " rows scanned, %" PRId64 " updated, %" PRId64
+			" batches, batch size %d",
 			job->rows_scanned, job->rows_updated, job->batches,
 			bf_batch_size_get(&job->batch_size));
 }
@@ -619,7 +638,8 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	job->rows_scanned = col_int(res, 0, 6, job->rows_scanned);
 	job->rows_updated = col_int(res, 0, 7, job->rows_updated);
 	job_log(job, BF_LOG_DEBUG,
-		"batch %" PRId64 ": %" PRId64 " rows scanned, %" PRId64 " updated in %.1f ms, checkpoint %s",
+		"batch %" PRId64 ": %" PRId64 " rows scanned, %" PRId64
+		" updated in %.1f ms, checkpoint %s",
 		job->batches, done, updated, busy_ms, job->checkpoint ? job->checkpoint : "-");
 
 	if (done < page) {
@@ -627,8 +647,10 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		 * next batch locks it in its first statement, so it gets
 		 * through; a cut right at the first row is retried after a
 		 * pause, so that a row changing that often is not spun on. */
-		job_log(job, BF_LOG_DEBUG, "batch cut after %" PRId64 " of %" PRId64
-			" rows: a row changed while it was being locked", done, page);
+		job_log(job, BF_LOG_DEBUG,
+			"batch cut after %" PRId64 " of %" PRId64
+			" rows: a row changed while it was being locked",
+			done, page);
 		if (done == 0) {
 			job->cuts++;
 			if (job->cuts > 1) {
@@ -717,12 +739,14 @@ static void job_verified_chunk(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	if (job->verify_matching == 0) {
-		job_log(job, BF_LOG_INFO, "verification: no row in the walked range matches where_clause");
+		job_log(job, BF_LOG_INFO,
+			"verification: no row in the walked range matches where_clause");
 		job_finish(job, "succeeded", NULL);
 		return;
 	}
 	snprintf(error, sizeof(error),
-		 "verification failed: %" PRId64 " rows in the walked range still match where_clause (%s) "
+		 "verification failed: %" PRId64
+		 " rows in the walked range still match where_clause (%s) "
 		 "after the walk; the set_clause or statement does not make them stop matching, "
 		 "or the application keeps writing such rows",
 		 job->verify_matching, job->where_clause);
@@ -740,7 +764,8 @@ static void job_verify(bf_job *job)
 		job->verify_started = 1;
 		job->verify_matching = 0;
 		replace_str(&job->verify_checkpoint, NULL);
-		job_log(job, BF_LOG_INFO, "verifying: counting rows in the walked range that still match where_clause");
+		job_log(job, BF_LOG_INFO,
+			"verifying: counting rows in the walked range that still match where_clause");
 	}
 	int first = job->verify_checkpoint == NULL;
 	char *sql = bf_keyset_verify_sql(&job->walk, first, job->cfg->verify_chunk_rows);
@@ -900,19 +925,22 @@ static void job_check_definition(bf_job *job)
 
 		if (found == 0)
 			continue;
-		snprintf(error, sizeof(error),
-			 found > 0 ? "%s contains a ';': give one SQL fragment, not several statements"
-				   : "%s has an unterminated quoted string, identifier or /* comment",
-			 clauses[i].column);
+		snprintf(
+			error, sizeof(error),
+			found > 0
+				? "%s contains a ';': give one SQL fragment, not several statements"
+				: "%s has an unterminated quoted string, identifier or /* comment",
+			clauses[i].column);
 		job->definition_error = strdup(error);
 		return;
 	}
 	/* A statement that never reads the batch would run on the whole table
 	 * once per batch. */
 	if (job->kind == BF_KIND_SQL && job->statement && !bf_sql_mentions(job->statement, "batch"))
-		job->definition_error = strdup("statement never mentions \"batch\": it would run over "
-					       "the whole table once per batch; join the batch's keys, "
-					       "e.g. ... JOIN batch USING (id)");
+		job->definition_error =
+			strdup("statement never mentions \"batch\": it would run over "
+			       "the whole table once per batch; join the batch's keys, "
+			       "e.g. ... JOIN batch USING (id)");
 }
 
 bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
@@ -941,7 +969,8 @@ bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 		job_free(job);
 		return NULL;
 	}
-	bf_batch_size_init(&job->batch_size, def->batch_size > 0 ? def->batch_size : cfg->batch_size,
+	bf_batch_size_init(&job->batch_size,
+			   def->batch_size > 0 ? def->batch_size : cfg->batch_size,
 			   cfg->batch_size_min, cfg->batch_size_max, cfg->batch_target_ms);
 	bf_backoff_init(&job->retry, (uint64_t)cfg->retry_initial_ms, (uint64_t)cfg->retry_max_ms,
 			(uint64_t)def->id * 0x9e3779b97f4a7c15ULL ^ uv_hrtime());
@@ -991,8 +1020,8 @@ bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 		return NULL;
 	}
 	job->phase = BF_JOB_CONNECTING;
-	job_log(job, BF_LOG_NOTICE, "claimed (lease epoch %" PRId64 "): %s %s",
-		job->lease_epoch, def->kind, job->table_name);
+	job_log(job, BF_LOG_NOTICE, "claimed (lease epoch %" PRId64 "): %s %s", job->lease_epoch,
+		def->kind, job->table_name);
 	bf_pg_start(&job->pg);
 	return job;
 }
@@ -1034,7 +1063,8 @@ void bf_job_stop(bf_job *job)
 void bf_job_abort(bf_job *job)
 {
 	if (job->phase != BF_JOB_CLOSING)
-		job_log(job, BF_LOG_WARNING, "shutdown grace over: closing the connection; the server "
+		job_log(job, BF_LOG_WARNING,
+			"shutdown grace over: closing the connection; the server "
 			"finishes or rolls back the batch in flight on its own, and the fence lets it "
 			"commit at most once");
 	job_close(job);

@@ -65,12 +65,12 @@ static void last_key(bf_strbuf *sb, const bf_walk *w, const char *from)
 
 /* Our own CTE names are quoted so that no operator SQL can collide with
  * them; only "batch" is a name the operator uses. */
-#define CTE_PAGE "\"backfill page\""
+#define CTE_PAGE   "\"backfill page\""
 #define CTE_LOCKED "\"backfill locked\""
-#define CTE_CUT "\"backfill cut\""
-#define CTE_DONE "\"backfill done\""
-#define CTE_WORK "\"backfill work\""
-#define CTE_CKPT "\"backfill checkpoint\""
+#define CTE_CUT	   "\"backfill cut\""
+#define CTE_DONE   "\"backfill done\""
+#define CTE_WORK   "\"backfill work\""
+#define CTE_CKPT   "\"backfill checkpoint\""
 
 /* p.a, p.b -- the key columns of a FROM item */
 static void keys_of(bf_strbuf *sb, const bf_walk *w, const char *alias)
@@ -128,8 +128,9 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 	 * moved; its matching rows are locked (ours already, but for rows that
 	 * changed in between) and where_clause is re-checked on the locked
 	 * versions. MATERIALIZED: each runs once, as a whole. */
-	bf_strbuf_printf(&sb, "WITH %s" CTE_PAGE " AS MATERIALIZED (\n  SELECT ctid AS \"backfill ctid\", ",
-			 with.recursive ? "RECURSIVE " : "");
+	bf_strbuf_printf(
+		&sb, "WITH %s" CTE_PAGE " AS MATERIALIZED (\n  SELECT ctid AS \"backfill ctid\", ",
+		with.recursive ? "RECURSIVE " : "");
 	keys_list(&sb, w, "");
 	bf_strbuf_printf(&sb, " FROM %s ", w->table);
 	keys_range(&sb, w, a->lower, a->upper);
@@ -158,7 +159,8 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 
 	bf_strbuf_append(&sb, CTE_DONE " AS MATERIALIZED (\n  SELECT ");
 	keys_list(&sb, w, "");
-	bf_strbuf_append(&sb, " FROM " CTE_PAGE "\n  WHERE NOT EXISTS (SELECT FROM " CTE_CUT ") OR (");
+	bf_strbuf_append(&sb,
+			 " FROM " CTE_PAGE "\n  WHERE NOT EXISTS (SELECT FROM " CTE_CUT ") OR (");
 	keys_list(&sb, w, "");
 	bf_strbuf_append(&sb, ") < (SELECT * FROM " CTE_CUT ")\n),\n");
 
@@ -196,27 +198,28 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 
 	/* The checkpoint is the last key done, fenced. An empty batch (the walk
 	 * ended exactly on a full page, or the cut came first) is no batch. */
-	bf_strbuf_append(&sb, CTE_CKPT " AS (\n  UPDATE backfill.jobs SET\n    checkpoint = coalesce(");
+	bf_strbuf_append(&sb,
+			 CTE_CKPT " AS (\n  UPDATE backfill.jobs SET\n    checkpoint = coalesce(");
 	last_key(&sb, w, CTE_DONE);
 	bf_strbuf_printf(&sb,
-		", checkpoint),\n"
-		"    rows_scanned = rows_scanned + (SELECT count(*) FROM " CTE_DONE "),\n"
-		"    rows_updated = rows_updated + %s,\n"
-		"    batches = batches + (SELECT least(count(*), 1) FROM " CTE_DONE ")\n"
-		"  WHERE id = %" PRId64 " AND owner = %s AND lease_epoch = %" PRId64 "\n"
-		"    AND state = 'running' AND batches = %" PRId64 "\n"
-		"  RETURNING checkpoint, batches, rows_scanned, rows_updated\n"
-		")\n"
-		"SELECT backfill.checkpoint_fence(count(*)),\n"
-		"       (SELECT count(*) FROM " CTE_PAGE "),\n"
-		"       (SELECT count(*) FROM " CTE_DONE "),\n"
-		"       %s,\n"
-		"       max(c.batches),\n"
-		"       max(c.checkpoint),\n"
-		"       max(c.rows_scanned),\n"
-		"       max(c.rows_updated)\n"
-		"FROM " CTE_CKPT " c",
-		updated, a->job_id, a->owner, a->lease_epoch, a->batches, updated);
+			 ", checkpoint),\n"
+			 "    rows_scanned = rows_scanned + (SELECT count(*) FROM " CTE_DONE "),\n"
+			 "    rows_updated = rows_updated + %s,\n"
+			 "    batches = batches + (SELECT least(count(*), 1) FROM " CTE_DONE ")\n"
+			 "  WHERE id = %" PRId64 " AND owner = %s AND lease_epoch = %" PRId64 "\n"
+			 "    AND state = 'running' AND batches = %" PRId64 "\n"
+			 "  RETURNING checkpoint, batches, rows_scanned, rows_updated\n"
+			 ")\n"
+			 "SELECT backfill.checkpoint_fence(count(*)),\n"
+			 "       (SELECT count(*) FROM " CTE_PAGE "),\n"
+			 "       (SELECT count(*) FROM " CTE_DONE "),\n"
+			 "       %s,\n"
+			 "       max(c.batches),\n"
+			 "       max(c.checkpoint),\n"
+			 "       max(c.rows_scanned),\n"
+			 "       max(c.rows_updated)\n"
+			 "FROM " CTE_CKPT " c",
+			 updated, a->job_id, a->owner, a->lease_epoch, a->batches, updated);
 	return bf_strbuf_finish(&sb);
 }
 
@@ -246,7 +249,8 @@ char *bf_keyset_verify_sql(const bf_walk *w, int first, int chunk)
 	keys_range(&sb, w, first ? NULL : "$2", "$1");
 	bf_strbuf_append(&sb, "\n  ORDER BY ");
 	keys_list(&sb, w, "");
-	bf_strbuf_printf(&sb, "\n  LIMIT %d\n)\n"
+	bf_strbuf_printf(&sb,
+			 "\n  LIMIT %d\n)\n"
 			 "SELECT count(*) FILTER (WHERE \"backfill match\"), count(*), ",
 			 chunk);
 	last_key(&sb, w, "chunk");

@@ -29,8 +29,7 @@ static int stderr_is_journal(void)
 		return 0;
 	if (fstat(STDERR_FILENO, &st) != 0)
 		return 0;
-	return (unsigned long long)st.st_dev == dev &&
-	       (unsigned long long)st.st_ino == ino;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
 void bf_log_init(bf_log_level min_level)

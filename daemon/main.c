@@ -157,7 +157,8 @@ int main(int argc, char **argv)
 	uv_signal_start(&d.sighup, on_sighup, SIGHUP);
 
 	bf_notice("backfilld %s starting with %s", BF_VERSION, d.config_path);
-	if (bf_engine_init(&d.engine, &d.loop, &d.cfg, on_engine_ready, on_engine_stopped, &d) != 0) {
+	if (bf_engine_init(&d.engine, &d.loop, &d.cfg, on_engine_ready, on_engine_stopped, &d) !=
+	    0) {
 		bf_error("cannot initialize the engine");
 		return 1;
 	}

@@ -127,8 +127,8 @@ static void pg_connect_timeout_cb(uv_timer_t *timer)
  * then tell the owner: first the query in flight (its own result when the
  * server sent one before closing, else a broken-connection result), then
  * the "down" event. */
-static void pg_fail_with(bf_pg *pg, const char *why, bf_pg_query_cb cb,
-			 void *cb_arg, const bf_pg_result *result)
+static void pg_fail_with(bf_pg *pg, const char *why, bf_pg_query_cb cb, void *cb_arg,
+			 const bf_pg_result *result)
 {
 	char message[512];
 	int was_up = pg->state == BF_PG_READY || pg->state == BF_PG_BUSY;
@@ -138,7 +138,7 @@ static void pg_fail_with(bf_pg *pg, const char *why, bf_pg_query_cb cb,
 	else
 		snprintf(message, sizeof(message), "%s", why);
 	/* libpq messages end in newlines; the log wants one line. */
-	for (char *p = message + strlen(message); p > message && (p[-1] == '\n' || p[-1] == ' '); )
+	for (char *p = message + strlen(message); p > message && (p[-1] == '\n' || p[-1] == ' ');)
 		*--p = '\0';
 
 	pg_teardown(pg);
@@ -147,8 +147,7 @@ static void pg_fail_with(bf_pg *pg, const char *why, bf_pg_query_cb cb,
 	pg->state = BF_PG_BACKOFF;
 	uint64_t delay = bf_backoff_next(&pg->backoff);
 	uv_timer_start(&pg->timer, pg_reconnect_timer_cb, delay, 0);
-	bf_warning("%s: %s; reconnecting in %llu ms", pg->name, message,
-		   (unsigned long long)delay);
+	bf_warning("%s: %s; reconnecting in %llu ms", pg->name, message, (unsigned long long)delay);
 
 	if (cb) {
 		bf_pg_result broken = {.res = NULL, .ok = 0, .sqlstate = NULL, .message = message};
@@ -199,8 +198,7 @@ static int pg_send(bf_pg *pg, const char *sql, int nparams, const char *const *p
 {
 	int sent = (nparams == 0 && params == NULL)
 			   ? PQsendQuery(pg->conn, sql)
-			   : PQsendQueryParams(pg->conn, sql, nparams, NULL, params,
-					       NULL, NULL, 0);
+			   : PQsendQueryParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
 	if (!sent)
 		return -1;
 	int flushed = PQflush(pg->conn);
@@ -266,14 +264,14 @@ static void pg_notice(void *arg, const PGresult *res)
  * libuv's thread pool and handed to libpq as hostaddr (host still names the
  * server for TLS verification and .pgpass). */
 typedef struct bf_pg_resolution {
-	uv_getaddrinfo_t req;     /* first: the request is the struct */
+	uv_getaddrinfo_t req; /* first: the request is the struct */
 	bf_pg *pg;
 	int n;
-	char **names;             /* the host list, split at commas */
-	char **ports;             /* per-host ports, or NULL when one port serves all */
-	char **addrs;             /* hostaddrs for each, comma-separated; "" where libpq
+	char **names;		/* the host list, split at commas */
+	char **ports;		/* per-host ports, or NULL when one port serves all */
+	char **addrs;		/* hostaddrs for each, comma-separated; "" where libpq
 				   * needs none; NULL: still to resolve */
-	unsigned char *dropped;   /* names that did not resolve: left out of the lists */
+	unsigned char *dropped; /* names that did not resolve: left out of the lists */
 	char last_error[256];
 } bf_pg_resolution;
 
@@ -320,17 +318,23 @@ static int split_list(const char *list, char ***items)
 	return n;
 }
 
-static void pg_connect_start(bf_pg *pg, const char *host, const char *hostaddr,
-			     const char *port)
+static void pg_connect_start(bf_pg *pg, const char *host, const char *hostaddr, const char *port)
 {
 	/* TCP keepalives first, so that the operator's conninfo (expanded from
 	 * "dbname") can override them; then ours: hostaddr, application_name.
 	 * Without keepalives a peer that vanished is noticed only after the
 	 * kernel's two hours. */
-	const char *keywords[] = {"keepalives", "keepalives_idle", "keepalives_interval",
-				  "keepalives_count", "dbname", "application_name",
-				  host ? "host" : NULL, "hostaddr", port ? "port" : NULL, NULL};
-	const char *values[] = {"1", "30", "10", "3", pg->conninfo, pg->application_name,
+	const char *keywords[] = {"keepalives",
+				  "keepalives_idle",
+				  "keepalives_interval",
+				  "keepalives_count",
+				  "dbname",
+				  "application_name",
+				  host ? "host" : NULL,
+				  "hostaddr",
+				  port ? "port" : NULL,
+				  NULL};
+	const char *values[] = {"1",  "30",	"10", "3", pg->conninfo, pg->application_name,
 				host, hostaddr, port, NULL};
 
 	pg->state = BF_PG_CONNECTING;
@@ -376,8 +380,9 @@ static void pg_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
 	if (status != 0 || !ai) {
 		/* Like libpq, a name that does not resolve is skipped: the
 		 * other hosts of a failover list may still be there. */
-		snprintf(res->last_error, sizeof(res->last_error), "could not resolve host name \"%s\": %s",
-			 res->names[i], status ? uv_strerror(status) : "no address");
+		snprintf(res->last_error, sizeof(res->last_error),
+			 "could not resolve host name \"%s\": %s", res->names[i],
+			 status ? uv_strerror(status) : "no address");
 		uv_freeaddrinfo(ai);
 		res->dropped[i] = 1;
 		res->addrs[i] = strdup("");
@@ -398,9 +403,10 @@ static void pg_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
 	bf_strbuf_init(&addrs);
 	for (struct addrinfo *a = ai; a; a = a->ai_next) {
 		char text[INET6_ADDRSTRLEN] = "";
-		const void *addr = a->ai_family == AF_INET6
-					   ? (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr
-					   : (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr;
+		const void *addr =
+			a->ai_family == AF_INET6
+				? (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr
+				: (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr;
 
 		if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
 		    !inet_ntop(a->ai_family, addr, text, sizeof(text)))
@@ -440,7 +446,7 @@ static void pg_resolve_next(bf_pg_resolution *res)
 		/* host, hostaddr (and per-host port) lists must line up: a name
 		 * with several addresses stands as many times in each. */
 		bf_strbuf hosts, hostaddrs, ports;
-		int emitted = 0;   /* an empty host (libpq's default socket) adds no text */
+		int emitted = 0; /* an empty host (libpq's default socket) adds no text */
 
 		bf_strbuf_init(&hosts);
 		bf_strbuf_init(&hostaddrs);
@@ -478,7 +484,8 @@ static void pg_resolve_next(bf_pg_resolution *res)
 		else if (!host_list || !addr_list || !port_list)
 			pg_fail(pg, "out of memory resolving host names");
 		else
-			pg_connect_start(pg, host_list, addr_list, per_host_ports ? port_list : NULL);
+			pg_connect_start(pg, host_list, addr_list,
+					 per_host_ports ? port_list : NULL);
 		free(host_list);
 		free(addr_list);
 		free(port_list);
@@ -506,7 +513,7 @@ static bf_pg_resolution *pg_plan_resolution(bf_pg *pg)
 	bf_pg_resolution *res = NULL;
 
 	if (!opts)
-		return NULL;    /* libpq will say what is wrong with it */
+		return NULL; /* libpq will say what is wrong with it */
 	for (PQconninfoOption *o = opts; o->keyword; o++) {
 		if (!o->val || !o->val[0])
 			continue;
@@ -571,7 +578,8 @@ static bf_pg_resolution *pg_plan_resolution(bf_pg *pg)
 			 * (hostaddr takes an address as it is). */
 			if (!name[0] || name[0] == '/' || name[0] == '@')
 				oom |= !(res->addrs[i] = strdup(""));
-			else if (inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1)
+			else if (inet_pton(AF_INET, name, buf) == 1 ||
+				 inet_pton(AF_INET6, name, buf) == 1)
 				oom |= !(res->addrs[i] = strdup(name));
 			else
 				need = 1;
@@ -666,8 +674,7 @@ static void pg_read_results(bf_pg *pg)
 			return;
 		}
 		/* Keep the error if there is one, else the last result. */
-		if (pg->query_result &&
-		    PQresultStatus(pg->query_result) == PGRES_FATAL_ERROR) {
+		if (pg->query_result && PQresultStatus(pg->query_result) == PGRES_FATAL_ERROR) {
 			PQclear(res);
 		} else {
 			PQclear(pg->query_result);
@@ -688,8 +695,7 @@ static void pg_poll_cb(uv_poll_t *handle, int status, int events)
 		pg_connect_step(pg);
 		return;
 	}
-	if (pg->state != BF_PG_READY && pg->state != BF_PG_BUSY &&
-	    pg->state != BF_PG_INITIALIZING)
+	if (pg->state != BF_PG_READY && pg->state != BF_PG_BUSY && pg->state != BF_PG_INITIALIZING)
 		return;
 
 	if (events & UV_READABLE) {
@@ -708,7 +714,8 @@ static void pg_poll_cb(uv_poll_t *handle, int status, int events)
 			pg_fail(pg, "connection lost while sending");
 			return;
 		}
-		if (pg_poll_watch(pg, flushed ? (UV_READABLE | UV_WRITABLE) : UV_READABLE, 0) != 0) {
+		if (pg_poll_watch(pg, flushed ? (UV_READABLE | UV_WRITABLE) : UV_READABLE, 0) !=
+		    0) {
 			pg_fail(pg, "could not watch the connection's socket");
 			return;
 		}
@@ -736,7 +743,8 @@ int bf_pg_init(bf_pg *pg, uv_loop_t *loop, const bf_pg_options *opts)
 	pg->handles_open = 1;
 	pg->name = pg_strdup(opts->name ? opts->name : "connection");
 	pg->conninfo = pg_strdup(opts->conninfo ? opts->conninfo : "");
-	pg->application_name = pg_strdup(opts->application_name ? opts->application_name : "backfilld");
+	pg->application_name =
+		pg_strdup(opts->application_name ? opts->application_name : "backfilld");
 	pg->init_sql = pg_strdup(opts->init_sql);
 	pg->connect_timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 10000;
 	pg->query_timeout_ms = opts->query_timeout_ms;
@@ -758,8 +766,8 @@ void bf_pg_start(bf_pg *pg)
 		pg_connect_begin(pg);
 }
 
-int bf_pg_query(bf_pg *pg, const char *sql, int nparams,
-		const char *const *params, bf_pg_query_cb cb, void *arg)
+int bf_pg_query(bf_pg *pg, const char *sql, int nparams, const char *const *params,
+		bf_pg_query_cb cb, void *arg)
 {
 	if (pg->state != BF_PG_READY)
 		return -1;
@@ -804,8 +812,7 @@ int bf_pg_is_busy(const bf_pg *pg)
 
 void bf_pg_reset(bf_pg *pg, const char *why)
 {
-	if (pg->state == BF_PG_STOPPED || pg->state == BF_PG_CLOSING ||
-	    pg->state == BF_PG_BACKOFF)
+	if (pg->state == BF_PG_STOPPED || pg->state == BF_PG_CLOSING || pg->state == BF_PG_BACKOFF)
 		return;
 	pg_fail(pg, why);
 }

@@ -116,7 +116,8 @@ const char *bf_schema_install_sql(void)
 	 * starting at once migrate one after the other; the lock is gone with
 	 * the transaction, so it works behind transaction pooling too. In READ
 	 * COMMITTED each statement after the lock sees the other's work. */
-	size_t len = (size_t)snprintf(schema_sql, cap,
+	size_t len = (size_t)snprintf(
+		schema_sql, cap,
 		"DO $bf$ BEGIN\n"
 		/* Nested: plpgsql plans a whole condition at once, and the
 		 * subquery would fail on a table that does not exist yet. */
@@ -133,7 +134,8 @@ const char *bf_schema_install_sql(void)
 		SCHEMA_VERSION);
 	for (int i = 0; i < SCHEMA_VERSION; i++) {
 		/* $bfm$ quoting: migrations use $$ inside. */
-		len += (size_t)snprintf(schema_sql + len, cap - len,
+		len += (size_t)snprintf(
+			schema_sql + len, cap - len,
 			"IF NOT EXISTS (SELECT 1 FROM backfill.schema_version WHERE version = %d) THEN\n"
 			"  EXECUTE $bfm$%s$bfm$;\n"
 			"  INSERT INTO backfill.schema_version (version) VALUES (%d);\n"

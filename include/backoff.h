@@ -7,8 +7,8 @@
 typedef struct bf_backoff {
 	uint64_t initial_ms;
 	uint64_t max_ms;
-	unsigned attempt;    /* failures since the last success */
-	uint64_t rng;        /* xorshift state; seeded per instance so daemons do not retry in step */
+	unsigned attempt; /* failures since the last success */
+	uint64_t rng;	  /* xorshift state; seeded per instance so daemons do not retry in step */
 } bf_backoff;
 
 void bf_backoff_init(bf_backoff *b, uint64_t initial_ms, uint64_t max_ms, uint64_t seed);

@@ -3,7 +3,7 @@
 #define BF_BATCH_SIZE_H
 
 typedef struct bf_batch_size {
-	double size;        /* kept fractional so that slow growth is not rounded away */
+	double size; /* kept fractional so that slow growth is not rounded away */
 	int min, max;
 	double target_ms;
 } bf_batch_size;

@@ -22,32 +22,32 @@ typedef enum bf_log_level {
 
 typedef struct bf_config {
 	/* database */
-	char *conninfo;               /* libpq conninfo; "" means libpq's PG* defaults */
-	int connect_timeout_ms;       /* a connect attempt that takes longer is abandoned */
+	char *conninfo;		/* libpq conninfo; "" means libpq's PG* defaults */
+	int connect_timeout_ms; /* a connect attempt that takes longer is abandoned */
 
 	/* control */
-	char *control_socket;         /* path of the unix control socket */
+	char *control_socket; /* path of the unix control socket */
 
 	/* engine */
-	int max_jobs;                 /* jobs this daemon runs at once (one connection each) */
-	int lease_s;                  /* how long a claim stays valid without renewal */
-	int poll_interval_ms;         /* fallback poll of backfill.jobs when no NOTIFY arrives */
-	int shutdown_grace_ms;        /* SIGTERM: how long in-flight batches may take to finish */
+	int max_jobs;	       /* jobs this daemon runs at once (one connection each) */
+	int lease_s;	       /* how long a claim stays valid without renewal */
+	int poll_interval_ms;  /* fallback poll of backfill.jobs when no NOTIFY arrives */
+	int shutdown_grace_ms; /* SIGTERM: how long in-flight batches may take to finish */
 
 	/* batch */
-	int batch_size;               /* starting batch size when the job row gives none */
+	int batch_size; /* starting batch size when the job row gives none */
 	int batch_size_min;
 	int batch_size_max;
-	int batch_target_ms;          /* the batch size adapts toward this batch duration */
+	int batch_target_ms; /* the batch size adapts toward this batch duration */
 	int lock_timeout_ms;
 	int statement_timeout_ms;
 	int idle_in_transaction_timeout_ms;
-	int verify_chunk_rows;        /* rows counted per statement in the verification pass */
+	int verify_chunk_rows; /* rows counted per statement in the verification pass */
 
 	/* retry */
-	int retry_initial_ms;         /* first backoff after a failed batch or connection */
-	int retry_max_ms;             /* backoff cap */
-	int retry_max_failures;       /* non-transient failures in a row before a job is failed */
+	int retry_initial_ms;	/* first backoff after a failed batch or connection */
+	int retry_max_ms;	/* backoff cap */
+	int retry_max_failures; /* non-transient failures in a row before a job is failed */
 
 	/* log */
 	bf_log_level log_level;
@@ -65,8 +65,8 @@ void bf_config_defaults(bf_config *cfg);
 int bf_config_load(bf_config *cfg, const char *path, char *err, size_t errlen);
 
 /* Same as bf_config_load but from a buffer; name is used in messages. */
-int bf_config_load_buffer(bf_config *cfg, const char *name, const char *buf,
-			  size_t len, char *err, size_t errlen);
+int bf_config_load_buffer(bf_config *cfg, const char *name, const char *buf, size_t len, char *err,
+			  size_t errlen);
 
 /* Frees the strings of cfg (not cfg itself) and leaves cfg at its defaults,
  * so freeing twice is harmless. */

@@ -19,33 +19,33 @@ typedef void (*bf_engine_cb)(bf_engine *engine, void *arg);
 struct bf_engine {
 	uv_loop_t *loop;
 	const bf_config *cfg;
-	char owner[192];          /* lease owner: host:pid:random, unique per run */
+	char owner[192]; /* lease owner: host:pid:random, unique per run */
 
 	bf_pg listener;
-	uv_timer_t poll_timer;    /* fallback for missed notifications */
-	uv_timer_t renew_timer;   /* lease renewal, every lease/3 */
-	uv_timer_t grace_timer;   /* shutdown: how long in-flight batches may take */
+	uv_timer_t poll_timer;	/* fallback for missed notifications */
+	uv_timer_t renew_timer; /* lease renewal, every lease/3 */
+	uv_timer_t grace_timer; /* shutdown: how long in-flight batches may take */
 
 	bf_job *jobs;
 	int njobs;
 
-	int listening;            /* schema checked and LISTEN active on this connection */
+	int listening; /* schema checked and LISTEN active on this connection */
 	int want_claim, want_renew;
 	int stopping;
-	int grace_over;           /* stopping: batches in flight are no longer waited for */
-	int closing;              /* engine_close ran: one way, never twice */
-	int fatal;                /* cannot run at all (schema newer than us) */
+	int grace_over; /* stopping: batches in flight are no longer waited for */
+	int closing;	/* engine_close ran: one way, never twice */
+	int fatal;	/* cannot run at all (schema newer than us) */
 	int closes_pending;
 
-	bf_engine_cb on_ready;    /* first time the daemon is connected and serving */
-	bf_engine_cb on_stopped;  /* every handle closed; the loop can end */
+	bf_engine_cb on_ready;	 /* first time the daemon is connected and serving */
+	bf_engine_cb on_stopped; /* every handle closed; the loop can end */
 	void *arg;
 	int ready_reported;
 };
 
 /* Returns 0, or a negative libuv error with nothing to clean up. */
-int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg,
-		   bf_engine_cb on_ready, bf_engine_cb on_stopped, void *arg);
+int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg, bf_engine_cb on_ready,
+		   bf_engine_cb on_stopped, void *arg);
 
 void bf_engine_start(bf_engine *engine);
 

@@ -29,23 +29,23 @@ typedef struct bf_job_def {
 	const char *set_clause;
 	const char *where_clause;
 	const char *statement;
-	const char *key_columns;   /* text[] literal or NULL: the primary key */
-	int batch_size;            /* 0: the configured default */
+	const char *key_columns; /* text[] literal or NULL: the primary key */
+	int batch_size;		 /* 0: the configured default */
 	int64_t lease_epoch;
 } bf_job_def;
 
 typedef enum bf_job_phase {
-	BF_JOB_CONNECTING,   /* waiting for its connection */
-	BF_JOB_QUERY,        /* a query of the walk is in flight */
-	BF_JOB_WAITING,      /* retry backoff timer */
+	BF_JOB_CONNECTING, /* waiting for its connection */
+	BF_JOB_QUERY,	   /* a query of the walk is in flight */
+	BF_JOB_WAITING,	   /* retry backoff timer */
 	BF_JOB_CLOSING,
 } bf_job_phase;
 
 struct bf_job {
-	bf_job *next;             /* the engine's list */
+	bf_job *next; /* the engine's list */
 	bf_engine *engine;
 	const bf_config *cfg;
-	const char *owner;        /* the engine's lease owner name */
+	const char *owner; /* the engine's lease owner name */
 
 	int64_t id;
 	char *name;
@@ -53,15 +53,15 @@ struct bf_job {
 	bf_job_kind kind;
 	char *set_clause, *where_clause, *statement;
 	char *key_columns;
-	char *definition_error;   /* the row cannot be run as written: fail it */
+	char *definition_error; /* the row cannot be run as written: fail it */
 	int64_t lease_epoch;
 
 	/* What the job row says (re-read after every failure). */
 	int synced;
-	char *checkpoint;         /* text[] literal; NULL before the first batch */
-	char *upper_bound;        /* text[] literal; "{}" for an empty table; NULL: not fixed yet */
+	char *checkpoint;  /* text[] literal; NULL before the first batch */
+	char *upper_bound; /* text[] literal; "{}" for an empty table; NULL: not fixed yet */
 	int64_t batches, rows_scanned, rows_updated;
-	int64_t rows_estimate;    /* -1: unknown */
+	int64_t rows_estimate; /* -1: unknown */
 
 	/* The table, resolved on this connection. */
 	int resolved;
@@ -77,17 +77,17 @@ struct bf_job {
 	int64_t verify_matching;
 
 	bf_batch_size batch_size;
-	int batch_limit;          /* the size the batch in flight was sent with */
+	int batch_limit; /* the size the batch in flight was sent with */
 	bf_backoff retry;
-	int failures;             /* non-transient failures in a row */
-	int finishing;            /* the last query sent records the job's end */
-	int cuts;                 /* batches in a row cut at their first row */
+	int failures;  /* non-transient failures in a row */
+	int finishing; /* the last query sent records the job's end */
+	int cuts;      /* batches in a row cut at their first row */
 	uint64_t query_started_ns;
 	uint64_t last_progress_ns;
 
 	bf_job_phase phase;
 	int stop_requested;
-	int stop_release;         /* on stop: release the lease (it is ours) */
+	int stop_release; /* on stop: release the lease (it is ours) */
 	int closes_pending;
 	bf_pg pg;
 	uv_timer_t timer;

@@ -16,25 +16,25 @@ typedef enum bf_job_kind {
 } bf_job_kind;
 
 typedef struct bf_walk {
-	const char *table;              /* quoted and qualified by the server: "public"."orders" */
+	const char *table; /* quoted and qualified by the server: "public"."orders" */
 	int nkeys;
-	const char *const *key_names;   /* quoted identifiers, in index order */
-	const char *const *key_types;   /* format_type(type, -1) of each key column */
+	const char *const *key_names; /* quoted identifiers, in index order */
+	const char *const *key_types; /* format_type(type, -1) of each key column */
 	bf_job_kind kind;
-	const char *set_clause;         /* kind update */
-	const char *where_clause;       /* NULL or "": every row of the page is in the batch */
-	const char *statement;          /* kind sql: reads the keys from CTE "batch" */
+	const char *set_clause;	  /* kind update */
+	const char *where_clause; /* NULL or "": every row of the page is in the batch */
+	const char *statement;	  /* kind sql: reads the keys from CTE "batch" */
 } bf_walk;
 
 /* One batch's values, already SQL literals (escaped by libpq). */
 typedef struct bf_batch_args {
-	const char *upper;      /* text[] literal: the walk's inclusive upper bound */
-	const char *lower;      /* text[] literal: the checkpoint (exclusive); NULL on the first batch */
-	const char *owner;      /* the fence: owner, lease epoch, job id, batches so far */
+	const char *upper; /* text[] literal: the walk's inclusive upper bound */
+	const char *lower; /* text[] literal: the checkpoint (exclusive); NULL on the first batch */
+	const char *owner; /* the fence: owner, lease epoch, job id, batches so far */
 	int64_t lease_epoch;
 	int64_t job_id;
 	int64_t batches;
-	int limit;              /* the page size */
+	int limit; /* the page size */
 } bf_batch_args;
 
 /* Two statements for the simple query protocol, one round trip, run by the

@@ -18,10 +18,10 @@ void bf_log_set_level(bf_log_level min_level);
 
 void bf_log(bf_log_level level, const char *fmt, ...) BF_PRINTF(2, 3);
 
-#define bf_debug(...)   bf_log(BF_LOG_DEBUG, __VA_ARGS__)
-#define bf_info(...)    bf_log(BF_LOG_INFO, __VA_ARGS__)
-#define bf_notice(...)  bf_log(BF_LOG_NOTICE, __VA_ARGS__)
+#define bf_debug(...)	bf_log(BF_LOG_DEBUG, __VA_ARGS__)
+#define bf_info(...)	bf_log(BF_LOG_INFO, __VA_ARGS__)
+#define bf_notice(...)	bf_log(BF_LOG_NOTICE, __VA_ARGS__)
 #define bf_warning(...) bf_log(BF_LOG_WARNING, __VA_ARGS__)
-#define bf_error(...)   bf_log(BF_LOG_ERROR, __VA_ARGS__)
+#define bf_error(...)	bf_log(BF_LOG_ERROR, __VA_ARGS__)
 
 #endif

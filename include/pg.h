@@ -22,8 +22,8 @@ typedef struct bf_pg bf_pg;
 #define BF_QUERY_DEADLINE_MARGIN_MS 10000
 
 typedef struct bf_pg_result {
-	PGresult *res;        /* the query's last result; NULL if the connection broke */
-	int ok;               /* 1 when the query succeeded */
+	PGresult *res;	      /* the query's last result; NULL if the connection broke */
+	int ok;		      /* 1 when the query succeeded */
 	const char *sqlstate; /* on error: the SQLSTATE; NULL when the connection broke */
 	const char *message;  /* on error: the primary message; "" on success */
 } bf_pg_result;
@@ -32,15 +32,14 @@ typedef struct bf_pg_result {
 typedef void (*bf_pg_query_cb)(bf_pg *pg, const bf_pg_result *r, void *arg);
 /* up = 1: connected and init_sql done, queries may be sent; up = 0: lost. */
 typedef void (*bf_pg_event_cb)(bf_pg *pg, int up, void *arg);
-typedef void (*bf_pg_notify_cb)(bf_pg *pg, const char *channel,
-				const char *payload, void *arg);
+typedef void (*bf_pg_notify_cb)(bf_pg *pg, const char *channel, const char *payload, void *arg);
 typedef void (*bf_pg_close_cb)(bf_pg *pg, void *arg);
 
 typedef struct bf_pg_options {
-	const char *name;             /* for the log: "listener", "job \"x\"" */
-	const char *conninfo;         /* libpq conninfo; may be "" */
+	const char *name;	      /* for the log: "listener", "job \"x\"" */
+	const char *conninfo;	      /* libpq conninfo; may be "" */
 	const char *application_name; /* overrides the conninfo's */
-	const char *init_sql;         /* run after every connect, before "up"; may be NULL */
+	const char *init_sql;	      /* run after every connect, before "up"; may be NULL */
 	int connect_timeout_ms;
 	/* A query with no answer after this long means a dead peer (a failover,
 	 * a silent partition): the connection is dropped. 0: no deadline. */
@@ -54,7 +53,7 @@ typedef struct bf_pg_options {
 
 typedef enum bf_pg_state {
 	BF_PG_STOPPED,
-	BF_PG_RESOLVING,     /* host names being resolved off the loop */
+	BF_PG_RESOLVING, /* host names being resolved off the loop */
 	BF_PG_CONNECTING,
 	BF_PG_INITIALIZING,
 	BF_PG_READY,
@@ -77,14 +76,14 @@ struct bf_pg {
 
 	bf_pg_state state;
 	PGconn *conn;
-	uv_poll_t *poll;        /* heap: replaced whenever libpq may have changed its socket */
+	uv_poll_t *poll; /* heap: replaced whenever libpq may have changed its socket */
 	int poll_events;
-	uv_timer_t timer;       /* connect timeout, query deadline, reconnect backoff */
+	uv_timer_t timer; /* connect timeout, query deadline, reconnect backoff */
 	bf_backoff backoff;
-	int handles_open;       /* timer + polls + a name lookup not yet through their callback */
+	int handles_open; /* timer + polls + a name lookup not yet through their callback */
 	struct bf_pg_resolution *resolution; /* the lookup this connect attempt waits for */
 	int backend_pid;
-	unsigned connects;      /* successful connects so far */
+	unsigned connects; /* successful connects so far */
 
 	bf_pg_query_cb query_cb;
 	void *query_arg;
@@ -106,8 +105,8 @@ void bf_pg_start(bf_pg *pg);
  * Returns 0, or -1 when the connection is not ready (nothing was sent and
  * cb will not be called). cb is called exactly once otherwise, also when
  * the connection breaks (r->res == NULL), but not after bf_pg_close. */
-int bf_pg_query(bf_pg *pg, const char *sql, int nparams,
-		const char *const *params, bf_pg_query_cb cb, void *arg);
+int bf_pg_query(bf_pg *pg, const char *sql, int nparams, const char *const *params,
+		bf_pg_query_cb cb, void *arg);
 
 /* s as an SQL string literal for this connection (quotes included), in
  * malloc'd memory; NULL when not connected, out of memory, or s is not valid

@@ -6,10 +6,10 @@
 #include <stddef.h>
 
 typedef struct bf_sql_with {
-	int recursive;       /* WITH RECURSIVE */
-	size_t ctes_start;   /* the CTE list: [ctes_start, ctes_end) */
+	int recursive;	   /* WITH RECURSIVE */
+	size_t ctes_start; /* the CTE list: [ctes_start, ctes_end) */
 	size_t ctes_end;
-	size_t main_start;   /* the statement after the CTE list */
+	size_t main_start; /* the statement after the CTE list */
 } bf_sql_with;
 
 /* If stmt starts with a WITH clause, fills out and returns 1; returns 0 when

@@ -9,7 +9,7 @@
 typedef struct bf_strbuf {
 	char *data;
 	size_t len, cap;
-	int oom;         /* an allocation failed: data is incomplete */
+	int oom; /* an allocation failed: data is incomplete */
 } bf_strbuf;
 
 void bf_strbuf_init(bf_strbuf *sb);

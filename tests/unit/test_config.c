@@ -54,8 +54,7 @@ static void check_config(const bf_config *got, const bf_config *want)
 	UNIT_CHECK_INT(got->batch_target_ms, want->batch_target_ms);
 	UNIT_CHECK_INT(got->lock_timeout_ms, want->lock_timeout_ms);
 	UNIT_CHECK_INT(got->statement_timeout_ms, want->statement_timeout_ms);
-	UNIT_CHECK_INT(got->idle_in_transaction_timeout_ms,
-		       want->idle_in_transaction_timeout_ms);
+	UNIT_CHECK_INT(got->idle_in_transaction_timeout_ms, want->idle_in_transaction_timeout_ms);
 	UNIT_CHECK_INT(got->verify_chunk_rows, want->verify_chunk_rows);
 	UNIT_CHECK_INT(got->retry_initial_ms, want->retry_initial_ms);
 	UNIT_CHECK_INT(got->retry_max_ms, want->retry_max_ms);
@@ -87,7 +86,7 @@ static void test_defaults(void)
 
 static void test_log_levels(void)
 {
-	static const char *const names[] = { "debug", "info", "notice", "warning", "error" };
+	static const char *const names[] = {"debug", "info", "notice", "warning", "error"};
 
 	for (int i = 0; i < 5; i++) {
 		UNIT_CHECK_INT(bf_log_level_parse(names[i]), i);
@@ -102,8 +101,8 @@ static void test_log_levels(void)
 static void test_empty_documents(void)
 {
 	static const char *const texts[] = {
-		"", "\n", "# only\n# comments\n", "---\n", "--- ~\n", "---\n...\n",
-		"batch:\n", "batch:\n  # size: 5\nlog: ~\n", "{}\n", "batch: {}\n",
+		"",	      "\n",	  "# only\n# comments\n",	   "---\n", "--- ~\n",
+		"---\n...\n", "batch:\n", "batch:\n  # size: 5\nlog: ~\n", "{}\n",  "batch: {}\n",
 	};
 	char err[256];
 	bf_config cfg;
@@ -181,9 +180,12 @@ static void test_reload(void)
 	bf_config cfg;
 
 	bf_config_defaults(&cfg);
-	UNIT_CHECK_INT(load(&cfg, "database: {conninfo: 'host=a'}\n"
+	UNIT_CHECK_INT(load(&cfg,
+			    "database: {conninfo: 'host=a'}\n"
 			    "control: {socket: /tmp/a.sock}\n"
-			    "engine: {max_jobs: 9}\n", err, sizeof err), 0);
+			    "engine: {max_jobs: 9}\n",
+			    err, sizeof err),
+		       0);
 	UNIT_CHECK_STR(cfg.conninfo, "host=a");
 	UNIT_CHECK_STR(cfg.control_socket, "/tmp/a.sock");
 	UNIT_CHECK_INT(load(&cfg, "database: {conninfo: 'host=b'}\n", err, sizeof err), 0);
@@ -201,8 +203,9 @@ static void test_null_string_is_default(void)
 	bf_config cfg;
 
 	bf_config_defaults(&cfg);
-	UNIT_CHECK_INT(load(&cfg, "database:\n  conninfo: ~\ncontrol:\n  socket: null\n",
-			    err, sizeof err), 0);
+	UNIT_CHECK_INT(
+		load(&cfg, "database:\n  conninfo: ~\ncontrol:\n  socket: null\n", err, sizeof err),
+		0);
 	check_config(&cfg, &spec_defaults);
 	UNIT_CHECK_INT(load(&cfg, "database:\n  conninfo:\n", err, sizeof err), 0);
 	check_config(&cfg, &spec_defaults);
@@ -220,75 +223,104 @@ static void test_errors(void)
 		const char *text, *where, *message;
 	} cases[] = {
 		/* YAML syntax, with libyaml's words and position */
-		{ "batch: {size: 1\n", "2:1", "did not find expected ',' or '}' (while parsing a flow mapping at 1:8)" },
-		{ "batch:\n  size: 1\n x: 2\n", "3:2", "did not find expected key" },
-		{ "batch:\n\tsize: 5\n", "2:1", "found character that cannot start any token" },
-		{ "batch:\n  size: 5\n\tsize_min: 5\n", "3:1", "found a tab character that violates indentation" },
-		{ "database:\n  conninfo: 'host=x\n", "3:1", "found unexpected end of stream" },
-		{ "database:\n  # caf\xe9\n", "2:8", "incomplete UTF-8 octet sequence" },
-		{ "database:\n  # \xc3\xa9t\xe9 ok\n", "2:8", "invalid trailing UTF-8 octet" },
+		{"batch: {size: 1\n", "2:1",
+		 "did not find expected ',' or '}' (while parsing a flow mapping at 1:8)"},
+		{"batch:\n  size: 1\n x: 2\n", "3:2", "did not find expected key"},
+		{"batch:\n\tsize: 5\n", "2:1", "found character that cannot start any token"},
+		{"batch:\n  size: 5\n\tsize_min: 5\n", "3:1",
+		 "found a tab character that violates indentation"},
+		{"database:\n  conninfo: 'host=x\n", "3:1", "found unexpected end of stream"},
+		{"database:\n  # caf\xe9\n", "2:8", "incomplete UTF-8 octet sequence"},
+		{"database:\n  # \xc3\xa9t\xe9 ok\n", "2:8", "invalid trailing UTF-8 octet"},
 		/* names */
-		{ "batch:\n  sizee: 5\n", "2:3", "unknown key \"batch.sizee\"" },
-		{ "database:\n  conninfo: 'host=x'\nbtach:\n  size: 5\n", "3:1", "unknown section \"btach\"" },
-		{ "batch:\n  size: 1000\nsize_max: 5\n", "3:1",
-		  "unknown section \"size_max\"; did you mean \"batch.size_max\", indented under \"batch:\"?" },
-		{ "engine:\n  max_jobs: 2\n  lease_s: 5\n  max_jobs: 3\n", "4:3",
-		  "duplicate key \"engine.max_jobs\" (first at line 2)" },
-		{ "log: {level: info}\nengine: {}\nlog: {level: debug}\n", "3:1",
-		  "duplicate section \"log\" (first at line 1)" },
+		{"batch:\n  sizee: 5\n", "2:3", "unknown key \"batch.sizee\""},
+		{"database:\n  conninfo: 'host=x'\nbtach:\n  size: 5\n", "3:1",
+		 "unknown section \"btach\""},
+		{"batch:\n  size: 1000\nsize_max: 5\n", "3:1",
+		 "unknown section \"size_max\"; did you mean \"batch.size_max\", indented under \"batch:\"?"},
+		{"engine:\n  max_jobs: 2\n  lease_s: 5\n  max_jobs: 3\n", "4:3",
+		 "duplicate key \"engine.max_jobs\" (first at line 2)"},
+		{"log: {level: info}\nengine: {}\nlog: {level: debug}\n", "3:1",
+		 "duplicate section \"log\" (first at line 1)"},
 		/* integers */
-		{ "batch:\n  size: abc\n", "2:9", "\"batch.size\" must be an integer, got \"abc\"" },
-		{ "batch:\n  size: 12abc\n", "2:9", "\"batch.size\" must be an integer, got \"12abc\"" },
-		{ "batch:\n  size: ' 12'\n", "2:9", "\"batch.size\" must be an integer, got \" 12\"" },
-		{ "batch:\n  size: 0x10\n", "2:9", "\"batch.size\" must be an integer, got \"0x10\"" },
-		{ "batch:\n  size: 1e3\n", "2:9", "\"batch.size\" must be an integer, got \"1e3\"" },
-		{ "batch:\n  size: '-'\n", "2:9", "\"batch.size\" must be an integer, got \"-\"" },
-		{ "batch:\n  size: 5.0\n", "2:9", "\"batch.size\" must be an integer, got \"5.0\"" },
-		{ "batch:\n  size: ~\n", "2:9", "\"batch.size\" must be an integer, got \"~\"" },
-		{ "batch:\n  size:\n", "2:8", "\"batch.size\" must be an integer, got an empty value" },
-		{ "batch:\n  size: ''\n", "2:9", "\"batch.size\" must be an integer, got an empty value" },
-		{ "batch:\n  size: 99999999999999999999\n", "2:9",
-		  "\"batch.size\" must be between 1 and 10000000, got 99999999999999999999" },
-		{ "batch:\n  size: -99999999999999999999\n", "2:9",
-		  "\"batch.size\" must be between 1 and 10000000, got -99999999999999999999" },
-		{ "batch:\n  size: 2147483648\n", "2:9",
-		  "\"batch.size\" must be between 1 and 10000000, got 2147483648" },
-		{ "engine:\n  max_jobs: 0\n", "2:13", "\"engine.max_jobs\" must be between 1 and 256, got 0" },
-		{ "engine:\n  max_jobs: 257\n", "2:13", "\"engine.max_jobs\" must be between 1 and 256, got 257" },
-		{ "engine:\n  shutdown_grace_ms: -1\n", "2:22",
-		  "\"engine.shutdown_grace_ms\" must be between 0 and 3600000, got -1" },
-		{ "log:\n  level: verbose\n", "2:10",
-		  "\"log.level\" must be one of debug, info, notice, warning, error, got \"verbose\"" },
+		{"batch:\n  size: abc\n", "2:9", "\"batch.size\" must be an integer, got \"abc\""},
+		{"batch:\n  size: 12abc\n", "2:9",
+		 "\"batch.size\" must be an integer, got \"12abc\""},
+		{"batch:\n  size: ' 12'\n", "2:9",
+		 "\"batch.size\" must be an integer, got \" 12\""},
+		{"batch:\n  size: 0x10\n", "2:9",
+		 "\"batch.size\" must be an integer, got \"0x10\""},
+		{"batch:\n  size: 1e3\n", "2:9", "\"batch.size\" must be an integer, got \"1e3\""},
+		{"batch:\n  size: '-'\n", "2:9", "\"batch.size\" must be an integer, got \"-\""},
+		{"batch:\n  size: 5.0\n", "2:9", "\"batch.size\" must be an integer, got \"5.0\""},
+		{"batch:\n  size: ~\n", "2:9", "\"batch.size\" must be an integer, got \"~\""},
+		{"batch:\n  size:\n", "2:8",
+		 "\"batch.size\" must be an integer, got an empty value"},
+		{"batch:\n  size: ''\n", "2:9",
+		 "\"batch.size\" must be an integer, got an empty value"},
+		{"batch:\n  size: 99999999999999999999\n", "2:9",
+		 "\"batch.size\" must be between 1 and 10000000, got 99999999999999999999"},
+		{"batch:\n  size: -99999999999999999999\n", "2:9",
+		 "\"batch.size\" must be between 1 and 10000000, got -99999999999999999999"},
+		{"batch:\n  size: 2147483648\n", "2:9",
+		 "\"batch.size\" must be between 1 and 10000000, got 2147483648"},
+		{"engine:\n  max_jobs: 0\n", "2:13",
+		 "\"engine.max_jobs\" must be between 1 and 256, got 0"},
+		{"engine:\n  max_jobs: 257\n", "2:13",
+		 "\"engine.max_jobs\" must be between 1 and 256, got 257"},
+		{"engine:\n  shutdown_grace_ms: -1\n", "2:22",
+		 "\"engine.shutdown_grace_ms\" must be between 0 and 3600000, got -1"},
+		{"log:\n  level: verbose\n", "2:10",
+		 "\"log.level\" must be one of debug, info, notice, warning, error, got \"verbose\""},
 		/* shapes */
-		{ "batch: 5\n", "1:8", "section \"batch\" must be a mapping of keys, got \"5\"" },
-		{ "batch:\n  - size: 5\n", "2:3", "section \"batch\" must be a mapping of keys, got a sequence" },
-		{ "batch:\n  size:\n    min: 5\n", "3:5", "\"batch.size\" must be a single value, got a mapping" },
-		{ "control:\n  socket: [a, b]\n", "2:11", "\"control.socket\" must be a single value, got a sequence" },
-		{ "batch:\n  ? [size]\n  : 5\n", "2:5", "expected a key in section \"batch\", got a sequence" },
-		{ "? {batch: 1}\n: 5\n", "1:3", "expected a section name, got a mapping" },
-		{ "- batch\n", "1:1", "expected a mapping of sections (database:, engine:, ...), got a sequence" },
-		{ "batch\n", "1:1", "expected a mapping of sections (database:, engine:, ...), got \"batch\"" },
-		{ "batch: {size: &n 5000}\nretry: {max_failures: *n}\n", "2:23", "aliases (*n) are not supported" },
-		{ "batch: {}\n---\nbatch: {}\n", "2:1", "only one YAML document is allowed" },
+		{"batch: 5\n", "1:8", "section \"batch\" must be a mapping of keys, got \"5\""},
+		{"batch:\n  - size: 5\n", "2:3",
+		 "section \"batch\" must be a mapping of keys, got a sequence"},
+		{"batch:\n  size:\n    min: 5\n", "3:5",
+		 "\"batch.size\" must be a single value, got a mapping"},
+		{"control:\n  socket: [a, b]\n", "2:11",
+		 "\"control.socket\" must be a single value, got a sequence"},
+		{"batch:\n  ? [size]\n  : 5\n", "2:5",
+		 "expected a key in section \"batch\", got a sequence"},
+		{"? {batch: 1}\n: 5\n", "1:3", "expected a section name, got a mapping"},
+		{"- batch\n", "1:1",
+		 "expected a mapping of sections (database:, engine:, ...), got a sequence"},
+		{"batch\n", "1:1",
+		 "expected a mapping of sections (database:, engine:, ...), got \"batch\""},
+		{"batch: {size: &n 5000}\nretry: {max_failures: *n}\n", "2:23",
+		 "aliases (*n) are not supported"},
+		{"batch: {}\n---\nbatch: {}\n", "2:1", "only one YAML document is allowed"},
 		/* cross-key checks name the key the file set last */
-		{ "batch:\n  size: 50\n", "2:3", "\"batch.size_min\" (100) must not be greater than \"batch.size\" (50)" },
-		{ "batch:\n  size_min: 2000\n", "2:3", "\"batch.size_min\" (2000) must not be greater than \"batch.size\" (1000)" },
-		{ "batch:\n  size: 60000\n", "2:3", "\"batch.size\" (60000) must not be greater than \"batch.size_max\" (50000)" },
-		{ "batch:\n  size_max: 200\n  size: 300\n", "3:3", "\"batch.size\" (300) must not be greater than \"batch.size_max\" (200)" },
-		{ "batch:\n  size: 300\n  size_max: 200\n", "3:3", "\"batch.size\" (300) must not be greater than \"batch.size_max\" (200)" },
-		{ "batch:\n  size_min: 300\n  size_max: 200\n", "3:3", "\"batch.size\" (1000) must not be greater than \"batch.size_max\" (200)" },
-		{ "retry:\n  max_ms: 100\n", "2:3", "\"retry.initial_ms\" (500) must not be greater than \"retry.max_ms\" (100)" },
-		{ "retry: {initial_ms: 40000}\n", "1:9", "\"retry.initial_ms\" (40000) must not be greater than \"retry.max_ms\" (30000)" },
+		{"batch:\n  size: 50\n", "2:3",
+		 "\"batch.size_min\" (100) must not be greater than \"batch.size\" (50)"},
+		{"batch:\n  size_min: 2000\n", "2:3",
+		 "\"batch.size_min\" (2000) must not be greater than \"batch.size\" (1000)"},
+		{"batch:\n  size: 60000\n", "2:3",
+		 "\"batch.size\" (60000) must not be greater than \"batch.size_max\" (50000)"},
+		{"batch:\n  size_max: 200\n  size: 300\n", "3:3",
+		 "\"batch.size\" (300) must not be greater than \"batch.size_max\" (200)"},
+		{"batch:\n  size: 300\n  size_max: 200\n", "3:3",
+		 "\"batch.size\" (300) must not be greater than \"batch.size_max\" (200)"},
+		{"batch:\n  size_min: 300\n  size_max: 200\n", "3:3",
+		 "\"batch.size\" (1000) must not be greater than \"batch.size_max\" (200)"},
+		{"retry:\n  max_ms: 100\n", "2:3",
+		 "\"retry.initial_ms\" (500) must not be greater than \"retry.max_ms\" (100)"},
+		{"retry: {initial_ms: 40000}\n", "1:9",
+		 "\"retry.initial_ms\" (40000) must not be greater than \"retry.max_ms\" (30000)"},
 		/* a message stays on one line whatever the value holds */
-		{ "batch: {size: \"1\\n2\\t3\"}\n", "1:15", "\"batch.size\" must be an integer, got \"1?2?3\"" },
+		{"batch: {size: \"1\\n2\\t3\"}\n", "1:15",
+		 "\"batch.size\" must be an integer, got \"1?2?3\""},
 	};
 	char err[512], want[512];
 	bf_config cfg;
 
 	bf_config_defaults(&cfg);
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		UNIT_CHECK_INT(load(&cfg, "database: {conninfo: 'host=old'}\n"
-				    "control: {socket: /tmp/old.sock}\n", err, sizeof err), 0);
+		UNIT_CHECK_INT(load(&cfg,
+				    "database: {conninfo: 'host=old'}\n"
+				    "control: {socket: /tmp/old.sock}\n",
+				    err, sizeof err),
+			       0);
 		UNIT_CHECK_INT(load(&cfg, cases[i].text, err, sizeof err), -1);
 		snprintf(want, sizeof want, "t.yaml:%s: %s", cases[i].where, cases[i].message);
 		check_error(err, want, want);

@@ -55,8 +55,9 @@ static void test_first_batch_has_no_lower_bound(void)
 	bf_batch_args a = args(1, 500);
 	char *sql = bf_keyset_batch_sql(&w, &a);
 
-	UNIT_CHECK_CONTAINS(sql, "SELECT id FROM public.orders WHERE (id) <= (('{9}'::text[])[1]::bigint)"
-				 " ORDER BY id LIMIT 500");
+	UNIT_CHECK_CONTAINS(
+		sql, "SELECT id FROM public.orders WHERE (id) <= (('{9}'::text[])[1]::bigint)"
+		     " ORDER BY id LIMIT 500");
 	UNIT_CHECK(strstr(sql, "'{3}'") == NULL);
 	UNIT_CHECK(strstr(sql, "SKIP LOCKED") == NULL);
 	UNIT_CHECK(strstr(sql, "OFFSET") == NULL);
@@ -69,7 +70,8 @@ static void test_next_batch_is_a_row_value_range(void)
 	bf_batch_args a = args(0, 1000);
 	char *sql = bf_keyset_batch_sql(&w, &a);
 
-	UNIT_CHECK_CONTAINS(sql,
+	UNIT_CHECK_CONTAINS(
+		sql,
 		"WHERE (tenant, \"Order No\") > (('{3}'::text[])[1]::integer, ('{3}'::text[])[2]::text)"
 		" AND (tenant, \"Order No\") <= (('{9}'::text[])[1]::integer, ('{9}'::text[])[2]::text)"
 		" ORDER BY tenant, \"Order No\" LIMIT 1000");
@@ -84,21 +86,34 @@ static void test_locks_first_then_works_on_a_fresh_page(void)
 	char *sql = bf_keyset_batch_sql(&w, &a);
 
 	/* Statement 1 locks the page's matching rows, one index probe each... */
-	UNIT_CHECK(strncmp(sql, "SELECT count(*) FROM (SELECT id FROM public.orders WHERE (id) > ", 64) == 0);
-	UNIT_CHECK_CONTAINS(sql, " ORDER BY id LIMIT 10) p,\n  LATERAL (SELECT id FROM public.orders WHERE (id) = (p.id)\n"
-				 "    AND (total_cents IS NULL\n    )\n    FOR NO KEY UPDATE) l;\n");
+	UNIT_CHECK(strncmp(sql, "SELECT count(*) FROM (SELECT id FROM public.orders WHERE (id) > ",
+			   64) == 0);
+	UNIT_CHECK_CONTAINS(
+		sql,
+		" ORDER BY id LIMIT 10) p,\n  LATERAL (SELECT id FROM public.orders WHERE (id) = (p.id)\n"
+		"    AND (total_cents IS NULL\n    )\n    FOR NO KEY UPDATE) l;\n");
 	/* ...statement 2 re-reads the page unlocked, with the snapshot's ctid... */
-	UNIT_CHECK_CONTAINS(sql, ";\nWITH \"backfill page\" AS MATERIALIZED (\n  SELECT ctid AS \"backfill ctid\", id"
-				 " FROM public.orders WHERE (id) > ");
+	UNIT_CHECK_CONTAINS(
+		sql,
+		";\nWITH \"backfill page\" AS MATERIALIZED (\n  SELECT ctid AS \"backfill ctid\", id"
+		" FROM public.orders WHERE (id) > ");
 	/* ...locks its matching rows, re-checked on the locked versions... */
-	UNIT_CHECK_CONTAINS(sql, "\"backfill locked\" AS MATERIALIZED (\n  SELECT l.* FROM \"backfill page\" p,\n"
-				 "  LATERAL (SELECT ctid AS \"backfill ctid\", id FROM public.orders WHERE (id) = (p.id)\n"
-				 "    AND (total_cents IS NULL\n    )\n    FOR NO KEY UPDATE) l\n)");
+	UNIT_CHECK_CONTAINS(
+		sql,
+		"\"backfill locked\" AS MATERIALIZED (\n  SELECT l.* FROM \"backfill page\" p,\n"
+		"  LATERAL (SELECT ctid AS \"backfill ctid\", id FROM public.orders WHERE (id) = (p.id)\n"
+		"    AND (total_cents IS NULL\n    )\n    FOR NO KEY UPDATE) l\n)");
 	/* ...and cuts the batch before the first row changed since the snapshot. */
-	UNIT_CHECK_CONTAINS(sql, "\"backfill cut\" AS MATERIALIZED (\n  SELECT p.id FROM \"backfill page\" p JOIN "
-				 "\"backfill locked\" l ON (p.id) = (l.id)\n  WHERE p.\"backfill ctid\" <> l.\"backfill ctid\"");
-	UNIT_CHECK_CONTAINS(sql, "WHERE NOT EXISTS (SELECT FROM \"backfill cut\") OR (id) < (SELECT * FROM \"backfill cut\")");
-	UNIT_CHECK_CONTAINS(sql, "batch AS (SELECT id FROM \"backfill locked\" WHERE (id) IN (SELECT id FROM \"backfill done\"))");
+	UNIT_CHECK_CONTAINS(
+		sql,
+		"\"backfill cut\" AS MATERIALIZED (\n  SELECT p.id FROM \"backfill page\" p JOIN "
+		"\"backfill locked\" l ON (p.id) = (l.id)\n  WHERE p.\"backfill ctid\" <> l.\"backfill ctid\"");
+	UNIT_CHECK_CONTAINS(
+		sql,
+		"WHERE NOT EXISTS (SELECT FROM \"backfill cut\") OR (id) < (SELECT * FROM \"backfill cut\")");
+	UNIT_CHECK_CONTAINS(
+		sql,
+		"batch AS (SELECT id FROM \"backfill locked\" WHERE (id) IN (SELECT id FROM \"backfill done\"))");
 	UNIT_CHECK_CONTAINS(sql, "UPDATE public.orders SET total_cents = (total * 100)::bigint\n"
 				 "  WHERE (id) IN (SELECT id FROM batch)\n  RETURNING 1");
 	UNIT_CHECK(strstr(sql, "SKIP LOCKED") == NULL);
@@ -113,15 +128,18 @@ static void test_checkpoint_is_the_last_key_done_and_fenced(void)
 
 	/* From the page read in key order (up to the cut), never from locked
 	 * or returned rows. */
-	UNIT_CHECK_CONTAINS(sql,
+	UNIT_CHECK_CONTAINS(
+		sql,
 		"checkpoint = coalesce((SELECT ARRAY[tenant::text, \"Order No\"::text] FROM \"backfill done\""
 		" ORDER BY tenant DESC, \"Order No\" DESC LIMIT 1), checkpoint)");
 	UNIT_CHECK_CONTAINS(sql, "WHERE id = 42 AND owner = 'host:1:ab' AND lease_epoch = 7\n"
 				 "    AND state = 'running' AND batches = 5");
 	UNIT_CHECK_CONTAINS(sql, "SELECT backfill.checkpoint_fence(count(*)),");
 	UNIT_CHECK_CONTAINS(sql, "(p.tenant, p.\"Order No\") = (l.tenant, l.\"Order No\")");
-	UNIT_CHECK_CONTAINS(sql, "rows_updated = rows_updated + (SELECT count(*) FROM \"backfill work\")");
-	UNIT_CHECK_CONTAINS(sql, "rows_scanned = rows_scanned + (SELECT count(*) FROM \"backfill done\")");
+	UNIT_CHECK_CONTAINS(
+		sql, "rows_updated = rows_updated + (SELECT count(*) FROM \"backfill work\")");
+	UNIT_CHECK_CONTAINS(
+		sql, "rows_scanned = rows_scanned + (SELECT count(*) FROM \"backfill done\")");
 	free(sql);
 }
 
@@ -148,7 +166,9 @@ static void test_sql_kind_wraps_statement(void)
 	w.statement = "INSERT INTO addresses (user_id) SELECT id FROM batch -- copy";
 	char *sql = bf_keyset_batch_sql(&w, &a);
 
-	UNIT_CHECK_CONTAINS(sql, "\"backfill work\" AS (\nINSERT INTO addresses (user_id) SELECT id FROM batch -- copy\n),");
+	UNIT_CHECK_CONTAINS(
+		sql,
+		"\"backfill work\" AS (\nINSERT INTO addresses (user_id) SELECT id FROM batch -- copy\n),");
 	UNIT_CHECK_CONTAINS(sql, "rows_updated = rows_updated + (SELECT count(*) FROM batch)");
 	UNIT_CHECK(strstr(sql, "UPDATE public.orders") == NULL);
 	free(sql);
@@ -159,8 +179,9 @@ static void test_upper_bound(void)
 	bf_walk w = walk_two();
 	char *sql = bf_keyset_upper_bound_sql(&w);
 
-	UNIT_CHECK_STR(sql, "SELECT ARRAY[tenant::text, \"Order No\"::text] FROM \"my schema\".\"Orders\""
-			    " ORDER BY tenant DESC, \"Order No\" DESC LIMIT 1");
+	UNIT_CHECK_STR(
+		sql, "SELECT ARRAY[tenant::text, \"Order No\"::text] FROM \"my schema\".\"Orders\""
+		     " ORDER BY tenant DESC, \"Order No\" DESC LIMIT 1");
 	free(sql);
 }
 
@@ -169,7 +190,9 @@ static void test_verify(void)
 	bf_walk w = walk_one();
 	char *sql = bf_keyset_verify_sql(&w, 0, 5000);
 
-	UNIT_CHECK_CONTAINS(sql, "WHERE (id) > (($2::text[])[1]::bigint) AND (id) <= (($1::text[])[1]::bigint)");
+	UNIT_CHECK_CONTAINS(
+		sql,
+		"WHERE (id) > (($2::text[])[1]::bigint) AND (id) <= (($1::text[])[1]::bigint)");
 	UNIT_CHECK_CONTAINS(sql, "LIMIT 5000");
 	UNIT_CHECK_CONTAINS(sql, "count(*) FILTER (WHERE \"backfill match\")");
 	UNIT_CHECK(strstr(sql, "FOR NO KEY UPDATE") == NULL);
@@ -182,8 +205,9 @@ static void test_verify(void)
 static void test_split_with(void)
 {
 	bf_sql_with w;
-	const char *s = "  /* c */ WITH RECURSIVE a (x) AS (SELECT ')' FROM t), \"B c\" AS MATERIALIZED "
-			"(SELECT $q$ ) ( $q$, E'\\')' -- )\n) UPDATE x SET y = 1";
+	const char *s =
+		"  /* c */ WITH RECURSIVE a (x) AS (SELECT ')' FROM t), \"B c\" AS MATERIALIZED "
+		"(SELECT $q$ ) ( $q$, E'\\')' -- )\n) UPDATE x SET y = 1";
 
 	UNIT_CHECK_INT(bf_sql_split_with(s, &w), 1);
 	UNIT_CHECK_INT(w.recursive, 1);
@@ -213,12 +237,17 @@ static void test_semicolons(void)
 
 static void test_mentions(void)
 {
-	UNIT_CHECK_INT(bf_sql_mentions("INSERT INTO a SELECT * FROM users JOIN batch USING (id)", "batch"), 1);
+	UNIT_CHECK_INT(
+		bf_sql_mentions("INSERT INTO a SELECT * FROM users JOIN batch USING (id)", "batch"),
+		1);
 	UNIT_CHECK_INT(bf_sql_mentions("... FROM BATCH b", "batch"), 1);
 	UNIT_CHECK_INT(bf_sql_mentions("... FROM \"batch\"", "batch"), 1);
 	UNIT_CHECK_INT(bf_sql_mentions("UPDATE t SET x = 1", "batch"), 0);
-	UNIT_CHECK_INT(bf_sql_mentions("UPDATE t SET note = 'batch' -- batch\n /* batch */", "batch"), 0);
-	UNIT_CHECK_INT(bf_sql_mentions("UPDATE t SET x = t.batch, y = batches, z = \"Batch\"", "batch"), 0);
+	UNIT_CHECK_INT(
+		bf_sql_mentions("UPDATE t SET note = 'batch' -- batch\n /* batch */", "batch"), 0);
+	UNIT_CHECK_INT(
+		bf_sql_mentions("UPDATE t SET x = t.batch, y = batches, z = \"Batch\"", "batch"),
+		0);
 	UNIT_CHECK_INT(bf_sql_mentions("SELECT $batch$ x $batch$", "batch"), 0);
 }
 
@@ -227,14 +256,16 @@ static void test_sql_kind_hoists_statement_ctes(void)
 	bf_walk w = walk_one();
 
 	w.kind = BF_KIND_SQL;
-	w.statement = "WITH RECURSIVE moved AS (DELETE FROM t USING batch b WHERE t.id = b.id RETURNING t.*) "
-		      "INSERT INTO archive SELECT * FROM moved";
+	w.statement =
+		"WITH RECURSIVE moved AS (DELETE FROM t USING batch b WHERE t.id = b.id RETURNING t.*) "
+		"INSERT INTO archive SELECT * FROM moved";
 	bf_batch_args a = args(1, 10);
 	char *sql = bf_keyset_batch_sql(&w, &a);
 
 	UNIT_CHECK_CONTAINS(sql, ";\nWITH RECURSIVE \"backfill page\" AS MATERIALIZED (");
-	UNIT_CHECK_CONTAINS(sql, "),\nmoved AS (DELETE FROM t USING batch b WHERE t.id = b.id RETURNING t.*),\n"
-				 "\"backfill work\" AS (\nINSERT INTO archive SELECT * FROM moved\n),");
+	UNIT_CHECK_CONTAINS(
+		sql, "),\nmoved AS (DELETE FROM t USING batch b WHERE t.id = b.id RETURNING t.*),\n"
+		     "\"backfill work\" AS (\nINSERT INTO archive SELECT * FROM moved\n),");
 	free(sql);
 }
 
