@@ -1,14 +1,13 @@
 """Crashes, restarts, concurrency: every row is still processed exactly once."""
 import datetime
 import random
-import threading
 import time
 
 import psycopg
 
-from daemon import insert_job, job_row, wait_for, wait_job_state
-from workload import (SMALL_BATCHES, assert_each_row_once, counter_job, counter_table, counters,
-                      wait_succeeded)
+from daemon import insert_job, job_row, wait_for
+from workload import (SMALL_BATCHES, application, assert_each_row_once, counter_job, counter_table,
+                      counters, wait_succeeded)
 
 FAST_LEASE = {'engine': {'lease_s': 2, 'poll_interval_ms': 200}}
 
@@ -53,42 +52,25 @@ def test_concurrent_writer_loses_nothing(db, daemon_factory):
     # Even keys now; the application inserts odd keys inside the walk's range
     # and new keys above it, and keeps updating existing rows.
     conn.execute('INSERT INTO accounts (id, balance) SELECT g * 2, g FROM generate_series(1, 4000) g')
-    stop = threading.Event()
     done = {'updates': 0, 'inserts': 0}
-    errors = []
 
-    def application():
-        app = db.connect()
-        rng = random.Random(7)
-        try:
-            while not stop.is_set():
-                key = rng.randrange(1, 4001) * 2
-                # The application writes balance_x2 correctly itself.
-                app.execute('UPDATE accounts SET balance = balance + 1, balance_x2 = (balance + 1) * 2, '
-                            'app_counter = app_counter + 1 WHERE id = %s', (key,))
-                done['updates'] += 1
-                new_key = rng.choice([rng.randrange(0, 4000) * 2 + 1, 10000 + done['inserts']])
-                cur = app.execute('INSERT INTO accounts (id, balance, balance_x2) VALUES (%s, 5, 10) '
-                                  'ON CONFLICT DO NOTHING', (new_key,))
-                done['inserts'] += cur.rowcount
-        except Exception as exc:  # reported by the test, not lost in the thread
-            errors.append(exc)
-        finally:
-            app.close()
+    def write(app, rng):
+        key = rng.randrange(1, 4001) * 2
+        # The application writes balance_x2 correctly itself.
+        app.execute('UPDATE accounts SET balance = balance + 1, balance_x2 = (balance + 1) * 2, '
+                    'app_counter = app_counter + 1 WHERE id = %s', (key,))
+        done['updates'] += 1
+        new_key = rng.choice([rng.randrange(0, 4000) * 2 + 1, 10000 + done['inserts']])
+        cur = app.execute('INSERT INTO accounts (id, balance, balance_x2) VALUES (%s, 5, 10) '
+                          'ON CONFLICT DO NOTHING', (new_key,))
+        done['inserts'] += cur.rowcount
 
-    writer = threading.Thread(target=application)
-    writer.start()
-    try:
+    with application(db, write, seed=7):
         daemon_factory(db.server, db.name, SMALL_BATCHES)
         insert_job(conn, name='x2', table_name='accounts',
                    set_clause='balance_x2 = balance * 2, bf_counter = bf_counter + 1',
                    where_clause='balance_x2 IS NULL')
-        row = wait_job_state(conn, 'x2', {'succeeded', 'failed'}, timeout=120)
-    finally:
-        stop.set()
-        writer.join(30)
-    assert not errors, errors
-    assert row['state'] == 'succeeded', row['last_error']
+        wait_succeeded(conn, 'x2', timeout=120)
     assert done['updates'] > 100, 'the application barely ran during the backfill'
     wrong = conn.execute('SELECT count(*) FROM accounts WHERE balance_x2 IS DISTINCT FROM balance * 2').fetchone()[0]
     assert wrong == 0
@@ -251,45 +233,28 @@ def test_a_lease_held_in_our_name_for_a_job_we_do_not_run_is_given_back(db, daem
     assert_each_row_once(conn, rows=100)
 
 
-def _churn(db, keys, stop, touched, errors, seed):
-    """An application that deletes and re-inserts rows (a queue, a session
-    table) as fast as it can, carrying the counter over."""
-    app = db.connect()
-    rng = random.Random(seed)
-    try:
-        while not stop.is_set():
-            key = rng.choice(keys)
-            with app.transaction():
-                row = app.execute('DELETE FROM items WHERE id = %s RETURNING counter', (key,)).fetchone()
-                if row:
-                    app.execute('INSERT INTO items (id, counter) VALUES (%s, %s)', (key, row[0]))
-            touched.add(key)
-    except Exception as exc:  # reported by the test, not lost in the thread
-        errors.append(exc)
-    finally:
-        app.close()
-
-
 def test_delete_and_reinsert_churn_never_stalls_the_walk(db, daemon_factory):
     conn = db.conn
     counter_table(conn, rows=3000)
-    # Two hot spots inside the walk, hammered by two application sessions.
+    # Two hot spots inside the walk, hammered by two application sessions
+    # that delete and re-insert rows (a queue, a session table), carrying the
+    # counter over.
     hot = list(range(1000, 1010)) + list(range(2000, 2010))
-    stop, touched, errors = threading.Event(), set(), []
-    writers = [threading.Thread(target=_churn, args=(db, hot, stop, touched, errors, seed))
-               for seed in (1, 2)]
-    for writer in writers:
-        writer.start()
-    try:
+    touched = set()
+
+    def churn(app, rng):
+        key = rng.choice(hot)
+        with app.transaction():
+            row = app.execute('DELETE FROM items WHERE id = %s RETURNING counter', (key,)).fetchone()
+            if row:
+                app.execute('INSERT INTO items (id, counter) VALUES (%s, %s)', (key, row[0]))
+        touched.add(key)
+
+    with application(db, churn, sessions=2, seed=1):
         daemon_factory(db.server, db.name, SMALL_BATCHES)
         wait_for(lambda: len(touched) >= len(hot), 30, what='the application to churn every hot key')
         counter_job(conn, 'churned', pause_ms=0.2)
         wait_succeeded(conn, 'churned', timeout=90)
-    finally:
-        stop.set()
-        for writer in writers:
-            writer.join(30)
-    assert not errors, errors
     rows = dict(conn.execute('SELECT id, counter FROM items').fetchall())
     assert len(rows) == 3000
     assert max(rows.values()) == 1, 'a row was processed twice'
@@ -302,32 +267,17 @@ def test_a_repeatable_read_default_does_not_break_batches(db, daemon_factory):
     conn = db.conn
     counter_table(conn, rows=2000)
     conn.execute(f"ALTER DATABASE {db.name} SET default_transaction_isolation = 'repeatable read'")
-    stop, errors = threading.Event(), []
 
-    def updater():
-        app = db.connect()
-        rng = random.Random(3)
+    def update(app, rng):
         try:
-            while not stop.is_set():
-                try:
-                    app.execute("UPDATE items SET payload = 'app' WHERE id = %s", (rng.randrange(1, 2001),))
-                except psycopg.errors.SerializationFailure:
-                    pass    # a REPEATABLE READ application retries these
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            app.close()
+            app.execute("UPDATE items SET payload = 'app' WHERE id = %s", (rng.randrange(1, 2001),))
+        except psycopg.errors.SerializationFailure:
+            pass    # a REPEATABLE READ application retries these
 
-    writer = threading.Thread(target=updater)
-    writer.start()
-    try:
+    with application(db, update, seed=3):
         daemon = daemon_factory(db.server, db.name, SMALL_BATCHES)
         counter_job(conn, 'rr')
         wait_succeeded(conn, 'rr', timeout=60)
-    finally:
-        stop.set()
-        writer.join(30)
-    assert not errors, errors
     assert_each_row_once(conn, rows=2000)
     assert 'could not serialize access' not in daemon.log()
 

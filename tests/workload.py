@@ -1,8 +1,12 @@
-"""Tables and checks shared by the daemon tests.
+"""Tables, checks and application load shared by the daemon tests.
 
 Every backfill in these tests increments a counter column, so that "each
 row exactly once" is a plain query: every counter is 1.
 """
+
+import contextlib
+import random
+import threading
 
 # A per-row pause (milliseconds) to make batches take a while, so that kills,
 # pauses and restarts land in the middle of a walk.
@@ -64,3 +68,33 @@ def steer(conn, name, state, min_batches=2):
     conn.execute('UPDATE backfill.jobs SET state = %s WHERE name = %s', (state, name))
     return wait_for(lambda: (row := job_row(conn, name))['owner'] is None and row, 10,
                     what=f'the lease to be released on {state}')
+
+
+@contextlib.contextmanager
+def application(db, step, sessions=1, seed=0):
+    """The application writing while a backfill runs: step(conn, rng) in a
+    loop, on `sessions` connections of its own, for as long as the
+    with-block runs. Then fails the test with any error a session hit."""
+    stop, errors = threading.Event(), []
+
+    def run(session_seed):
+        conn = db.connect()
+        rng = random.Random(session_seed)
+        try:
+            while not stop.is_set():
+                step(conn, rng)
+        except Exception as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=run, args=(seed + n,)) for n in range(sessions)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert not errors, errors
