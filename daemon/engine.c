@@ -18,6 +18,28 @@ uv_loop_t *bf_engine_loop(bf_engine *engine)
 	return engine->loop;
 }
 
+void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batches)
+{
+	/* Every connection of ours: bounded waits, so that an operator's
+	 * transaction left open on a job row cannot freeze claims, renewals or
+	 * a job; READ COMMITTED and read-write whatever the role's defaults,
+	 * because a batch's second statement must see what its first one
+	 * waited for. Batch connections also never sit idle in a transaction,
+	 * and keys travel as text: ISO dates and exact floats. */
+	snprintf(buf, len,
+		 "SELECT set_config('lock_timeout', '%dms', false),"
+		 " set_config('statement_timeout', '%dms', false),"
+		 " set_config('default_transaction_isolation', 'read committed', false),"
+		 " set_config('default_transaction_read_only', 'off', false)%s",
+		 cfg->lock_timeout_ms, cfg->statement_timeout_ms, batches ? "," : "");
+	if (batches)
+		snprintf(buf + strlen(buf), len - strlen(buf),
+			 " set_config('idle_in_transaction_session_timeout', '%dms', false),"
+			 " set_config('DateStyle', 'ISO', false),"
+			 " set_config('extra_float_digits', '3', false)",
+			 cfg->idle_in_transaction_timeout_ms);
+}
+
 static bf_job *engine_find_job(bf_engine *engine, int64_t id)
 {
 	for (bf_job *job = engine->jobs; job; job = job->next)
@@ -446,14 +468,7 @@ int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg, bf_
 
 	char init_sql[384];
 
-	/* An operator's transaction left open on a job row must not freeze
-	 * claims and renewals of every other job: bounded waits, then retry. */
-	snprintf(init_sql, sizeof(init_sql),
-		 "SELECT set_config('lock_timeout', '%dms', false),"
-		 " set_config('statement_timeout', '%dms', false),"
-		 " set_config('default_transaction_isolation', 'read committed', false),"
-		 " set_config('default_transaction_read_only', 'off', false)",
-		 cfg->lock_timeout_ms, cfg->statement_timeout_ms);
+	bf_engine_session_sql(init_sql, sizeof(init_sql), cfg, 0);
 
 	bf_pg_options opts = {
 		.name = "listener connection",

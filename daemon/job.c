@@ -115,6 +115,12 @@ static void job_wait(bf_job *job, uint64_t delay_ms)
 	uv_timer_start(&job->timer, job_timer_cb, delay_ms, 0);
 }
 
+/* Try the current step again after the next backoff delay. */
+static void job_retry_later(bf_job *job)
+{
+	job_wait(job, bf_backoff_next(&job->retry));
+}
+
 static void job_finish(bf_job *job, const char *state, const char *error);
 
 /* Decides what a failed query means for the job. `what` names the step for
@@ -451,7 +457,7 @@ static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 	if (!job->key_names || !job->key_types || !job->table_quoted) {
 		job_log(job, BF_LOG_ERROR, "out of memory");
 		job_free_keys(job);
-		job_wait(job, bf_backoff_next(&job->retry));
+		job_retry_later(job);
 		return;
 	}
 	job->nkeys = n;
@@ -568,7 +574,7 @@ static void job_fix_bound(bf_job *job)
 	bf_strbuf sb;
 
 	if (!upper) {
-		job_wait(job, bf_backoff_next(&job->retry));
+		job_retry_later(job);
 		return;
 	}
 	/* '{}' marks an empty table: nothing to walk, but the bound is fixed. */
@@ -583,7 +589,7 @@ static void job_fix_bound(bf_job *job)
 	char *sql = bf_strbuf_finish(&sb);
 
 	if (!sql) {
-		job_wait(job, bf_backoff_next(&job->retry));
+		job_retry_later(job);
 		return;
 	}
 	job_params_fence(job, &p);
@@ -654,7 +660,7 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		if (done == 0) {
 			job->cuts++;
 			if (job->cuts > 1) {
-				job_wait(job, bf_backoff_next(&job->retry));
+				job_retry_later(job);
 				return;
 			}
 		} else {
@@ -707,7 +713,7 @@ static void job_batch(bf_job *job)
 	free(owner);
 	if (!sql) {
 		job_log(job, BF_LOG_ERROR, "could not build the batch statement (out of memory)");
-		job_wait(job, bf_backoff_next(&job->retry));
+		job_retry_later(job);
 		return;
 	}
 	job->batch_limit = limit;
@@ -772,7 +778,7 @@ static void job_verify(bf_job *job)
 	const char *params[2] = {job->upper_bound, job->verify_checkpoint};
 
 	if (!sql) {
-		job_wait(job, bf_backoff_next(&job->retry));
+		job_retry_later(job);
 		return;
 	}
 	job_send(job, sql, first ? 1 : 2, params, job_verified_chunk);
@@ -975,21 +981,8 @@ bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 	bf_backoff_init(&job->retry, (uint64_t)cfg->retry_initial_ms, (uint64_t)cfg->retry_max_ms,
 			(uint64_t)def->id * 0x9e3779b97f4a7c15ULL ^ uv_hrtime());
 
-	/* Every batch connection carries its own limits, so that a batch never
-	 * waits on a lock for long, never runs away, and never sits idle in a
-	 * transaction. ISO dates and exact floats: keys travel as text. */
-	/* READ COMMITTED whatever the role's default: a batch's second
-	 * statement must see what its first one waited for. */
-	snprintf(init_sql, sizeof(init_sql),
-		 "SELECT set_config('lock_timeout', '%dms', false),"
-		 " set_config('statement_timeout', '%dms', false),"
-		 " set_config('idle_in_transaction_session_timeout', '%dms', false),"
-		 " set_config('default_transaction_isolation', 'read committed', false),"
-		 " set_config('default_transaction_read_only', 'off', false),"
-		 " set_config('DateStyle', 'ISO', false),"
-		 " set_config('extra_float_digits', '3', false)",
-		 cfg->lock_timeout_ms, cfg->statement_timeout_ms,
-		 cfg->idle_in_transaction_timeout_ms);
+	/* Every batch connection carries its own limits (see the engine). */
+	bf_engine_session_sql(init_sql, sizeof(init_sql), cfg, 1);
 	snprintf(app, sizeof(app), "backfilld job %s", def->name);
 	snprintf(pgname, sizeof(pgname), "job \"%s\" connection", def->name);
 

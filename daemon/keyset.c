@@ -2,7 +2,6 @@
 #include "keyset.h"
 
 #include <inttypes.h>
-#include <string.h>
 
 #include "sqltext.h"
 #include "strbuf.h"
@@ -41,10 +40,10 @@ static void keys_range(bf_strbuf *sb, const bf_walk *w, const char *lower, const
 	keys_from_array(sb, w, upper);
 }
 
-/* SELECT a, b FROM table WHERE <range> ORDER BY a, b LIMIT n */
-static void page_query(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a)
+/* SELECT <what>a, b FROM table WHERE <range> ORDER BY a, b LIMIT n */
+static void page_query(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a, const char *what)
 {
-	bf_strbuf_append(sb, "SELECT ");
+	bf_strbuf_printf(sb, "SELECT %s", what);
 	keys_list(sb, w, "");
 	bf_strbuf_printf(sb, " FROM %s ", w->table);
 	keys_range(sb, w, a->lower, a->upper);
@@ -71,6 +70,17 @@ static void last_key(bf_strbuf *sb, const bf_walk *w, const char *from)
 #define CTE_DONE   "\"backfill done\""
 #define CTE_WORK   "\"backfill work\""
 #define CTE_CKPT   "\"backfill checkpoint\""
+
+/* (a, b) IN (SELECT a, b FROM <from>): in the subquery the key names
+ * resolve to <from>'s columns, outside it to the enclosing query's. */
+static void keys_in(bf_strbuf *sb, const bf_walk *w, const char *from)
+{
+	bf_strbuf_append(sb, "(");
+	keys_list(sb, w, "");
+	bf_strbuf_append(sb, ") IN (SELECT ");
+	keys_list(sb, w, "");
+	bf_strbuf_printf(sb, " FROM %s)", from);
+}
 
 /* p.a, p.b -- the key columns of a FROM item */
 static void keys_of(bf_strbuf *sb, const bf_walk *w, const char *alias)
@@ -109,7 +119,7 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 
 	bf_strbuf_init(&page);
 	bf_strbuf_append(&page, "(");
-	page_query(&page, w, a);
+	page_query(&page, w, a, "");
 	bf_strbuf_append(&page, ")");
 	if (page.oom)
 		return NULL;
@@ -128,15 +138,10 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 	 * moved; its matching rows are locked (ours already, but for rows that
 	 * changed in between) and where_clause is re-checked on the locked
 	 * versions. MATERIALIZED: each runs once, as a whole. */
-	bf_strbuf_printf(
-		&sb, "WITH %s" CTE_PAGE " AS MATERIALIZED (\n  SELECT ctid AS \"backfill ctid\", ",
-		with.recursive ? "RECURSIVE " : "");
-	keys_list(&sb, w, "");
-	bf_strbuf_printf(&sb, " FROM %s ", w->table);
-	keys_range(&sb, w, a->lower, a->upper);
-	bf_strbuf_append(&sb, " ORDER BY ");
-	keys_list(&sb, w, "");
-	bf_strbuf_printf(&sb, " LIMIT %d\n),\n", a->limit);
+	bf_strbuf_printf(&sb, "WITH %s" CTE_PAGE " AS MATERIALIZED (\n  ",
+			 with.recursive ? "RECURSIVE " : "");
+	page_query(&sb, w, a, "ctid AS \"backfill ctid\", ");
+	bf_strbuf_append(&sb, "\n),\n");
 
 	bf_strbuf_append(&sb, CTE_LOCKED " AS MATERIALIZED (\n  SELECT l.* FROM ");
 	lock_rows(&sb, w, CTE_PAGE, "ctid AS \"backfill ctid\", ");
@@ -166,21 +171,15 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 
 	bf_strbuf_append(&sb, "batch AS (SELECT ");
 	keys_list(&sb, w, "");
-	bf_strbuf_append(&sb, " FROM " CTE_LOCKED " WHERE (");
-	keys_list(&sb, w, "");
-	bf_strbuf_append(&sb, ") IN (SELECT ");
-	keys_list(&sb, w, "");
-	bf_strbuf_append(&sb, " FROM " CTE_DONE ")),\n");
+	bf_strbuf_append(&sb, " FROM " CTE_LOCKED " WHERE ");
+	keys_in(&sb, w, CTE_DONE);
+	bf_strbuf_append(&sb, "),\n");
 
 	if (w->kind == BF_KIND_UPDATE) {
-		/* In the subquery the key names resolve to batch's columns,
-		 * outside it to the table's. */
-		bf_strbuf_printf(&sb, CTE_WORK " AS (\n  UPDATE %s SET %s\n  WHERE (", w->table,
+		bf_strbuf_printf(&sb, CTE_WORK " AS (\n  UPDATE %s SET %s\n  WHERE ", w->table,
 				 w->set_clause);
-		keys_list(&sb, w, "");
-		bf_strbuf_append(&sb, ") IN (SELECT ");
-		keys_list(&sb, w, "");
-		bf_strbuf_append(&sb, " FROM batch)\n  RETURNING 1\n),\n");
+		keys_in(&sb, w, "batch");
+		bf_strbuf_append(&sb, "\n  RETURNING 1\n),\n");
 	} else if (hoist) {
 		/* A data-modifying WITH may only stand at the top level: the
 		 * statement's own CTEs join ours (after batch, which they read). */

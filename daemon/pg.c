@@ -169,7 +169,6 @@ static void pg_became_ready(bf_pg *pg)
 	uv_timer_stop(&pg->timer);
 	bf_backoff_reset(&pg->backoff);
 	pg->state = BF_PG_READY;
-	pg->connects++;
 	pg->backend_pid = PQbackendPID(pg->conn);
 	bf_debug("%s: connected (backend pid %d)", pg->name, pg->backend_pid);
 	if (pg->on_event)

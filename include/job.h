@@ -87,7 +87,6 @@ struct bf_job {
 
 	bf_job_phase phase;
 	int stop_requested;
-	int stop_release; /* on stop: release the lease (it is ours) */
 	int closes_pending;
 	bf_pg pg;
 	uv_timer_t timer;
@@ -111,6 +110,9 @@ void bf_job_abort(bf_job *job);
 /* Implemented by the engine: its loop, and the job's last call, made once
  * the job has closed (the job is freed right after). */
 uv_loop_t *bf_engine_loop(bf_engine *engine);
+/* The session settings of every connection of ours (batches != 0: those of
+ * a job's batch connection too), as one query, into buf. */
+void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batches);
 void bf_engine_job_closed(bf_engine *engine, bf_job *job);
 
 #endif

@@ -83,7 +83,6 @@ struct bf_pg {
 	int handles_open; /* timer + polls + a name lookup not yet through their callback */
 	struct bf_pg_resolution *resolution; /* the lookup this connect attempt waits for */
 	int backend_pid;
-	unsigned connects; /* successful connects so far */
 
 	bf_pg_query_cb query_cb;
 	void *query_arg;
