@@ -1,6 +1,6 @@
 # backfilld -- build, test, install.
 #
-#   make                 build/backfilld (and build/backfillctl once it exists)
+#   make                 build/backfilld and build/backfillctl
 #   make check           every test: C unit tests, then pytest against real PostgreSQL
 #   make check SANITIZE=address,undefined
 #   make demo            a throwaway PostgreSQL, a million rows, one job, watched to the end
@@ -21,7 +21,8 @@ CC         ?= cc
 PKG_CONFIG ?= pkg-config
 PYTHON     ?= /usr/bin/python3
 PYTEST_ARGS ?= tests
-PKGS       := libpq libuv yaml-0.1 libsystemd
+PKGS       := libpq libuv yaml-0.1 libsystemd jansson
+MANDIR     ?= $(PREFIX)/share/man
 
 WARNINGS := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wformat=2 -Wno-format-nonliteral -Wpointer-arith -Wvla
@@ -48,6 +49,8 @@ endif
 
 LIB_SRCS  := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+CTL_SRCS  := $(wildcard ctl/*.c)
+CTL_OBJS  := $(CTL_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 HEADERS   := $(wildcard include/*.h)
@@ -55,7 +58,7 @@ HEADERS   := $(wildcard include/*.h)
 .PHONY: all clean check unit pytest demo install deps
 .SECONDARY: $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 
-all: $(BUILD)/backfilld
+all: $(BUILD)/backfilld $(BUILD)/backfillctl
 
 $(BUILD)/%.o: %.c $(HEADERS) $(BUILD)/.flags
 	$(E) "  CC      $<"
@@ -76,6 +79,10 @@ $(BUILD)/backfilld: $(BUILD)/daemon/main.o $(BUILD)/libbf.a
 	$(E) "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
+$(BUILD)/backfillctl: $(CTL_OBJS) $(BUILD)/libbf.a
+	$(E) "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libbf.a
 	$(E) "  LD      $@"
 	@mkdir -p $(dir $@)
@@ -87,8 +94,8 @@ deps:
 unit: $(UNIT_BINS)
 	$(Q)set -e; for t in $(UNIT_BINS); do echo "  UNIT    $$t"; $$t; done
 
-pytest: $(BUILD)/backfilld
-	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) $(PYTHON) -m pytest -q $(PYTEST_ARGS)
+pytest: $(BUILD)/backfilld $(BUILD)/backfillctl
+	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) BACKFILLCTL=$(abspath $(BUILD)/backfillctl) $(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
 check: deps
 	$(Q)$(MAKE) --no-print-directory WERROR=1 all unit
@@ -98,15 +105,25 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) sh scripts/demo.sh
 
-# The unit names the installed paths, whatever PREFIX and SYSCONFDIR are.
-install: $(BUILD)/backfilld
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/backfilld $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+# The units name the installed paths, whatever PREFIX and SYSCONFDIR are.
+UNIT_SED = -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/bin/|$(BINDIR)/|g' \
+	   -e 's|/etc/backfilld/|$(SYSCONFDIR)/backfilld/|g' \
+	   -e 's|/usr/share/doc/backfilld/|$(DOCDIR)/|g'
+MAN_PAGES = man/backfilld.8 man/backfillctl.1 man/backfilld.yaml.5
+
+install: $(BUILD)/backfilld $(BUILD)/backfillctl
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/backfilld \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(MANDIR)/man1 \
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(BUILD)/backfilld $(DESTDIR)$(SBINDIR)/backfilld
+	install -m 0755 $(BUILD)/backfillctl $(DESTDIR)$(BINDIR)/backfillctl
 	install -m 0644 config/backfilld.yaml $(DESTDIR)$(SYSCONFDIR)/backfilld/backfilld.yaml.example
-	sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/etc/backfilld/|$(SYSCONFDIR)/backfilld/|g' \
-	    -e 's|/usr/share/doc/backfilld/|$(DOCDIR)/|g' \
-	    systemd/backfilld.service > $(DESTDIR)$(UNITDIR)/backfilld.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/backfilld.service
+	for u in backfilld.service backfilld.socket; do \
+	    sed $(UNIT_SED) systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && \
+	    chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+	install -m 0644 man/backfillctl.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 man/backfilld.yaml.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 man/backfilld.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 README.md LICENSE $(DESTDIR)$(DOCDIR)/
 
 clean:

@@ -57,3 +57,16 @@ void bf_batch_size_shrink(bf_batch_size *bs)
 {
 	bs->size = clamp(bs, bs->size * SHRINK_MAX);
 }
+
+void bf_batch_size_bounds(bf_batch_size *bs, int min, int max, int target_ms)
+{
+	double size = bs->size;
+
+	bf_batch_size_init(bs, 1, min, max, target_ms);
+	bs->size = clamp(bs, size);
+}
+
+void bf_batch_size_set(bf_batch_size *bs, int size)
+{
+	bs->size = clamp(bs, size);
+}

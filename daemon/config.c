@@ -16,7 +16,9 @@
 enum bf_key_type {
 	BF_KEY_INT,
 	BF_KEY_STRING,
-	BF_KEY_LOG_LEVEL
+	BF_KEY_LOG_LEVEL,
+	BF_KEY_MODE,  /* an octal file mode, "0660" */
+	BF_KEY_NAMES, /* a list of user or group names (or numeric ids), stored "a,b" */
 };
 
 struct bf_key {
@@ -37,6 +39,10 @@ struct bf_key {
 	{                                                                                          \
 		sec, key, BF_KEY_STRING, offsetof(bf_config, field), 0, 0, 0, dflt                 \
 	}
+#define BF_NAMES(sec, key, field)                                                                  \
+	{                                                                                          \
+		sec, key, BF_KEY_NAMES, offsetof(bf_config, field), 0, 0, 0, ""                    \
+	}
 
 /* Every key. config/backfilld.yaml explains each default at length. */
 static const struct bf_key bf_keys[] = {
@@ -47,6 +53,19 @@ static const struct bf_key bf_keys[] = {
 	BF_INT("database", "connect_timeout_ms", connect_timeout_ms, 10000, 100, 600000),
 
 	BF_STRING("control", "socket", control_socket, "/run/backfilld/backfilld.sock"),
+	/* Owner and group may steer jobs; nobody else may even connect. */
+	{"control", "socket_mode", BF_KEY_MODE, offsetof(bf_config, control_socket_mode), 0, 0777,
+	 0660, NULL},
+	/* "": the daemon's own group. */
+	BF_STRING("control", "socket_group", control_socket_group, ""),
+	/* Root and the daemon's own user are always allowed. */
+	BF_NAMES("control", "allowed_users", control_allowed_users),
+	BF_NAMES("control", "allowed_groups", control_allowed_groups),
+	/* Plenty for people and scripts; bounds the memory a flood can take. */
+	BF_INT("control", "max_clients", control_max_clients, 64, 1, 4096),
+	/* A client that has not sent its request (or read its reply) by then
+	 * is stuck or hostile: its slot is freed. */
+	BF_INT("control", "request_timeout_ms", control_request_timeout_ms, 5000, 100, 600000),
 
 	/* One connection each: real parallelism, little of max_connections. */
 	BF_INT("engine", "max_jobs", max_jobs, 4, 1, 256),
@@ -156,7 +175,11 @@ void bf_config_defaults(bf_config *cfg)
 		case BF_KEY_LOG_LEVEL:
 			*(bf_log_level *)field = (bf_log_level)key->def;
 			break;
+		case BF_KEY_MODE:
+			*(int *)field = (int)key->def;
+			break;
 		case BF_KEY_STRING:
+		case BF_KEY_NAMES:
 			/* Points at the literal so that defaults cannot fail;
 			 * bf_config_free knows not to free it. */
 			*(char **)field = (char *)key->def_str;
@@ -170,7 +193,8 @@ void bf_config_free(bf_config *cfg)
 	for (size_t i = 0; i < BF_NKEYS; i++) {
 		char **field = bf_field(cfg, &bf_keys[i]);
 
-		if (bf_keys[i].type == BF_KEY_STRING && *field != bf_keys[i].def_str)
+		if ((bf_keys[i].type == BF_KEY_STRING || bf_keys[i].type == BF_KEY_NAMES) &&
+		    *field != bf_keys[i].def_str)
 			free(*field);
 	}
 	bf_config_defaults(cfg);
@@ -326,6 +350,36 @@ static const char *bf_describe(const struct bf_parse *p, char *buf, size_t size)
 	}
 }
 
+/* A user or group name as useradd accepts it, or a numeric id. */
+static bool bf_name_valid(const char *s)
+{
+	if (!*s || strlen(s) > 64 || *s == '-')
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && *s != '.' && *s != '$')
+			return false;
+	return true;
+}
+
+/* Appends one name of the current scalar to a BF_KEY_NAMES field. */
+static int bf_names_append(struct bf_parse *p, const struct bf_key *key, const char *text)
+{
+	const yaml_mark_t *at = &p->event.start_mark;
+	char **field = bf_field(p->cfg, key);
+	char *joined;
+
+	if (!bf_name_valid(text))
+		return bf_fail(p, at,
+			       "\"%s.%s\": \"%s\" is not a valid user or group name or numeric id",
+			       key->section, key->name, text);
+	if (asprintf(&joined, "%s%s%s", *field, **field ? "," : "", text) < 0)
+		return bf_fail(p, at, "out of memory");
+	if (*field != key->def_str)
+		free(*field);
+	*field = joined;
+	return 0;
+}
+
 /* Stores the current scalar event into key's field. */
 static int bf_key_set(struct bf_parse *p, const struct bf_key *key)
 {
@@ -360,6 +414,22 @@ static int bf_key_set(struct bf_parse *p, const struct bf_key *key)
 				       key->section, key->name, key->min, key->max, text);
 		*(int *)field = (int)n;
 		break;
+	case BF_KEY_MODE:
+		errno = 0;
+		n = strtoll(text, &end, 8);
+		if (!*text || !isdigit((unsigned char)*text) || *end || errno == ERANGE || n < 0 ||
+		    n > key->max)
+			return bf_fail(
+				p, at,
+				"\"%s.%s\" must be an octal file mode such as \"0660\", got \"%s\"",
+				key->section, key->name, text);
+		*(int *)field = (int)n;
+		break;
+	case BF_KEY_NAMES:
+		/* A single name; sequences go through bf_names_set. */
+		if (bf_is_null(p))
+			break;
+		return bf_names_append(p, key, text);
 	case BF_KEY_LOG_LEVEL:
 		if ((level = bf_log_level_parse(text)) < 0) {
 			for (size_t i = 0; i < BF_NLEVELS; i++)
@@ -372,6 +442,25 @@ static int bf_key_set(struct bf_parse *p, const struct bf_key *key)
 		break;
 	}
 	return 0;
+}
+
+/* [a, b] or a block sequence of names. */
+static int bf_parse_names(struct bf_parse *p, const struct bf_key *key)
+{
+	char what[64];
+
+	for (;;) {
+		if (bf_next(p) < 0)
+			return -1;
+		if (p->event.type == YAML_SEQUENCE_END_EVENT)
+			return 0;
+		if (p->event.type != YAML_SCALAR_EVENT)
+			return bf_fail(p, &p->event.start_mark,
+				       "\"%s.%s\" must be a list of names, got %s in it",
+				       key->section, key->name, bf_describe(p, what, sizeof what));
+		if (bf_names_append(p, key, bf_scalar(p)) < 0)
+			return -1;
+	}
 }
 
 static int bf_parse_keys(struct bf_parse *p, const char *section)
@@ -398,6 +487,11 @@ static int bf_parse_keys(struct bf_parse *p, const char *section)
 
 		if (bf_next(p) < 0)
 			return -1;
+		if (bf_keys[i].type == BF_KEY_NAMES && p->event.type == YAML_SEQUENCE_START_EVENT) {
+			if (bf_parse_names(p, &bf_keys[i]) < 0)
+				return -1;
+			continue;
+		}
 		if (p->event.type != YAML_SCALAR_EVENT)
 			return bf_fail(p, &p->event.start_mark,
 				       "\"%s.%s\" must be a single value, got %s", section,

@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "schema.h"
+#include "status.h"
 #include "strbuf.h"
 
 static void engine_kick(bf_engine *engine);
@@ -40,7 +41,32 @@ void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batc
 			 cfg->idle_in_transaction_timeout_ms);
 }
 
-static bf_job *engine_find_job(bf_engine *engine, int64_t id)
+struct bf_monitor *bf_engine_monitor(bf_engine *engine)
+{
+	return &engine->monitor;
+}
+
+int bf_engine_paused(const bf_engine *engine)
+{
+	return engine->paused;
+}
+
+void bf_engine_set_paused(bf_engine *engine, int paused)
+{
+	if (engine->paused == !!paused)
+		return;
+	engine->paused = !!paused;
+	if (paused) {
+		bf_notice("pause --all in effect: no batch of any job starts until resume --all");
+		return;
+	}
+	bf_notice("resume --all: jobs continue");
+	for (bf_job *job = engine->jobs; job; job = job->next)
+		bf_job_poke(job);
+	engine->want_claim = 1;
+}
+
+bf_job *bf_engine_find_job(bf_engine *engine, int64_t id)
 {
 	for (bf_job *job = engine->jobs; job; job = job->next)
 		if (job->id == id)
@@ -62,7 +88,7 @@ static void engine_timer_closed(uv_handle_t *handle)
 	engine_closed_one(handle->data);
 }
 
-static void engine_listener_closed(bf_pg *pg, void *arg)
+static void engine_pg_closed(bf_pg *pg, void *arg)
 {
 	(void)pg;
 	engine_closed_one(arg);
@@ -74,11 +100,12 @@ static void engine_close(bf_engine *engine)
 	if (engine->closing)
 		return;
 	engine->closing = 1;
-	engine->closes_pending = 4;
+	engine->closes_pending = 5;
 	uv_close((uv_handle_t *)&engine->poll_timer, engine_timer_closed);
 	uv_close((uv_handle_t *)&engine->renew_timer, engine_timer_closed);
 	uv_close((uv_handle_t *)&engine->grace_timer, engine_timer_closed);
-	bf_pg_close(&engine->listener, engine_listener_closed, engine);
+	bf_pg_close(&engine->listener, engine_pg_closed, engine);
+	bf_monitor_close(&engine->monitor, engine_pg_closed, engine);
 }
 
 static void engine_released_all(bf_pg *pg, const bf_pg_result *r, void *arg)
@@ -137,6 +164,7 @@ static void engine_installed(bf_pg *pg, const bf_pg_result *r, void *arg)
 	}
 	engine->listening = 1;
 	engine->want_claim = 1;
+	engine->want_control = 1;
 	bf_info("control schema at version %d; listening on channel \"%s\"", version,
 		BF_NOTIFY_CHANNEL);
 	/* Notifications sent while we were disconnected are lost: every job
@@ -218,7 +246,8 @@ static void engine_renew(bf_engine *engine)
 	 * given back, or it would stay leased by a daemon that never runs it. */
 	static const char sql[] =
 		"WITH renewed AS (\n"
-		"  UPDATE backfill.jobs SET lease_until = now() + $2 * interval '1 second'\n"
+		"  UPDATE backfill.jobs SET lease_until = now() + $2 * interval '1 second',\n"
+		"    live = $4::jsonb -> id::text\n"
 		"  WHERE id IN (SELECT id FROM backfill.jobs\n"
 		"               WHERE owner = $1 AND state = 'running' AND id = ANY ($3::bigint[])\n"
 		"               FOR UPDATE SKIP LOCKED)\n"
@@ -234,15 +263,21 @@ static void engine_renew(bf_engine *engine)
 		"SELECT 'renewed', name FROM renewed UNION ALL SELECT 'released', name FROM released";
 	char lease[16];
 	char *ids = engine_job_ids(engine);
+	/* What status shows for our jobs on every other instance too. */
+	char *live = bf_status_live_all(engine);
 
-	if (!ids)
+	if (!ids || !live) {
+		free(ids);
+		free(live);
 		return;
+	}
 	engine->want_renew = 0;
 	snprintf(lease, sizeof(lease), "%d", engine->cfg->lease_s);
-	const char *params[3] = {engine->owner, lease, ids};
+	const char *params[4] = {engine->owner, lease, ids, live};
 
-	bf_pg_query(&engine->listener, sql, 3, params, engine_renewed, engine);
+	bf_pg_query(&engine->listener, sql, 4, params, engine_renewed, engine);
 	free(ids);
+	free(live);
 }
 
 static void engine_renew_timer_cb(uv_timer_t *timer)
@@ -316,6 +351,7 @@ static void engine_claim(bf_engine *engine)
 		"  SELECT id, owner AS prev_owner FROM backfill.jobs\n"
 		"  WHERE state IN ('pending', 'running')\n"
 		"    AND (owner IS NULL OR lease_until IS NULL OR lease_until < now())\n"
+		"    AND NOT coalesce((SELECT paused FROM backfill.control), false)\n"
 		"    AND id <> ALL ($4::bigint[])\n"
 		"  ORDER BY priority, id\n"
 		"  LIMIT $2\n"
@@ -345,6 +381,28 @@ static void engine_claim(bf_engine *engine)
 	free(running);
 }
 
+/* ---- the global pause ---- */
+
+static void engine_control_read(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_engine *engine = arg;
+
+	(void)pg;
+	if (r->ok && PQntuples(r->res) == 1)
+		bf_engine_set_paused(engine, strcmp(PQgetvalue(r->res, 0, 0), "t") == 0);
+	else if (!r->ok && r->res)
+		bf_warning("reading backfill.control failed: %s", r->message);
+	engine_kick(engine);
+}
+
+static void engine_read_control(bf_engine *engine)
+{
+	engine->want_control = 0;
+	bf_pg_query(&engine->listener,
+		    "SELECT coalesce((SELECT paused FROM backfill.control), false)", 0, NULL,
+		    engine_control_read, engine);
+}
+
 /* ---- the listener connection's work queue ---- */
 
 /* One query at a time on the listener; this picks the most urgent. */
@@ -372,6 +430,8 @@ static void engine_kick(bf_engine *engine)
 		engine_install(engine);
 	else if (engine->want_renew)
 		engine_renew(engine);
+	else if (engine->want_control)
+		engine_read_control(engine);
 	else if (engine->want_claim)
 		engine_claim(engine);
 }
@@ -400,9 +460,23 @@ static void engine_notify(bf_pg *pg, const char *channel, const char *payload, v
 		return;
 	if (sscanf(payload, "%lld %31s", &id, state) != 2)
 		return;
-	bf_debug("notification: job %lld is now %s", id, state);
-	bf_job *job = engine_find_job(engine, id);
+	bf_debug("notification: job %lld: %s", id, state);
+	if (id == 0) {
+		/* backfill.control, and pause --all --now. */
+		if (strcmp(state, "paused-all") == 0 || strcmp(state, "resumed-all") == 0)
+			bf_engine_set_paused(engine, strcmp(state, "paused-all") == 0);
+		else if (strcmp(state, "cancel-batches") == 0)
+			for (bf_job *job = engine->jobs; job; job = job->next)
+				bf_job_cancel_batch(job);
+		engine_kick(engine);
+		return;
+	}
+	bf_job *job = bf_engine_find_job(engine, id);
 
+	if (job && strcmp(state, "cancel-batch") == 0) {
+		bf_job_cancel_batch(job);
+		return;
+	}
 	if (job && strcmp(state, "running") != 0)
 		bf_job_poke(job);
 	if (strcmp(state, "pending") == 0 || strcmp(state, "running") == 0) {
@@ -416,6 +490,7 @@ static void engine_poll_timer_cb(uv_timer_t *timer)
 	bf_engine *engine = timer->data;
 
 	engine->want_claim = 1;
+	engine->want_control = 1;
 	engine_kick(engine);
 }
 
@@ -490,6 +565,7 @@ int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg, bf_
 	uv_timer_init(loop, &engine->grace_timer);
 	engine->poll_timer.data = engine->renew_timer.data = engine->grace_timer.data = engine;
 	bf_pg_init(&engine->listener, loop, &opts);
+	bf_monitor_init(&engine->monitor, loop, cfg);
 	return 0;
 }
 
@@ -503,7 +579,26 @@ void bf_engine_start(bf_engine *engine)
 		       (uint64_t)engine->cfg->poll_interval_ms,
 		       (uint64_t)engine->cfg->poll_interval_ms);
 	uv_timer_start(&engine->renew_timer, engine_renew_timer_cb, renew_ms, renew_ms);
+	engine->started_ns = uv_hrtime();
 	bf_pg_start(&engine->listener);
+	bf_monitor_start(&engine->monitor);
+}
+
+void bf_engine_reconfigure(bf_engine *engine)
+{
+	uint64_t renew_ms = (uint64_t)engine->cfg->lease_s * 1000 / 3;
+
+	if (engine->stopping)
+		return;
+	uv_timer_start(&engine->poll_timer, engine_poll_timer_cb,
+		       (uint64_t)engine->cfg->poll_interval_ms,
+		       (uint64_t)engine->cfg->poll_interval_ms);
+	uv_timer_start(&engine->renew_timer, engine_renew_timer_cb, renew_ms, renew_ms);
+	for (bf_job *job = engine->jobs; job; job = job->next)
+		bf_job_reconfigure(job);
+	/* max_jobs may have grown. */
+	engine->want_claim = 1;
+	engine_kick(engine);
 }
 
 static void engine_grace_timer_cb(uv_timer_t *timer)

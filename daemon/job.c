@@ -12,8 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
+#include "engine.h"
 #include "errclass.h"
 #include "log.h"
+#include "monitor.h"
+#include "settings.h"
 #include "sqltext.h"
 #include "strbuf.h"
 
@@ -88,9 +93,15 @@ static void job_params_fence(bf_job *job, job_params *p)
 	p->values[2] = p->epoch;
 }
 
-static void job_send(bf_job *job, const char *sql, int nparams, const char *const *params,
-		     bf_pg_query_cb cb)
+static void job_throttle_end(bf_job *job);
+
+static void job_send(bf_job *job, const char *activity, const char *sql, int nparams,
+		     const char *const *params, bf_pg_query_cb cb)
 {
+	job_throttle_end(job);
+	job->activity = activity;
+	job->in_batch = 0;
+	job->cancel_requested = 0;
 	job->phase = BF_JOB_QUERY;
 	job->query_started_ns = uv_hrtime();
 	if (bf_pg_query(&job->pg, sql, nparams, params, cb, job) != 0) {
@@ -109,10 +120,34 @@ static void job_timer_cb(uv_timer_t *timer)
 		job_step(job);
 }
 
+/* Time spent held back (throttled or waiting to retry) is counted apart:
+ * status reports it, and it never counts as batch time. */
+static void job_throttle_end(bf_job *job)
+{
+	if (job->throttled_since_ns) {
+		job->throttled_total_ns += uv_hrtime() - job->throttled_since_ns;
+		job->throttled_since_ns = 0;
+	}
+	job->wait_reason[0] = '\0';
+}
+
+/* Waits delay_ms, then takes the next step. A reason makes the wait a
+ * throttle: status lists it and counts the time. */
+static void job_wait_for(bf_job *job, uint64_t delay_ms, const char *reason)
+{
+	job_throttle_end(job);
+	job->phase = BF_JOB_WAITING;
+	if (reason) {
+		snprintf(job->wait_reason, sizeof(job->wait_reason), "%s", reason);
+		job->throttled_since_ns = uv_hrtime();
+	}
+	job->wake_ns = uv_hrtime() + delay_ms * 1000000ULL;
+	uv_timer_start(&job->timer, job_timer_cb, delay_ms, 0);
+}
+
 static void job_wait(bf_job *job, uint64_t delay_ms)
 {
-	job->phase = BF_JOB_WAITING;
-	uv_timer_start(&job->timer, job_timer_cb, delay_ms, 0);
+	job_wait_for(job, delay_ms, NULL);
 }
 
 /* Try the current step again after the next backoff delay. */
@@ -151,6 +186,15 @@ static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *wha
 		job_step(job);
 		return;
 	}
+	if (job->cancel_requested && r->sqlstate && strcmp(r->sqlstate, "57014") == 0) {
+		/* Our own cancel (pause --now): rolled back; the row says why. */
+		job->cancel_requested = 0;
+		job_log(job, BF_LOG_NOTICE,
+			"the %s in flight was cancelled and rolled back; re-reading the job row",
+			what);
+		job_step(job);
+		return;
+	}
 	switch (cls) {
 	case BF_ERR_FENCE:
 		job_log(job, BF_LOG_NOTICE,
@@ -162,11 +206,13 @@ static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *wha
 		/* fall through */
 	case BF_ERR_TRANSIENT: {
 		uint64_t delay = bf_backoff_next(&job->retry);
+		char reason[sizeof(job->wait_reason)];
 
 		job_log(job, BF_LOG_WARNING,
 			"%s; transient, retrying in %" PRIu64 " ms (batch size %d)", error, delay,
 			bf_batch_size_get(&job->batch_size));
-		job_wait(job, delay);
+		snprintf(reason, sizeof(reason), "retry: %.1000s", error);
+		job_wait_for(job, delay, reason);
 		return;
 	}
 	case BF_ERR_PERMANENT:
@@ -226,7 +272,7 @@ static void job_release(bf_job *job)
 	job_params p;
 
 	job_params_fence(job, &p);
-	job_send(job, sql, 3, p.values, job_released);
+	job_send(job, "releasing the lease", sql, 3, p.values, job_released);
 	if (job->phase != BF_JOB_QUERY)
 		job_close(job);
 }
@@ -274,7 +320,102 @@ static void job_finish(bf_job *job, const char *state, const char *error)
 		utf8_trim(text);
 		p.values[4] = text;
 	}
-	job_send(job, sql, 5, p.values, job_finished);
+	job_send(job, "recording the end", sql, 5, p.values, job_finished);
+}
+
+/* ---- run-time knobs ---- */
+
+/* Applies the row's knobs (backfillctl set): bounds and target now, a
+ * changed batch_size column as the size to continue from. A knob the
+ * daemon cannot apply fails the job, with the reason, rather than run it
+ * with settings the operator did not ask for. Returns -1 when it failed. */
+static int job_apply_settings(bf_job *job, const char *text, int batch_size_column)
+{
+	const bf_config *cfg = job->cfg;
+	long long min = cfg->batch_size_min, max = cfg->batch_size_max,
+		  target = cfg->batch_target_ms;
+	long long rate = 0;
+	char error[512];
+	json_error_t jerr;
+	json_t *obj = NULL, *value;
+	const char *key;
+
+	if (text && job->settings_text && strcmp(text, job->settings_text) == 0 &&
+	    batch_size_column == job->batch_size_column)
+		return 0;
+	if (text && !(obj = json_loads(text, 0, &jerr))) {
+		snprintf(error, sizeof(error), "settings: not valid JSON: %s", jerr.text);
+		goto invalid;
+	}
+	json_object_foreach(obj, key, value)
+	{
+		const bf_knob *knob = bf_knob_find(key);
+
+		if (!knob || strcmp(key, "batch_size") == 0) {
+			snprintf(
+				error, sizeof(error),
+				"settings: unknown knob \"%s\" (batch_size is a column of its own; "
+				"see backfillctl set)",
+				key);
+			goto invalid;
+		}
+		if (!json_is_integer(value)) {
+			snprintf(error, sizeof(error), "settings: %s must be an integer", key);
+			goto invalid;
+		}
+		long long v = json_integer_value(value);
+
+		if (bf_knob_check(knob, v, error, sizeof(error)) != 0)
+			goto invalid;
+		if (strcmp(key, "batch_size_min") == 0)
+			min = v;
+		else if (strcmp(key, "batch_size_max") == 0)
+			max = v;
+		else if (strcmp(key, "batch_target_ms") == 0)
+			target = v;
+		else if (strcmp(key, "max_rows_per_s") == 0)
+			rate = v;
+	}
+	json_decref(obj);
+	if (min > max) {
+		snprintf(error, sizeof(error),
+			 "settings: batch_size_min (%lld) is greater than batch_size_max (%lld)",
+			 min, max);
+		goto invalid_no_obj;
+	}
+	bf_batch_size_bounds(&job->batch_size, (int)min, (int)max, (int)target);
+	if (batch_size_column > 0 && batch_size_column != job->batch_size_column)
+		bf_batch_size_set(&job->batch_size, batch_size_column);
+	job->batch_size_column = batch_size_column;
+	job->max_rows_per_s = rate;
+	if (!rate)
+		job->rate_next_ns = 0;
+	replace_str(&job->settings_text, text);
+	job_log(job, BF_LOG_DEBUG,
+		"settings applied: batch size %d (bounds %lld..%lld, target %lld ms), "
+		"max_rows_per_s %lld",
+		bf_batch_size_get(&job->batch_size), min, max, target, rate);
+	return 0;
+
+invalid:
+	json_decref(obj);
+invalid_no_obj:
+	job_log(job, BF_LOG_ERROR, "%s", error);
+	job->synced = 1; /* the row was read: finish from it */
+	job_finish(job, "failed", error);
+	return -1;
+}
+
+/* One (time, rows) point for the rate. */
+static void job_sample(bf_job *job)
+{
+	int n = (int)(sizeof(job->samples) / sizeof(job->samples[0]));
+
+	job->samples[job->sample_next].t_ns = uv_hrtime();
+	job->samples[job->sample_next].rows = job->rows_scanned;
+	job->sample_next = (job->sample_next + 1) % n;
+	if (job->nsamples < n)
+		job->nsamples++;
 }
 
 /* ---- sync: the row is the truth ---- */
@@ -319,7 +460,12 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 	job->rows_scanned = col_int(res, 0, 6, 0);
 	job->rows_updated = col_int(res, 0, 7, 0);
 	job->rows_estimate = col_int(res, 0, 8, -1);
+	bf_engine_set_paused(job->engine, strcmp(PQgetvalue(res, 0, 11), "t") == 0);
+	if (job_apply_settings(job, col(res, 0, 9), (int)col_int(res, 0, 10, 0)) != 0)
+		return;
 	job->synced = 1;
+	if (job->nsamples == 0)
+		job_sample(job);
 	job_step(job);
 }
 
@@ -327,12 +473,13 @@ static void job_sync(bf_job *job)
 {
 	static const char sql[] =
 		"SELECT state, owner, lease_epoch, checkpoint, upper_bound, batches,\n"
-		"       rows_scanned, rows_updated, rows_estimate\n"
+		"       rows_scanned, rows_updated, rows_estimate, settings, batch_size,\n"
+		"       coalesce((SELECT paused FROM backfill.control), false)\n"
 		"FROM backfill.jobs WHERE id = $1";
 	job_params p;
 
 	job_params_fence(job, &p);
-	job_send(job, sql, 1, p.values, job_synced);
+	job_send(job, "reading the job row", sql, 1, p.values, job_synced);
 }
 
 /* ---- resolve: the table and its key columns ---- */
@@ -533,7 +680,7 @@ static void job_resolve(bf_job *job)
 		"ORDER BY k.ord";
 	const char *params[2] = {job->table_name, job->key_columns};
 
-	job_send(job, sql, 2, params, job_resolved);
+	job_send(job, "resolving the table", sql, 2, params, job_resolved);
 }
 
 /* ---- the upper bound, fixed once per job ---- */
@@ -595,7 +742,7 @@ static void job_fix_bound(bf_job *job)
 	job_params_fence(job, &p);
 	fmt_int(estimate, sizeof(estimate), job->rows_estimate);
 	p.values[3] = job->rows_estimate >= 0 ? estimate : NULL;
-	job_send(job, sql, 4, p.values, job_bound_fixed);
+	job_send(job, "fixing the upper bound", sql, 4, p.values, job_bound_fixed);
 	free(sql);
 }
 
@@ -672,6 +819,16 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	}
 	job->cuts = 0;
 	job_succeeded_step(job);
+	job_sample(job);
+	if (job->max_rows_per_s > 0) {
+		/* Paced from the batch's start: a batch that took longer than
+		 * its share of the rate is not followed by a wait. */
+		uint64_t share = (uint64_t)((double)done * 1e9 / (double)job->max_rows_per_s);
+		uint64_t from = job->rate_next_ns > job->query_started_ns ? job->rate_next_ns
+									  : job->query_started_ns;
+
+		job->rate_next_ns = from + share;
+	}
 	/* Fewer rows than asked for: nothing is left up to the bound. */
 	if (page < job->batch_limit) {
 		job->walk_done = 1;
@@ -717,7 +874,8 @@ static void job_batch(bf_job *job)
 		return;
 	}
 	job->batch_limit = limit;
-	job_send(job, sql, 0, NULL, job_batch_done);
+	job_send(job, "batch", sql, 0, NULL, job_batch_done);
+	job->in_batch = job->phase == BF_JOB_QUERY;
 	free(sql);
 }
 
@@ -781,8 +939,156 @@ static void job_verify(bf_job *job)
 		job_retry_later(job);
 		return;
 	}
-	job_send(job, sql, first ? 1 : 2, params, job_verified_chunk);
+	job_send(job, "verifying", sql, first ? 1 : 2, params, job_verified_chunk);
 	free(sql);
+}
+
+/* ---- reload ---- */
+
+static void job_session_refreshed(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+
+	(void)pg;
+	if (!r->ok) {
+		job_query_failed(job, r, "applying the reloaded session settings");
+		return;
+	}
+	job->session_stale = 0;
+	job_step(job);
+}
+
+static void job_refresh_session(bf_job *job)
+{
+	char sql[768];
+
+	bf_engine_session_sql(sql, sizeof(sql), job->cfg, 1);
+	job_send(job, "applying reloaded settings", sql, 0, NULL, job_session_refreshed);
+}
+
+void bf_job_reconfigure(bf_job *job)
+{
+	if (job->phase == BF_JOB_CLOSING)
+		return;
+	/* Re-applies the knobs over the new defaults, then the session. */
+	free(job->settings_text);
+	job->settings_text = NULL;
+	bf_batch_size_bounds(&job->batch_size, job->cfg->batch_size_min, job->cfg->batch_size_max,
+			     job->cfg->batch_target_ms);
+	job->session_stale = 1;
+	bf_job_poke(job);
+}
+
+/* ---- cancelling the batch in flight ---- */
+
+static void job_cancel_sent(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	(void)pg;
+	(void)arg;
+	if (!r->ok)
+		bf_warning("could not cancel a batch in flight: %s; it finishes or is fenced out",
+			   r->message);
+}
+
+void bf_job_cancel_batch(bf_job *job)
+{
+	char pid[16];
+	const char *params[1] = {pid};
+
+	if (job->phase != BF_JOB_QUERY || !job->in_batch || job->cancel_requested)
+		return;
+	/* The fence already keeps a paused job's batch from committing; the
+	 * cancel only spares waiting for it. Only an active query is hit: a
+	 * cancel arriving after the batch ended finds the backend idle. */
+	job->cancel_requested = 1;
+	snprintf(pid, sizeof(pid), "%d", job->pg.backend_pid);
+	job_log(job, BF_LOG_NOTICE, "cancelling the batch in flight (backend pid %s)", pid);
+	bf_monitor_query(bf_engine_monitor(job->engine),
+			 "SELECT pg_cancel_backend(pid) FROM pg_stat_activity\n"
+			 "WHERE pid = $1 AND state = 'active'",
+			 1, params, job_cancel_sent, NULL);
+}
+
+/* ---- status ---- */
+
+double bf_job_rate(const bf_job *job, uint64_t now_ns)
+{
+	const uint64_t window = 60ULL * 1000000000ULL;
+	int n = (int)(sizeof(job->samples) / sizeof(job->samples[0]));
+	int oldest = -1;
+
+	/* The oldest sample within the last minute, else the newest before
+	 * it: the rate spans at least one batch and decays while nothing
+	 * moves. */
+	for (int k = 0; k < job->nsamples; k++) {
+		int i = (job->sample_next - 1 - k + n) % n;
+
+		oldest = i;
+		if (now_ns - job->samples[i].t_ns > window)
+			break;
+	}
+	if (oldest < 0 || now_ns <= job->samples[oldest].t_ns)
+		return 0;
+	double dt = (double)(now_ns - job->samples[oldest].t_ns) / 1e9;
+
+	return dt > 0 ? (double)(job->rows_scanned - job->samples[oldest].rows) / dt : 0;
+}
+
+double bf_job_throttled_s(const bf_job *job, uint64_t now_ns)
+{
+	uint64_t total = job->throttled_total_ns;
+
+	if (job->throttled_since_ns)
+		total += now_ns - job->throttled_since_ns;
+	return (double)total / 1e9;
+}
+
+int bf_job_throttle_reasons(const bf_job *job, char **reasons, int max)
+{
+	int n = 0;
+
+	if (n < max && bf_engine_paused(job->engine) && !strstr(job->wait_reason, "pause --all"))
+		reasons[n++] = strdup("paused: every job is held by backfillctl pause --all");
+	if (n < max && job->phase == BF_JOB_WAITING && job->wait_reason[0]) {
+		char text[sizeof(job->wait_reason) + 64];
+		uint64_t now = uv_hrtime();
+
+		if (job->wake_ns > now)
+			snprintf(text, sizeof(text), "%s (next try in %.1f s)", job->wait_reason,
+				 (double)(job->wake_ns - now) / 1e9);
+		else
+			snprintf(text, sizeof(text), "%s", job->wait_reason);
+		reasons[n++] = strdup(text);
+	}
+	if (n < max && job->phase == BF_JOB_CONNECTING) {
+		char text[600];
+
+		snprintf(text, sizeof(text), "database: %s",
+			 job->pg.last_error[0] ? job->pg.last_error : "connecting");
+		reasons[n++] = strdup(text);
+	}
+	/* strdup may fail: drop the holes. */
+	int kept = 0;
+
+	for (int i = 0; i < n; i++)
+		if (reasons[i])
+			reasons[kept++] = reasons[i];
+	return kept;
+}
+
+const char *bf_job_phase_name(const bf_job *job)
+{
+	switch (job->phase) {
+	case BF_JOB_CONNECTING:
+		return "connecting";
+	case BF_JOB_QUERY:
+		return job->activity ? job->activity : "query";
+	case BF_JOB_WAITING:
+		return job->wait_reason[0] ? "held" : "waiting";
+	case BF_JOB_CLOSING:
+		return "closing";
+	}
+	return "unknown";
 }
 
 /* ---- the driver ---- */
@@ -812,6 +1118,19 @@ static void job_step(bf_job *job)
 		job_sync(job);
 	} else if (job->definition_error) {
 		job_finish(job, "failed", job->definition_error);
+	} else if (job->session_stale) {
+		job_refresh_session(job);
+	} else if (bf_engine_paused(job->engine)) {
+		/* pause --all: nothing starts until resume --all (which pokes
+		 * us); the poll re-checks in case the notification is lost. */
+		job_wait_for(job, (uint64_t)job->cfg->poll_interval_ms,
+			     "paused: every job is held by backfillctl pause --all");
+	} else if (job->max_rows_per_s > 0 && job->rate_next_ns > uv_hrtime() && !job->walk_done) {
+		char reason[128];
+
+		snprintf(reason, sizeof(reason),
+			 "max_rows_per_s: at the limit of %" PRId64 " rows/s", job->max_rows_per_s);
+		job_wait_for(job, (job->rate_next_ns - uv_hrtime()) / 1000000 + 1, reason);
 	} else if (!job->resolved) {
 		job_resolve(job);
 	} else if (!job->upper_bound) {
@@ -858,6 +1177,7 @@ static void job_free(bf_job *job)
 	free(job->upper_bound);
 	free(job->verify_checkpoint);
 	free(job->definition_error);
+	free(job->settings_text);
 	free(job);
 }
 
@@ -970,6 +1290,7 @@ bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 	job->statement = dup_clause(def->statement);
 	job->key_columns = dup_or_null(def->key_columns);
 	job->rows_estimate = -1;
+	job->started_ns = uv_hrtime();
 	job_check_definition(job);
 	if (!job->name || !job->table_name) {
 		job_free(job);

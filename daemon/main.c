@@ -7,17 +7,28 @@
 #include <string.h>
 #include <uv.h>
 
+#include "auth.h"
+#include "commands.h"
 #include "config.h"
+#include "control.h"
 #include "engine.h"
 #include "log.h"
 #include "notify.h"
+#include "status.h"
+
+/* How often STATUS= is refreshed (sent only when the line changed). */
+#define STATUS_INTERVAL_MS 2000
 
 typedef struct bf_daemon {
 	uv_loop_t loop;
 	uv_signal_t sigterm, sigint, sighup;
+	uv_timer_t watchdog_timer, status_timer;
 	bf_config cfg;
 	const char *config_path;
 	bf_engine engine;
+	bf_control control;
+	bf_commands commands;
+	char last_status[512];
 	int exit_code;
 } bf_daemon;
 
@@ -28,6 +39,7 @@ static void usage(FILE *out)
 		"\n"
 		"Runs the backfill jobs scheduled in backfill.jobs in small, checkpointed,\n"
 		"throttled batches. Stays in the foreground and logs to stderr.\n"
+		"Steer it with backfillctl(1).\n"
 		"\n"
 		"  -c, --config FILE   configuration file (default " BF_CONFIG_DEFAULT_PATH ")\n"
 		"      --check-config  validate the configuration and exit (0: valid)\n"
@@ -35,16 +47,48 @@ static void usage(FILE *out)
 		"  -h, --help          this help\n");
 }
 
-static void on_engine_ready(bf_engine *engine, void *arg)
+/* ---- systemd: STATUS= and the watchdog ---- */
+
+static void status_refresh(bf_daemon *d)
 {
-	(void)arg;
-	bf_notice("ready: connected, control schema in place, waiting for jobs (owner %s)",
-		  engine->owner);
-	bf_notify_ready();
-	bf_notify_status("running, up to %d jobs at once", engine->cfg->max_jobs);
+	char line[512];
+
+	bf_status_summary(&d->engine, line, sizeof(line));
+	if (strcmp(line, d->last_status) == 0)
+		return;
+	snprintf(d->last_status, sizeof(d->last_status), "%s", line);
+	bf_notify_status("%s", line);
 }
 
-static void on_signal_closed(uv_handle_t *handle)
+static void status_timer_cb(uv_timer_t *timer)
+{
+	status_refresh(timer->data);
+}
+
+/* The ping comes from a timer of the loop itself: a loop that is stuck
+ * (a blocking call, a busy spin) sends none, and systemd restarts us. */
+static void watchdog_timer_cb(uv_timer_t *timer)
+{
+	(void)timer;
+	bf_notify_watchdog();
+}
+
+static void on_engine_ready(bf_engine *engine, void *arg)
+{
+	bf_daemon *d = arg;
+
+	bf_notice("ready: connected, control schema in place, control socket serving, "
+		  "waiting for jobs (owner %s)",
+		  engine->owner);
+	bf_notify_ready();
+	d->last_status[0] = '\0';
+	status_refresh(d);
+	uv_timer_start(&d->status_timer, status_timer_cb, STATUS_INTERVAL_MS, STATUS_INTERVAL_MS);
+}
+
+/* ---- stopping ---- */
+
+static void on_handle_closed(uv_handle_t *handle)
 {
 	(void)handle;
 }
@@ -55,9 +99,21 @@ static void on_engine_stopped(bf_engine *engine, void *arg)
 
 	if (engine->fatal)
 		d->exit_code = 1;
-	uv_close((uv_handle_t *)&d->sigterm, on_signal_closed);
-	uv_close((uv_handle_t *)&d->sigint, on_signal_closed);
-	uv_close((uv_handle_t *)&d->sighup, on_signal_closed);
+	uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
+	uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
+	uv_close((uv_handle_t *)&d->sighup, on_handle_closed);
+	uv_close((uv_handle_t *)&d->watchdog_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&d->status_timer, on_handle_closed);
+}
+
+static void daemon_stop(bf_daemon *d)
+{
+	bf_notify_stopping();
+	if (!d->commands.stopping) {
+		bf_commands_stop(&d->commands, NULL, NULL);
+		bf_control_close(&d->control, NULL, NULL);
+	}
+	bf_engine_stop(&d->engine);
 }
 
 static void on_stop_signal(uv_signal_t *handle, int signum)
@@ -65,28 +121,112 @@ static void on_stop_signal(uv_signal_t *handle, int signum)
 	bf_daemon *d = handle->data;
 
 	bf_notice("received %s: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-	bf_notify_stopping();
-	bf_engine_stop(&d->engine);
+	daemon_stop(d);
 }
 
-/* Until the control plane brings a full reload, SIGHUP re-reads the file
- * and applies the log level; it never kills the daemon. */
+/* ---- reload ---- */
+
+/* Settings a running daemon cannot change: the connections and the socket
+ * are made with them. The new file's values are kept aside (and the old
+ * ones kept running) until a restart. */
+static void reload_keep_restart_keys(bf_config *fresh, bf_config *old)
+{
+	const struct {
+		const char *name;
+		size_t offset;
+	} strings[] = {
+		{"database.conninfo", offsetof(bf_config, conninfo)},
+		{"control.socket", offsetof(bf_config, control_socket)},
+		{"control.socket_group", offsetof(bf_config, control_socket_group)},
+	};
+	const struct {
+		const char *name;
+		size_t offset;
+	} ints[] = {
+		{"database.connect_timeout_ms", offsetof(bf_config, connect_timeout_ms)},
+		{"control.socket_mode", offsetof(bf_config, control_socket_mode)},
+	};
+
+	for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
+		char **a = (char **)((char *)fresh + strings[i].offset);
+		char **b = (char **)((char *)old + strings[i].offset);
+
+		if (strcmp(*a, *b) == 0)
+			continue;
+		bf_warning("reload: %s changed; it takes effect when backfilld is restarted",
+			   strings[i].name);
+		/* Swap: the running value stays, the old struct frees the new. */
+		char *keep = *b;
+
+		*b = *a;
+		*a = keep;
+	}
+	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+		int *a = (int *)((char *)fresh + ints[i].offset);
+		int *b = (int *)((char *)old + ints[i].offset);
+
+		if (*a == *b)
+			continue;
+		bf_warning("reload: %s changed; it takes effect when backfilld is restarted",
+			   ints[i].name);
+		*a = *b;
+	}
+}
+
 static void on_sighup(uv_signal_t *handle, int signum)
 {
 	bf_daemon *d = handle->data;
-	char err[512];
-	bf_config fresh;
+	char err[1024];
+	bf_config fresh, old;
 
 	(void)signum;
+	bf_notify_reloading();
+	bf_notice("received SIGHUP: reloading %s", d->config_path);
 	bf_config_defaults(&fresh);
 	if (bf_config_load(&fresh, d->config_path, err, sizeof(err)) != 0) {
 		bf_error("reload refused, keeping the running configuration: %s", err);
+		bf_notify_ready();
+		bf_notify_status("reload refused (see the log); running with the previous "
+				 "configuration");
+		d->last_status[0] = '\0';
 		return;
 	}
-	bf_log_set_level(fresh.log_level);
-	bf_notice("reloaded %s: log level %s applied; other settings take effect on restart",
-		  d->config_path, bf_log_level_name(fresh.log_level));
-	bf_config_free(&fresh);
+	if (!d->control.closing && bf_control_reload(&d->control, &fresh, err, sizeof(err)) != 0) {
+		bf_error("reload refused, keeping the running configuration: %s: %s",
+			 d->config_path, err);
+		bf_config_free(&fresh);
+		bf_notify_ready();
+		return;
+	}
+	/* Swap in place: the engine and the jobs point at d->cfg. */
+	old = d->cfg;
+	reload_keep_restart_keys(&fresh, &old);
+	d->cfg = fresh;
+	bf_config_free(&old);
+	bf_log_set_level(d->cfg.log_level);
+	bf_engine_reconfigure(&d->engine);
+	bf_notice("reloaded %s (log level %s, up to %d jobs, batch target %d ms)", d->config_path,
+		  bf_log_level_name(d->cfg.log_level), d->cfg.max_jobs, d->cfg.batch_target_ms);
+	bf_notify_ready();
+	d->last_status[0] = '\0';
+	status_refresh(d);
+}
+
+/* ---- main ---- */
+
+static int check_config(bf_daemon *d)
+{
+	char err[1024];
+	bf_auth auth;
+
+	if (bf_auth_load(&auth, d->cfg.control_allowed_users, d->cfg.control_allowed_groups, err,
+			 sizeof(err)) != 0) {
+		fprintf(stderr, "backfilld: %s: %s\n", d->config_path, err);
+		return 1;
+	}
+	bf_auth_free(&auth);
+	printf("%s: configuration is valid\n", d->config_path);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -134,16 +274,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check_only) {
-		printf("%s: configuration is valid\n", d.config_path);
+		int rc = check_config(&d);
+
 		bf_config_free(&d.cfg);
-		return 0;
+		return rc;
 	}
 	bf_log_init(d.cfg.log_level);
 	/* A peer that goes away must be an error on write, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
 
 	/* Order matters: the loop, then signals (so a SIGTERM during connect
-	 * is handled), then the engine, which starts connecting. */
+	 * is handled), then the control socket (a live daemon on it stops us
+	 * before we touch the database), then the engine. */
 	if (uv_loop_init(&d.loop) != 0) {
 		fprintf(stderr, "backfilld: cannot initialize the event loop\n");
 		return 1;
@@ -151,7 +293,10 @@ int main(int argc, char **argv)
 	uv_signal_init(&d.loop, &d.sigterm);
 	uv_signal_init(&d.loop, &d.sigint);
 	uv_signal_init(&d.loop, &d.sighup);
+	uv_timer_init(&d.loop, &d.watchdog_timer);
+	uv_timer_init(&d.loop, &d.status_timer);
 	d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+	d.watchdog_timer.data = d.status_timer.data = &d;
 	uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
 	uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
 	uv_signal_start(&d.sighup, on_sighup, SIGHUP);
@@ -162,7 +307,26 @@ int main(int argc, char **argv)
 		bf_error("cannot initialize the engine");
 		return 1;
 	}
-	bf_engine_start(&d.engine);
+	bf_commands_init(&d.commands, &d.engine, &d.cfg);
+	if (bf_control_open(&d.control, &d.loop, &d.cfg, bf_commands_handle, &d.commands, err,
+			    sizeof(err)) != 0) {
+		bf_error("%s", err);
+		d.exit_code = 1;
+		/* Close what is open through the loop, then leave. */
+		d.commands.stopping = 1;
+		bf_engine_stop(&d.engine);
+	} else {
+		uint64_t usec = bf_notify_watchdog_usec();
+
+		if (usec > 0) {
+			uint64_t every = usec / 2000 > 0 ? usec / 2000 : 1;
+
+			bf_info("systemd watchdog: %llu ms; pinging every %llu ms",
+				(unsigned long long)(usec / 1000), (unsigned long long)every);
+			uv_timer_start(&d.watchdog_timer, watchdog_timer_cb, every, every);
+		}
+		bf_engine_start(&d.engine);
+	}
 
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	int rc = uv_loop_close(&d.loop);

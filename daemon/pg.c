@@ -141,6 +141,7 @@ static void pg_fail_with(bf_pg *pg, const char *why, bf_pg_query_cb cb, void *cb
 	for (char *p = message + strlen(message); p > message && (p[-1] == '\n' || p[-1] == ' ');)
 		*--p = '\0';
 
+	snprintf(pg->last_error, sizeof(pg->last_error), "%s", message);
 	pg_teardown(pg);
 	pg->query_cb = NULL;
 	pg->query_arg = NULL;
@@ -169,6 +170,7 @@ static void pg_became_ready(bf_pg *pg)
 	uv_timer_stop(&pg->timer);
 	bf_backoff_reset(&pg->backoff);
 	pg->state = BF_PG_READY;
+	pg->last_error[0] = '\0';
 	pg->backend_pid = PQbackendPID(pg->conn);
 	bf_debug("%s: connected (backend pid %d)", pg->name, pg->backend_pid);
 	if (pg->on_event)

@@ -82,6 +82,43 @@ static const char *const schema_migrations[] = {
 	"  RETURN matched;\n"
 	"END $$;\n",
 
+	/* 2: the control plane: a global pause, per-job knobs, live status */
+	"CREATE TABLE backfill.control (\n"
+	"  singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),\n"
+	"  paused     boolean NOT NULL DEFAULT false,\n"
+	"  paused_at  timestamptz,\n"
+	"  paused_by  text,\n"
+	"  updated_at timestamptz NOT NULL DEFAULT now()\n"
+	");\n"
+	"INSERT INTO backfill.control DEFAULT VALUES;\n"
+	"COMMENT ON TABLE backfill.control IS "
+	"'backfilld: paused = true holds every batch of every job (backfillctl pause --all)';\n"
+	"CREATE FUNCTION backfill.control_notify() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+	"BEGIN\n"
+	"  PERFORM pg_notify('" BF_NOTIFY_CHANNEL "',\n"
+	"    '0 ' || CASE WHEN NEW.paused THEN 'paused-all' ELSE 'resumed-all' END);\n"
+	"  RETURN NULL;\n"
+	"END $$;\n"
+	"CREATE TRIGGER control_notify AFTER UPDATE ON backfill.control\n"
+	"  FOR EACH ROW WHEN (OLD.paused IS DISTINCT FROM NEW.paused)\n"
+	"  EXECUTE FUNCTION backfill.control_notify();\n"
+	/* Knobs of backfillctl set; validated by the daemon, which fails a job
+	 * whose settings it cannot apply, with the reason in last_error. */
+	"ALTER TABLE backfill.jobs\n"
+	"  ADD COLUMN settings jsonb NOT NULL DEFAULT '{}'\n"
+	"    CONSTRAINT jobs_settings_object CHECK (jsonb_typeof(settings) = 'object'),\n"
+	/* What the daemon running the job last published (rate, batch size,
+	 * throttle reasons): status from any instance shows every job. */
+	"  ADD COLUMN live jsonb;\n"
+	"CREATE FUNCTION backfill.jobs_notify_settings() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+	"BEGIN\n"
+	"  PERFORM pg_notify('" BF_NOTIFY_CHANNEL "', NEW.id::text || ' settings');\n"
+	"  RETURN NULL;\n"
+	"END $$;\n"
+	"CREATE TRIGGER jobs_notify_settings AFTER UPDATE OF settings, batch_size ON backfill.jobs\n"
+	"  FOR EACH ROW WHEN (OLD.settings IS DISTINCT FROM NEW.settings\n"
+	"                     OR OLD.batch_size IS DISTINCT FROM NEW.batch_size)\n"
+	"  EXECUTE FUNCTION backfill.jobs_notify_settings();\n",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(schema_migrations) / sizeof(schema_migrations[0])))

@@ -21,4 +21,11 @@ void bf_batch_size_observe(bf_batch_size *bs, int rows, double busy_ms);
 /* The batch hit a lock or statement timeout, or blocked others: halve. */
 void bf_batch_size_shrink(bf_batch_size *bs);
 
+/* New bounds and target (a reload, backfillctl set); the current size is
+ * kept, clamped into the new bounds. */
+void bf_batch_size_bounds(bf_batch_size *bs, int min, int max, int target_ms);
+
+/* Continue from this size (clamped into the bounds). */
+void bf_batch_size_set(bf_batch_size *bs, int size);
+
 #endif

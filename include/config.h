@@ -27,6 +27,12 @@ typedef struct bf_config {
 
 	/* control */
 	char *control_socket; /* path of the unix control socket */
+	int control_socket_mode;
+	char *control_socket_group;   /* "": the daemon's group */
+	char *control_allowed_users;  /* "a,b": names or numeric uids */
+	char *control_allowed_groups; /* "a,b": names or numeric gids */
+	int control_max_clients;
+	int control_request_timeout_ms;
 
 	/* engine */
 	int max_jobs;	       /* jobs this daemon runs at once (one connection each) */

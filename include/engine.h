@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "job.h"
+#include "monitor.h"
 #include "pg.h"
 
 typedef void (*bf_engine_cb)(bf_engine *engine, void *arg);
@@ -22,6 +23,7 @@ struct bf_engine {
 	char owner[192]; /* lease owner: host:pid:random, unique per run */
 
 	bf_pg listener;
+	bf_monitor monitor;	/* control-plane queries, batch cancels */
 	uv_timer_t poll_timer;	/* fallback for missed notifications */
 	uv_timer_t renew_timer; /* lease renewal, every lease/3 */
 	uv_timer_t grace_timer; /* shutdown: how long in-flight batches may take */
@@ -30,7 +32,9 @@ struct bf_engine {
 	int njobs;
 
 	int listening; /* schema checked and LISTEN active on this connection */
-	int want_claim, want_renew;
+	int want_claim, want_renew, want_control;
+	int paused; /* backfill.control says pause --all */
+	uint64_t started_ns;
 	int stopping;
 	int grace_over; /* stopping: batches in flight are no longer waited for */
 	int closing;	/* engine_close ran: one way, never twice */
@@ -53,5 +57,11 @@ void bf_engine_start(bf_engine *engine);
  * most shutdown_grace_ms), leases are released, every handle is closed, then
  * on_stopped. Calling it again cuts the grace short. */
 void bf_engine_stop(bf_engine *engine);
+
+/* The configuration struct was reloaded in place: apply it to the jobs. */
+void bf_engine_reconfigure(bf_engine *engine);
+
+/* The job this daemon runs with that id, or NULL. */
+bf_job *bf_engine_find_job(bf_engine *engine, int64_t id);
 
 #endif

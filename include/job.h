@@ -85,6 +85,29 @@ struct bf_job {
 	uint64_t query_started_ns;
 	uint64_t last_progress_ns;
 
+	/* Run-time knobs from the row (backfillctl set): applied at each sync. */
+	char *settings_text;	/* the row's settings as last applied */
+	int batch_size_column;	/* the row's batch_size as last applied; 0: none */
+	int64_t max_rows_per_s; /* 0: no limit */
+	uint64_t rate_next_ns;	/* max_rows_per_s: no batch starts before this */
+
+	/* What status shows. */
+	const char *activity;	     /* the query in flight, in words */
+	char wait_reason[1100];	     /* why the job is waiting: a throttle reason */
+	uint64_t wake_ns;	     /* when the wait ends */
+	uint64_t started_ns;	     /* claimed */
+	uint64_t throttled_since_ns; /* 0: not throttled now */
+	uint64_t throttled_total_ns;
+	struct {
+		uint64_t t_ns;
+		int64_t rows;
+	} samples[32]; /* (time, rows_scanned) after each batch, for the rate */
+	int nsamples, sample_next;
+
+	int in_batch;	      /* the query in flight is a batch */
+	int cancel_requested; /* we asked the server to cancel it (pause --now) */
+	int session_stale;    /* the configuration was reloaded: re-apply session settings */
+
 	bf_job_phase phase;
 	int stop_requested;
 	int closes_pending;
@@ -107,9 +130,30 @@ void bf_job_stop(bf_job *job);
  * batch back) and close. */
 void bf_job_abort(bf_job *job);
 
+/* pause --now, cancel --now: ask the server to cancel the batch in flight
+ * (from the monitor connection); it rolls back and the row is re-read. */
+void bf_job_cancel_batch(bf_job *job);
+
+/* The configuration was reloaded: new bounds now, session settings before
+ * the next query. */
+void bf_job_reconfigure(bf_job *job);
+
+/* For status: rows/s over the last minute (0 when unknown), seconds
+ * throttled so far, and the reasons holding the job back now (each a
+ * malloc'd string appended to reasons, at most max; returns the count). */
+double bf_job_rate(const bf_job *job, uint64_t now_ns);
+double bf_job_throttled_s(const bf_job *job, uint64_t now_ns);
+int bf_job_throttle_reasons(const bf_job *job, char **reasons, int max);
+const char *bf_job_phase_name(const bf_job *job);
+
 /* Implemented by the engine: its loop, and the job's last call, made once
  * the job has closed (the job is freed right after). */
 uv_loop_t *bf_engine_loop(bf_engine *engine);
+/* pause --all in effect (every batch held). */
+int bf_engine_paused(const bf_engine *engine);
+/* What a job read from backfill.control: the engine follows it. */
+void bf_engine_set_paused(bf_engine *engine, int paused);
+struct bf_monitor *bf_engine_monitor(bf_engine *engine);
 /* The session settings of every connection of ours (batches != 0: those of
  * a job's batch connection too), as one query, into buf. */
 void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batches);

@@ -83,6 +83,7 @@ struct bf_pg {
 	int handles_open; /* timer + polls + a name lookup not yet through their callback */
 	struct bf_pg_resolution *resolution; /* the lookup this connect attempt waits for */
 	int backend_pid;
+	char last_error[512]; /* why the last attempt or connection failed; "" once up */
 
 	bf_pg_query_cb query_cb;
 	void *query_arg;

@@ -20,6 +20,8 @@ pc:libpq                   libpq-dev
 pc:libuv                   libuv1-dev
 pc:yaml-0.1                libyaml-dev
 pc:libsystemd              libsystemd-dev
+pc:jansson                 libjansson-dev
+cmd:systemd-analyze        systemd
 cmd:cc                     gcc
 file:/usr/include/stdio.h  libc6-dev
 cmd:make                   make

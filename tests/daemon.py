@@ -25,6 +25,7 @@ from psycopg.rows import dict_row
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKFILLD = Path(os.environ.get('BACKFILLD') or REPO_ROOT / 'build' / 'backfilld')
+BACKFILLCTL = Path(os.environ.get('BACKFILLCTL') or REPO_ROOT / 'build' / 'backfillctl')
 
 # Test-friendly settings under every test's overrides: quick polling and
 # retries, and debug logs to read when a test fails.
@@ -196,6 +197,26 @@ class Daemon:
                                          stdout=log, stderr=subprocess.STDOUT,
                                          env=self.env(), preexec_fn=_die_with_parent)
         return self
+
+    def ctl(self, *args, timeout=60, user=None, socket=None, check=None):
+        """Runs backfillctl against this daemon's socket: a CompletedProcess
+        (text). user: run it as that OS user (runuser). check: the exit code
+        expected (asserted, with the output in the message)."""
+        cmd = [str(BACKFILLCTL), '-s', str(socket or self.socket), *args]
+        if user:
+            cmd = ['runuser', '-u', user, '--', *cmd]
+        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, timeout=timeout, env=self.env())
+        if check is not None:
+            assert result.returncode == check, (
+                f'backfillctl {" ".join(args)}: exit {result.returncode}, want {check}\n'
+                f'stdout: {result.stdout}\nstderr: {result.stderr}')
+        return result
+
+    def ctl_json(self, *args, **kwargs):
+        """backfillctl ARGS --json, which must succeed: the parsed object."""
+        import json
+        return json.loads(self.ctl(*args, '--json', check=0, **kwargs).stdout)
 
     def _require_binary(self):
         if not os.access(BACKFILLD, os.X_OK):

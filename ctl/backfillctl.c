@@ -1,0 +1,412 @@
+/* backfillctl.c -- the operator's command line for backfilld: parses the
+ * command, checks it locally, sends one request over the control socket and
+ * prints the answer. Exit statuses are in client.h.
+ */
+#include "client.h"
+#include "render.h"
+#include "settings.h"
+#include "term.h"
+#include "watch.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef BF_VERSION
+#define BF_VERSION "unknown"
+#endif
+
+#define DEFAULT_SOCKET "/run/backfilld/backfilld.sock"
+/* Every answer but plan's is a read of memory the daemon already holds: 10s
+ * means it is stuck, not busy. */
+#define DEFAULT_TIMEOUT_MS 10000
+/* plan runs one real batch (then rolls it back) on a possibly cold table. */
+#define PLAN_TIMEOUT_MS	  300000
+#define WATCH_INTERVAL_MS 2000
+/* Same bound as the daemon's (proto.c): checked here to fail early. */
+#define MAX_JOB_NAME 1000
+
+static const char usage_text[] =
+	"usage: backfillctl [-s SOCKET] [--timeout SECONDS] COMMAND [ARGS]\n"
+	"\n"
+	"  status [JOB] [--json]     daemon state and every job (or one)\n"
+	"  watch [JOB] [-n SECONDS]  status refreshed in place until interrupted (default every 2 s)\n"
+	"  pause [JOB | --all] [--now]\n"
+	"                            pause a job, or every job; --now also cancels the batch in flight\n"
+	"  resume [JOB | --all]      undo pause\n"
+	"  cancel JOB [--now]        stop a job for good (state cancelled)\n"
+	"  set JOB KEY=VALUE...      change run-time knobs of a job:\n"
+	"%s"
+	"  plan JOB [--json]         dry run of one batch of a job, rolled back; 5 min timeout\n"
+	"\n"
+	"  -s, --socket SOCKET       control socket (default: $BACKFILLD_SOCKET, else\n"
+	"                            " DEFAULT_SOCKET ")\n"
+	"      --timeout SECONDS     how long to wait for the answer (default 10)\n"
+	"      --version             print the version\n"
+	"  -h, --help                print this help\n"
+	"\n"
+	"Exit status: 0 done, 1 the daemon refused or failed (or did not answer), 2 usage,\n"
+	"3 daemon not running, 4 permission denied, 5 no such job.\n";
+
+/* Options, as bits: which command accepts which. */
+enum {
+	OPT_JSON = 1 << 0,
+	OPT_ALL = 1 << 1,
+	OPT_NOW = 1 << 2,
+	OPT_INTERVAL = 1 << 3,
+};
+
+static const char *const option_names[] = {"--json", "--all", "--now", "-n"};
+
+typedef struct ctl {
+	const char *socket_path;
+	int timeout_ms; /* 0: the command's default */
+	int interval_ms;
+	unsigned options;
+	char **args; /* after the command name */
+	int nargs;
+	bf_term term;
+} ctl;
+
+typedef struct ctl_cmd {
+	const char *name;
+	int (*run)(ctl *c, const struct ctl_cmd *cmd);
+	unsigned options;
+	int min_args, max_args; /* -1: any number */
+	int timeout_ms;
+	const char *args_usage;
+} ctl_cmd;
+
+static int usage_error(const char *fmt, ...) BF_PRINTF(1, 2);
+
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("backfillctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return BF_CTL_USAGE;
+}
+
+static void print_usage(FILE *out)
+{
+	char knobs[1024];
+	size_t used = 0;
+
+	knobs[0] = '\0';
+	for (const bf_knob *k = bf_knobs; k->name && used < sizeof knobs; k++)
+		used += (size_t)snprintf(knobs + used, sizeof knobs - used,
+					 "                              %-16s %s\n", k->name,
+					 k->what);
+	fprintf(out, usage_text, knobs);
+}
+
+/* Job names: the daemon refuses the same, but a local check gives the
+ * usage exit status and sends nothing. */
+static int check_job(const char *job)
+{
+	size_t len = strlen(job);
+
+	if (len == 0)
+		return usage_error("JOB must not be empty");
+	if (len > MAX_JOB_NAME)
+		return usage_error("JOB is longer than %d bytes", MAX_JOB_NAME);
+	for (const char *p = job; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return usage_error("JOB contains a control character");
+	return BF_CTL_OK;
+}
+
+/* Sends req; on failure prints the reason, on success hands the result. */
+static int ctl_call(ctl *c, const ctl_cmd *cmd, const bf_request *req, json_t **result)
+{
+	char err[1024];
+	int status = bf_ctl_call(c->socket_path, c->timeout_ms ? c->timeout_ms : cmd->timeout_ms,
+				 req, result, err, sizeof err);
+
+	if (status != BF_CTL_OK)
+		fprintf(stderr, "backfillctl: %s\n", err);
+	return status;
+}
+
+static int run_status(ctl *c, const ctl_cmd *cmd)
+{
+	bf_request req = {.cmd = BF_CMD_STATUS, .job = c->nargs ? c->args[0] : NULL};
+	json_t *result;
+	int status = ctl_call(c, cmd, &req, &result);
+
+	if (status != BF_CTL_OK)
+		return status;
+	if (c->options & OPT_JSON)
+		bf_render_json(stdout, result);
+	else
+		bf_render_status(stdout, result, &c->term);
+	json_decref(result);
+	return BF_CTL_OK;
+}
+
+static int run_watch(ctl *c, const ctl_cmd *cmd)
+{
+	return bf_ctl_watch(c->socket_path, c->timeout_ms ? c->timeout_ms : cmd->timeout_ms,
+			    c->nargs ? c->args[0] : NULL, c->interval_ms, &c->term);
+}
+
+/* pause, resume, cancel, set: one line of acknowledgement. */
+static int run_simple(ctl *c, const ctl_cmd *cmd, bf_request *req)
+{
+	json_t *result;
+	int status;
+
+	if (!req->all && !c->nargs)
+		return usage_error("%s needs JOB or --all", cmd->name);
+	if (req->all && c->nargs)
+		return usage_error("%s takes JOB or --all, not both", cmd->name);
+	status = ctl_call(c, cmd, req, &result);
+	if (status != BF_CTL_OK)
+		return status;
+	bf_render_message(stdout, result);
+	json_decref(result);
+	return BF_CTL_OK;
+}
+
+static int run_pause(ctl *c, const ctl_cmd *cmd)
+{
+	bf_request req = {
+		.cmd = BF_CMD_PAUSE,
+		.job = c->nargs ? c->args[0] : NULL,
+		.all = !!(c->options & OPT_ALL),
+		.now = !!(c->options & OPT_NOW),
+	};
+
+	return run_simple(c, cmd, &req);
+}
+
+static int run_resume(ctl *c, const ctl_cmd *cmd)
+{
+	bf_request req = {
+		.cmd = BF_CMD_RESUME,
+		.job = c->nargs ? c->args[0] : NULL,
+		.all = !!(c->options & OPT_ALL),
+	};
+
+	return run_simple(c, cmd, &req);
+}
+
+static int run_cancel(ctl *c, const ctl_cmd *cmd)
+{
+	bf_request req = {
+		.cmd = BF_CMD_CANCEL,
+		.job = c->args[0],
+		.now = !!(c->options & OPT_NOW),
+	};
+
+	return run_simple(c, cmd, &req);
+}
+
+static int run_set(ctl *c, const ctl_cmd *cmd)
+{
+	bf_request req = {.cmd = BF_CMD_SET, .job = c->args[0]};
+	int status = BF_CTL_USAGE;
+	char err[512];
+
+	if (!(req.settings = json_object()))
+		return usage_error("out of memory");
+	for (int i = 1; i < c->nargs; i++) {
+		const bf_knob *knob;
+		long long value;
+
+		if (bf_knob_parse_assignment(c->args[i], &knob, &value, err, sizeof err) != 0) {
+			usage_error("%s", err);
+			goto done;
+		}
+		if (json_object_get(req.settings, knob->name)) {
+			usage_error("%s is given twice", knob->name);
+			goto done;
+		}
+		if (json_object_set_new(req.settings, knob->name, json_integer(value)) != 0) {
+			usage_error("out of memory");
+			goto done;
+		}
+	}
+	status = run_simple(c, cmd, &req);
+done:
+	json_decref(req.settings);
+	return status;
+}
+
+static int run_plan(ctl *c, const ctl_cmd *cmd)
+{
+	bf_request req = {.cmd = BF_CMD_PLAN, .job = c->args[0]};
+	json_t *result;
+	int status = ctl_call(c, cmd, &req, &result);
+
+	if (status != BF_CTL_OK)
+		return status;
+	if (c->options & OPT_JSON)
+		bf_render_json(stdout, result);
+	else
+		bf_render_plan(stdout, result);
+	json_decref(result);
+	return BF_CTL_OK;
+}
+
+static const ctl_cmd commands[] = {
+	{"status", run_status, OPT_JSON, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB] [--json]"},
+	{"watch", run_watch, OPT_INTERVAL, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB] [-n SECONDS]"},
+	{"pause", run_pause, OPT_ALL | OPT_NOW, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB | --all] [--now]"},
+	{"resume", run_resume, OPT_ALL, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB | --all]"},
+	{"cancel", run_cancel, OPT_NOW, 1, 1, DEFAULT_TIMEOUT_MS, "JOB [--now]"},
+	{"set", run_set, 0, 2, -1, DEFAULT_TIMEOUT_MS, "JOB KEY=VALUE..."},
+	{"plan", run_plan, OPT_JSON, 1, 1, PLAN_TIMEOUT_MS, "JOB [--json]"},
+};
+
+/* SECONDS for --timeout and -n: a positive number, fractions allowed. */
+static int parse_seconds(const char *option, const char *text, double min, int *ms)
+{
+	char *end;
+	double s = strtod(text, &end);
+
+	if (end == text || *end || !isfinite(s) || s < min || s > 86400 * 7)
+		return usage_error("%s wants a number of seconds from %g to %d, got \"%s\"", option,
+				   min, 86400 * 7, text);
+	*ms = (int)ceil(s * 1000);
+	return BF_CTL_OK;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option long_options[] = {
+		{"socket", required_argument, NULL, 's'},
+		{"timeout", required_argument, NULL, 'T'},
+		{"json", no_argument, NULL, 'j'},
+		{"interval", required_argument, NULL, 'n'},
+		{"all", no_argument, NULL, 'a'},
+		{"now", no_argument, NULL, 'N'},
+		{"version", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	ctl c = {.interval_ms = WATCH_INTERVAL_MS};
+	char **positional = calloc((size_t)argc + 1, sizeof *positional);
+	int npositional = 0, opt, status;
+	const ctl_cmd *cmd = NULL;
+
+	if (!positional)
+		return usage_error("out of memory");
+	/* "-" first: options and arguments in any order (status --json and
+	 * --json status alike) even under POSIXLY_CORRECT; ":" next: missing
+	 * arguments reported here, in our words. "--" ends the options, for
+	 * a job whose name starts with "-". */
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "-:s:n:h", long_options, NULL)) != -1) {
+		switch (opt) {
+		case 1:
+			positional[npositional++] = optarg;
+			break;
+		case 's':
+			c.socket_path = optarg;
+			break;
+		case 'T':
+			if ((status = parse_seconds("--timeout", optarg, 0.001, &c.timeout_ms)))
+				goto done;
+			break;
+		case 'n':
+			if ((status = parse_seconds("-n", optarg, 0.1, &c.interval_ms)))
+				goto done;
+			c.options |= OPT_INTERVAL;
+			break;
+		case 'j':
+			c.options |= OPT_JSON;
+			break;
+		case 'a':
+			c.options |= OPT_ALL;
+			break;
+		case 'N':
+			c.options |= OPT_NOW;
+			break;
+		case 'V':
+			printf("backfillctl %s (control protocol %d)\n", BF_VERSION,
+			       BF_PROTO_VERSION);
+			status = BF_CTL_OK;
+			goto done;
+		case 'h':
+			print_usage(stdout);
+			status = BF_CTL_OK;
+			goto done;
+		case ':':
+			status = usage_error("option %s needs a value", argv[optind - 1]);
+			goto done;
+		default:
+			if (optopt)
+				status = usage_error("unknown option -%c (see backfillctl --help)",
+						     optopt);
+			else
+				status = usage_error("unknown option %s (see backfillctl --help)",
+						     argv[optind - 1]);
+			goto done;
+		}
+	}
+	while (optind < argc)
+		positional[npositional++] = argv[optind++];
+
+	if (npositional == 0) {
+		print_usage(stderr);
+		status = BF_CTL_USAGE;
+		goto done;
+	}
+	if (strcmp(positional[0], "help") == 0) {
+		print_usage(stdout);
+		status = BF_CTL_OK;
+		goto done;
+	}
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (strcmp(commands[i].name, positional[0]) == 0)
+			cmd = &commands[i];
+	if (!cmd) {
+		status = usage_error("unknown command \"%s\" (see backfillctl --help)",
+				     positional[0]);
+		goto done;
+	}
+	c.args = positional + 1;
+	c.nargs = npositional - 1;
+	for (size_t i = 0; i < sizeof option_names / sizeof option_names[0]; i++)
+		if ((c.options & ~cmd->options) & (1u << i)) {
+			status =
+				usage_error("%s is not an option of %s (usage: backfillctl %s %s)",
+					    option_names[i], cmd->name, cmd->name, cmd->args_usage);
+			goto done;
+		}
+	if (c.nargs < cmd->min_args) {
+		status = usage_error("%s needs %s (usage: backfillctl %s %s)", cmd->name,
+				     c.nargs ? "KEY=VALUE" : "JOB", cmd->name, cmd->args_usage);
+		goto done;
+	}
+	if (cmd->max_args >= 0 && c.nargs > cmd->max_args) {
+		status = usage_error("too many arguments for %s (usage: backfillctl %s %s)",
+				     cmd->name, cmd->name, cmd->args_usage);
+		goto done;
+	}
+	if (c.nargs && (status = check_job(c.args[0])))
+		goto done;
+
+	c.socket_path = c.socket_path ? c.socket_path : getenv("BACKFILLD_SOCKET");
+	if (!c.socket_path || !*c.socket_path)
+		c.socket_path = DEFAULT_SOCKET;
+	bf_term_detect(&c.term, STDOUT_FILENO);
+	status = cmd->run(&c, cmd);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "backfillctl: cannot write to standard output\n");
+		if (status == BF_CTL_OK)
+			status = BF_CTL_FAILED;
+	}
+done:
+	free(positional);
+	return status;
+}

@@ -1,0 +1,457 @@
+/* render.c -- the daemon's answers for people: status table, plan summary,
+ * acknowledgements. Numbers in human units (4.8M, 52.1k/s, 1h02m).
+ */
+#include "render.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Cells of the progress bar: 5% each. */
+#define BAR_CELLS 20
+
+static const char *jstr(const json_t *obj, const char *key)
+{
+	json_t *v = json_object_get(obj, key);
+
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int jnum(const json_t *obj, const char *key, double *out)
+{
+	json_t *v = json_object_get(obj, key);
+
+	if (!json_is_number(v))
+		return 0;
+	*out = json_number_value(v);
+	return isfinite(*out);
+}
+
+static int jtrue(const json_t *obj, const char *key)
+{
+	return json_is_true(json_object_get(obj, key));
+}
+
+/* Prints s cleaned for the terminal (newlines kept only when asked). */
+static void put_clean(FILE *out, const char *s, int keep_newlines)
+{
+	char *clean = bf_term_clean(s, keep_newlines);
+
+	fputs(clean, out);
+	bf_term_free(clean);
+}
+
+/* 999, 1.2k, 52.1k, 512k, 4.8M: three significant digits at most. */
+static void fmt_count(char *buf, size_t len, double v)
+{
+	static const char units[] = "kMGTPE";
+	int unit = -1;
+
+	if (v < 0)
+		v = 0;
+	while (unit < (int)sizeof units - 2 && v >= 999.5) {
+		v /= 1000;
+		unit++;
+	}
+	if (unit < 0)
+		snprintf(buf, len, "%.0f", v);
+	else if (v < 99.95)
+		snprintf(buf, len, "%.1f%c", v, units[unit]);
+	else
+		snprintf(buf, len, "%.0f%c", v, units[unit]);
+}
+
+void bf_render_duration(char *buf, size_t len, double seconds)
+{
+	if (!(seconds >= 0) || seconds > 1e12) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	long long s = llround(seconds);
+
+	if (s < 60)
+		snprintf(buf, len, "%llds", s);
+	else if (s < 3600)
+		snprintf(buf, len, "%lldm%02llds", s / 60, s % 60);
+	else if (s < 86400)
+		snprintf(buf, len, "%lldh%02lldm", s / 3600, s % 3600 / 60);
+	else
+		snprintf(buf, len, "%lldd%02lldh", s / 86400, s % 86400 / 3600);
+}
+
+/* [#########-----------]  48% on a terminal, 48% otherwise. Never 100%
+ * before the end: 99.7% shows as 99%. */
+static void fmt_progress(char *buf, size_t len, double progress, int bar)
+{
+	if (progress < 0)
+		progress = 0;
+	if (progress > 1)
+		progress = 1;
+	int percent = (int)floor(progress * 100);
+
+	if (!bar) {
+		snprintf(buf, len, "%d%%", percent);
+		return;
+	}
+	int filled = (int)floor(progress * BAR_CELLS);
+	char cells[BAR_CELLS + 1];
+
+	memset(cells, '#', (size_t)filled);
+	memset(cells + filled, '-', (size_t)(BAR_CELLS - filled));
+	cells[BAR_CELLS] = '\0';
+	snprintf(buf, len, "[%s]%4d%%", cells, percent);
+}
+
+enum {
+	COL_NAME,
+	COL_STATE,
+	COL_PROGRESS,
+	COL_SCANNED,
+	COL_UPDATED,
+	COL_RATE,
+	COL_ETA,
+	COL_BATCH,
+	NCOLS
+};
+
+static const struct {
+	const char *title;
+	int align_right;
+} columns[NCOLS] = {
+	[COL_NAME] = {"NAME", 0},	  [COL_STATE] = {"STATE", 0},
+	[COL_PROGRESS] = {"PROGRESS", 0}, [COL_SCANNED] = {"SCANNED", 1},
+	[COL_UPDATED] = {"UPDATED", 1},	  [COL_RATE] = {"RATE", 1},
+	[COL_ETA] = {"ETA", 1},		  [COL_BATCH] = {"BATCH", 1},
+};
+
+/* One job as its table cells. name and state are cleaned copies (freed
+ * by row_free); the rest live in fixed buffers. */
+typedef struct job_row {
+	const json_t *job;
+	char *name, *state;
+	char progress[48], scanned[16], updated[16], rate[24], eta[24], batch[24];
+	const char *cells[NCOLS];
+	const char *state_sgr;
+} job_row;
+
+/* Bars line up by themselves; bare percentages line up on the right. */
+static int align_right(int column, const bf_term *term)
+{
+	return column == COL_PROGRESS ? !term->tty : columns[column].align_right;
+}
+
+static const char *state_color(const char *state, int throttled)
+{
+	static const struct {
+		const char *state, *sgr;
+	} colors[] = {
+		{"running", BF_SGR_GREEN},	    {"paused", BF_SGR_YELLOW},
+		{"failed", BF_SGR_BOLD BF_SGR_RED}, {"succeeded", BF_SGR_BLUE},
+		{"cancelled", BF_SGR_DIM},
+	};
+
+	if (!state)
+		return NULL;
+	if (throttled && strcmp(state, "running") == 0)
+		return BF_SGR_YELLOW;
+	for (size_t i = 0; i < sizeof colors / sizeof colors[0]; i++)
+		if (strcmp(colors[i].state, state) == 0)
+			return colors[i].sgr;
+	return NULL;
+}
+
+static void row_fill(job_row *row, const json_t *job, const bf_term *term)
+{
+	const char *name = jstr(job, "name"), *state = jstr(job, "state"),
+		   *phase = jstr(job, "phase");
+	double v;
+
+	row->job = job;
+	row->name = bf_term_clean(name ? name : "-", 0);
+	if (phase && *phase) {
+		size_t len = strlen(state ? state : "-") + strlen(phase) + 4;
+		char *both = malloc(len);
+
+		if (both)
+			snprintf(both, len, "%s (%s)", state ? state : "-", phase);
+		row->state = bf_term_clean(both ? both : "?", 0);
+		free(both);
+	} else {
+		row->state = bf_term_clean(state ? state : "-", 0);
+	}
+	row->state_sgr = term->color ? state_color(state, jtrue(job, "throttled")) : NULL;
+
+	if (jnum(job, "progress", &v))
+		fmt_progress(row->progress, sizeof row->progress, v, term->tty);
+	else
+		snprintf(row->progress, sizeof row->progress, "-");
+	if (jnum(job, "rows_scanned", &v))
+		fmt_count(row->scanned, sizeof row->scanned, v);
+	else
+		snprintf(row->scanned, sizeof row->scanned, "-");
+	if (jnum(job, "rows_updated", &v))
+		fmt_count(row->updated, sizeof row->updated, v);
+	else
+		snprintf(row->updated, sizeof row->updated, "-");
+	/* A rate is news only while the job runs; a stopped job's is stale. */
+	if (jnum(job, "rate_rows_s", &v) && state && strcmp(state, "running") == 0) {
+		if (v > 0 && v < 9.95)
+			snprintf(row->rate, sizeof row->rate, "%.1f/s", v);
+		else {
+			fmt_count(row->rate, sizeof row->rate - 2, v);
+			strcat(row->rate, "/s");
+		}
+	} else {
+		snprintf(row->rate, sizeof row->rate, "-");
+	}
+	if (jnum(job, "eta_s", &v))
+		bf_render_duration(row->eta, sizeof row->eta, v);
+	else
+		snprintf(row->eta, sizeof row->eta, "-");
+	if (jnum(job, "batch_size", &v))
+		snprintf(row->batch, sizeof row->batch, "%.0f", v);
+	else
+		snprintf(row->batch, sizeof row->batch, "-");
+
+	row->cells[COL_NAME] = row->name;
+	row->cells[COL_STATE] = row->state;
+	row->cells[COL_PROGRESS] = row->progress;
+	row->cells[COL_SCANNED] = row->scanned;
+	row->cells[COL_UPDATED] = row->updated;
+	row->cells[COL_RATE] = row->rate;
+	row->cells[COL_ETA] = row->eta;
+	row->cells[COL_BATCH] = row->batch;
+}
+
+static void row_free(job_row *row)
+{
+	bf_term_free(row->name);
+	bf_term_free(row->state);
+}
+
+/* The lines beneath a job: why it is held back, how long it was, its last
+ * error, and who runs it when this daemon does not. */
+static void render_job_details(FILE *out, const json_t *job, const bf_term *term)
+{
+	const json_t *reasons = json_object_get(job, "throttle_reasons");
+	const char *last_error = jstr(job, "last_error"), *owner = jstr(job, "owner");
+	json_t *here = json_object_get(job, "here");
+	double throttled_s, share;
+
+	if (jtrue(job, "throttled")) {
+		size_t n = json_is_array(reasons) ? json_array_size(reasons) : 0, shown = 0;
+
+		fprintf(out, "  %sheld back", term->color ? BF_SGR_YELLOW : "");
+		for (size_t i = 0; i < n; i++) {
+			const char *reason = json_string_value(json_array_get(reasons, i));
+
+			if (!reason)
+				continue;
+			fputs(shown++ ? "; " : ": ", out);
+			put_clean(out, reason, 0);
+		}
+		if (!shown)
+			fputs(" (no reason given)", out);
+		fprintf(out, "%s\n", term->color ? BF_SGR_RESET : "");
+	}
+	if (jnum(job, "throttled_s", &throttled_s) && throttled_s >= 1) {
+		char took[24];
+
+		bf_render_duration(took, sizeof took, throttled_s);
+		fprintf(out, "  throttled %s", took);
+		if (jnum(job, "throttled_share", &share))
+			fprintf(out, " (%.0f%% of the time)", share * 100);
+		fputc('\n', out);
+	}
+	if (last_error && *last_error) {
+		fprintf(out, "  %slast error: ", term->color ? BF_SGR_RED : "");
+		put_clean(out, last_error, 0);
+		fprintf(out, "%s\n", term->color ? BF_SGR_RESET : "");
+	}
+	if (json_is_false(here) && owner && *owner) {
+		fputs("  owner: ", out);
+		put_clean(out, owner, 0);
+		fputc('\n', out);
+	}
+}
+
+static void render_jobs(FILE *out, const json_t *jobs, const bf_term *term)
+{
+	size_t n = json_is_array(jobs) ? json_array_size(jobs) : 0, width[NCOLS];
+	job_row *rows;
+
+	if (n == 0) {
+		fputs("no jobs\n", out);
+		return;
+	}
+	if (!(rows = calloc(n, sizeof *rows))) {
+		fputs("(out of memory)\n", out);
+		return;
+	}
+	for (int c = 0; c < NCOLS; c++)
+		width[c] = strlen(columns[c].title);
+	for (size_t i = 0; i < n; i++) {
+		row_fill(&rows[i], json_array_get(jobs, i), term);
+		for (int c = 0; c < NCOLS; c++) {
+			size_t w = bf_term_width(rows[i].cells[c]);
+
+			if (w > width[c])
+				width[c] = w;
+		}
+	}
+	for (int c = 0; c < NCOLS; c++) {
+		bf_term_cell(out, columns[c].title, width[c], align_right(c, term), NULL);
+		fputs(c == NCOLS - 1 ? "\n" : "  ", out);
+	}
+	for (size_t i = 0; i < n; i++) {
+		for (int c = 0; c < NCOLS; c++) {
+			bf_term_cell(out, rows[i].cells[c], width[c], align_right(c, term),
+				     c == COL_STATE ? rows[i].state_sgr : NULL);
+			fputs(c == NCOLS - 1 ? "\n" : "  ", out);
+		}
+		render_job_details(out, rows[i].job, term);
+		row_free(&rows[i]);
+	}
+	free(rows);
+}
+
+/* backfilld 0.1.0 (pid 123, up 3h12m) on db-host:123 - 2 of 4 job slots busy
+ * - database connected; then, loudly, what stops every job. */
+static void render_daemon(FILE *out, const json_t *daemon, const bf_term *term)
+{
+	const json_t *db = json_object_get(daemon, "database");
+	const char *version = jstr(daemon, "version"), *owner = jstr(daemon, "owner");
+	double pid, uptime, here, max;
+	int parens = 0;
+	char up[24];
+
+	fputs("backfilld ", out);
+	put_clean(out, version ? version : "(unknown version)", 0);
+	if (jnum(daemon, "pid", &pid))
+		fprintf(out, "%s%.0f", parens++ ? ", " : " (pid ", pid);
+	if (jnum(daemon, "uptime_s", &uptime)) {
+		bf_render_duration(up, sizeof up, uptime);
+		fprintf(out, "%sup %s", parens++ ? ", " : " (", up);
+	}
+	if (parens)
+		fputc(')', out);
+	if (owner && *owner) {
+		fputs(" on ", out);
+		put_clean(out, owner, 0);
+	}
+	if (jnum(daemon, "jobs_here", &here) && jnum(daemon, "max_jobs", &max))
+		fprintf(out, " - %.0f of %.0f job slots busy", here, max);
+	if (jtrue(db, "connected"))
+		fputs(" - database connected", out);
+	fputc('\n', out);
+
+	if (jtrue(daemon, "paused")) {
+		const char *since = jstr(daemon, "paused_since");
+
+		fprintf(out, "%sALL JOBS PAUSED", term->color ? BF_SGR_BOLD BF_SGR_YELLOW : "");
+		if (since) {
+			fputs(" since ", out);
+			put_clean(out, since, 0);
+		}
+		fprintf(out, " (backfillctl resume --all)%s\n", term->color ? BF_SGR_RESET : "");
+	}
+	if (jtrue(daemon, "stopping"))
+		fprintf(out, "%sdaemon is shutting down%s\n", term->color ? BF_SGR_BOLD : "",
+			term->color ? BF_SGR_RESET : "");
+	if (json_is_object(db) && !jtrue(db, "connected")) {
+		const char *error = jstr(db, "error");
+
+		fprintf(out, "%sdatabase unreachable", term->color ? BF_SGR_BOLD BF_SGR_RED : "");
+		if (error && *error) {
+			fputs(": ", out);
+			put_clean(out, error, 0);
+		}
+		fprintf(out, "%s\n", term->color ? BF_SGR_RESET : "");
+	}
+}
+
+void bf_render_status(FILE *out, const json_t *result, const bf_term *term)
+{
+	const json_t *daemon = json_object_get(result, "daemon");
+
+	if (json_is_object(daemon)) {
+		render_daemon(out, daemon, term);
+		fputc('\n', out);
+	}
+	render_jobs(out, json_object_get(result, "jobs"), term);
+}
+
+void bf_render_plan(FILE *out, const json_t *result)
+{
+	const char *job = jstr(result, "job"), *table = jstr(result, "table"),
+		   *plan = jstr(result, "plan"), *note = jstr(result, "note");
+	double batch_size, rows, ms, estimate, batches, total;
+	char buf[32];
+
+	fputs("plan for job \"", out);
+	put_clean(out, job ? job : "?", 0);
+	fputs("\" on ", out);
+	put_clean(out, table ? table : "?", 0);
+	fputs(": one batch", out);
+	int have_size = jnum(result, "batch_size", &batch_size);
+
+	if (jnum(result, "batch_rows", &rows)) {
+		fprintf(out, " of %.0f rows", rows);
+		if (have_size && batch_size != rows)
+			fprintf(out, " (batch size %.0f)", batch_size);
+	} else if (have_size) {
+		fprintf(out, " of at most %.0f rows", batch_size);
+	}
+	if (jnum(result, "duration_ms", &ms))
+		fprintf(out, ms < 10 ? " took %.1f ms" : " took %.0f ms", ms);
+	fputs(" (rolled back)\n", out);
+
+	if (jnum(result, "rows_estimate", &estimate)) {
+		fmt_count(buf, sizeof buf, estimate);
+		fprintf(out, "table: about %s rows", buf);
+		if (jnum(result, "estimated_batches", &batches)) {
+			fmt_count(buf, sizeof buf, batches);
+			fprintf(out, " -> about %s batches", buf);
+		}
+		if (jnum(result, "estimated_total_s", &total)) {
+			bf_render_duration(buf, sizeof buf, total);
+			fprintf(out, ", about %s at this pace", buf);
+		}
+		fputc('\n', out);
+	} else {
+		fputs("table: size unknown (no statistics yet)\n", out);
+	}
+
+	if (plan && *plan) {
+		char *clean = bf_term_clean(plan, 1);
+
+		fputc('\n', out);
+		for (char *line = clean, *next; line && *line; line = next) {
+			next = strchr(line, '\n');
+			if (next)
+				*next++ = '\0';
+			fprintf(out, "  %s\n", line);
+		}
+		bf_term_free(clean);
+		fputc('\n', out);
+	}
+	if (note && *note) {
+		put_clean(out, note, 0);
+		fputc('\n', out);
+	}
+}
+
+void bf_render_message(FILE *out, const json_t *result)
+{
+	const char *message = jstr(result, "message");
+
+	put_clean(out, message && *message ? message : "ok", 0);
+	fputc('\n', out);
+}
+
+void bf_render_json(FILE *out, const json_t *result)
+{
+	/* 15 digits: 0.48, not the 0.47999999999999998 of an exact dump. */
+	json_dumpf(result, out, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+	fputc('\n', out);
+}

@@ -1,0 +1,34 @@
+/* settings.h -- the run-time knobs of a job (backfillctl set JOB KEY=VALUE).
+ *
+ * Stored in the job row: batch_size in its own column (the starting size of
+ * the adaptive controller), every other knob in the jsonb column "settings".
+ * Applied by the daemon before the job's next batch. One table here serves
+ * the daemon (validation of the row) and backfillctl (parsing KEY=VALUE).
+ */
+#ifndef BF_SETTINGS_H
+#define BF_SETTINGS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bf_knob {
+	const char *name;
+	long long min, max;
+	const char *unit; /* "rows", "ms", "rows/s" */
+	const char *what; /* one line for help and errors */
+} bf_knob;
+
+/* NULL-name terminated. */
+extern const bf_knob bf_knobs[];
+
+const bf_knob *bf_knob_find(const char *name);
+
+/* Parses "KEY=VALUE" (value an integer, or 0 for "off" where allowed).
+ * On error returns -1 with a one-line reason in err. */
+int bf_knob_parse_assignment(const char *text, const bf_knob **knob, long long *value, char *err,
+			     size_t errlen);
+
+/* Checks value against knob's bounds; -1 with a reason in err. */
+int bf_knob_check(const bf_knob *knob, long long value, char *err, size_t errlen);
+
+#endif
