@@ -115,14 +115,16 @@ static void cmd_status(cmd_call *call)
 typedef struct transition {
 	bf_cmd cmd;
 	const char *to;
-	const char *from_sql; /* SQL list of the states it applies to */
-	const char *done;     /* "paused", ... for messages */
+	const char *from_sql;	/* SQL list of the states it applies to */
+	const char *from_words; /* the same, for people */
+	const char *done;	/* "paused", ... for messages */
 } transition;
 
 static const transition transitions[] = {
-	{BF_CMD_PAUSE, "paused", "'pending', 'running'", "paused"},
-	{BF_CMD_RESUME, "pending", "'paused', 'failed'", "resumed"},
-	{BF_CMD_CANCEL, "cancelled", "'pending', 'running', 'paused', 'failed'", "cancelled"},
+	{BF_CMD_PAUSE, "paused", "'pending', 'running'", "pending or running", "paused"},
+	{BF_CMD_RESUME, "pending", "'paused', 'failed'", "paused or failed", "resumed"},
+	{BF_CMD_CANCEL, "cancelled", "'pending', 'running', 'paused', 'failed'",
+	 "pending, running, paused or failed", "cancelled"},
 };
 
 static const transition *transition_of(bf_cmd cmd)

@@ -15,9 +15,11 @@
 #include <jansson.h>
 
 #include "engine.h"
+#include "definition.h"
 #include "errclass.h"
 #include "log.h"
 #include "monitor.h"
+#include "resolve.h"
 #include "settings.h"
 #include "sqltext.h"
 #include "strbuf.h"
@@ -484,154 +486,42 @@ static void job_sync(bf_job *job)
 
 /* ---- resolve: the table and its key columns ---- */
 
-static void job_free_keys(bf_job *job)
-{
-	for (int i = 0; i < job->nkeys; i++) {
-		free(job->key_names[i]);
-		free(job->key_types[i]);
-	}
-	free(job->key_names);
-	free(job->key_types);
-	free(job->table_quoted);
-	job->key_names = job->key_types = NULL;
-	job->table_quoted = NULL;
-	job->nkeys = 0;
-	job->resolved = 0;
-}
-
 static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	bf_job *job = arg;
-	char error[1024];
 
 	(void)pg;
 	if (!r->ok) {
 		job_query_failed(job, r, "resolving the table and its key");
 		return;
 	}
-	const PGresult *res = r->res;
-	int n = PQntuples(res);
+	char *error = NULL;
+	int rc = bf_resolve_table(r->res, job->table_name, &job->table, &error);
 
-	/* A batch locks rows and compares their ctid: tables only. */
-	static const struct {
-		char relkind;
-		const char *what;
-	} relkinds[] = {
-		{'v', "a view"},
-		{'m', "a materialized view"},
-		{'f', "a foreign table"},
-		{'S', "a sequence"},
-		{'c', "a composite type"},
-		{'i', "an index"},
-		{'I', "a partitioned index"},
-		{'t', "a TOAST table"},
-	};
-	char relkind = n > 0 ? PQgetvalue(res, 0, 7)[0] : 'r';
-
-	for (size_t i = 0; i < sizeof(relkinds) / sizeof(relkinds[0]); i++) {
-		if (relkinds[i].relkind == relkind) {
-			snprintf(error, sizeof(error),
-				 "%s is %s: backfilld walks tables and partitioned tables only",
-				 PQgetvalue(res, 0, 0), relkinds[i].what);
-			job_finish(job, "failed", error);
+	if (rc < 0) {
+		if (!error) {
+			job_log(job, BF_LOG_ERROR, "out of memory");
+			job_retry_later(job);
 			return;
 		}
-	}
-	/* A unique index of a parent does not cover its inheritance children:
-	 * keys could repeat across the hierarchy. (Partitioned tables are
-	 * fine: their unique indexes span every partition.) */
-	if (relkind == 'r' && strcmp(PQgetvalue(res, 0, 8), "t") == 0) {
-		snprintf(error, sizeof(error),
-			 "%s has inheritance children, whose keys its unique index does not cover: "
-			 "run one job per child table instead",
-			 PQgetvalue(res, 0, 0));
 		job_finish(job, "failed", error);
+		free(error);
 		return;
 	}
-	/* One row per key column; a NULL key name: no primary key; a NULL
-	 * attribute: a key_columns entry the table does not have. */
-	if (n == 0 || PQgetisnull(res, 0, 2)) {
-		snprintf(
-			error, sizeof(error),
-			"table %s has no primary key: set key_columns to columns that identify a row",
-			job->table_name);
-		job_finish(job, "failed", error);
-		return;
-	}
-	for (int i = 0; i < n; i++) {
-		if (PQgetisnull(res, i, 3)) {
-			snprintf(error, sizeof(error),
-				 "key column \"%s\" does not exist in table %s",
-				 PQgetvalue(res, i, 2), PQgetvalue(res, 0, 0));
-			job_finish(job, "failed", error);
-			return;
-		}
-	}
-	if (strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
-		bf_strbuf keys;
+	if (job->rows_estimate < 0)
+		job->rows_estimate = job->table.rows_estimate;
 
-		bf_strbuf_init(&keys);
-		for (int i = 0; i < n; i++)
-			bf_strbuf_printf(&keys, "%s%s %s", i ? ", " : "", PQgetvalue(res, i, 3),
-					 PQgetvalue(res, i, 4));
-		/* Equal keys straddling two pages would be skipped, and without
-		 * an index on exactly these columns every batch scans the table.
-		 * A type without btree ordering (json, point) can have no such index. */
-		snprintf(
-			error, sizeof(error),
-			"key columns (%s) of table %s are not exactly the columns of a unique btree index, "
-			"in index order: create such an index or choose other key_columns",
-			keys.data ? keys.data : "", PQgetvalue(res, 0, 0));
-		bf_strbuf_free(&keys);
-		job_finish(job, "failed", error);
-		return;
-	}
-	for (int i = 0; i < n; i++) {
-		if (strcmp(PQgetvalue(res, i, 5), "t") != 0) {
-			snprintf(
-				error, sizeof(error),
-				"key column %s of table %s is nullable: rows with a NULL key would never be "
-				"walked; make it NOT NULL or choose other key_columns",
-				PQgetvalue(res, i, 3), PQgetvalue(res, 0, 0));
-			job_finish(job, "failed", error);
-			return;
-		}
-	}
-	job_free_keys(job);
-	job->key_names = calloc((size_t)n, sizeof(char *));
-	job->key_types = calloc((size_t)n, sizeof(char *));
-	job->table_quoted = strdup(PQgetvalue(res, 0, 0));
-	if (!job->key_names || !job->key_types || !job->table_quoted) {
-		job_log(job, BF_LOG_ERROR, "out of memory");
-		job_free_keys(job);
-		job_retry_later(job);
-		return;
-	}
-	job->nkeys = n;
-	for (int i = 0; i < n; i++) {
-		job->key_names[i] = strdup(PQgetvalue(res, i, 3));
-		job->key_types[i] = strdup(PQgetvalue(res, i, 4));
-	}
-	if (!PQgetisnull(res, 0, 1) && job->rows_estimate < 0)
-		job->rows_estimate = col_int(res, 0, 1, -1);
-
-	job->walk.table = job->table_quoted;
-	job->walk.nkeys = n;
-	job->walk.key_names = (const char *const *)job->key_names;
-	job->walk.key_types = (const char *const *)job->key_types;
-	job->walk.kind = job->kind;
-	job->walk.set_clause = job->set_clause;
-	job->walk.where_clause = job->where_clause;
-	job->walk.statement = job->statement;
+	bf_table_walk(&job->table, &job->walk, job->kind, job->set_clause, job->where_clause,
+		      job->statement);
 	job->resolved = 1;
 
 	bf_strbuf keys;
 
 	bf_strbuf_init(&keys);
-	for (int i = 0; i < n; i++)
-		bf_strbuf_printf(&keys, "%s%s %s", i ? ", " : "", job->key_names[i],
-				 job->key_types[i]);
-	job_log(job, BF_LOG_INFO, "walking %s by (%s)", job->table_quoted,
+	for (int i = 0; i < job->table.nkeys; i++)
+		bf_strbuf_printf(&keys, "%s%s %s", i ? ", " : "", job->table.key_names[i],
+				 job->table.key_types[i]);
+	job_log(job, BF_LOG_INFO, "walking %s by (%s)", job->table.quoted,
 		keys.data ? keys.data : "");
 	bf_strbuf_free(&keys);
 	job_succeeded_step(job);
@@ -640,47 +530,9 @@ static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 
 static void job_resolve(bf_job *job)
 {
-	/* The server quotes every identifier we compose (format %I,
-	 * quote_ident), and $1::regclass resolves the name the way the
-	 * operator's own session would. One row per key column, with what makes
-	 * a walk correct: NOT NULL keys that are exactly a unique index. The
-	 * type without modifier, as format_type(t, -1) spells it ("bpchar", not
-	 * "character", which means char(1) in a cast). */
-	static const char sql[] =
-		"WITH rel AS (\n"
-		"  SELECT c.oid, c.reltuples, c.relkind, c.relhassubclass,\n"
-		"         format('%I.%I', n.nspname, c.relname) AS qualified\n"
-		"  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n"
-		"  WHERE c.oid = $1::regclass\n"
-		"), keys AS (\n"
-		"  SELECT u.ord, u.name, a.attnum, a.attnotnull, quote_ident(a.attname) AS quoted,\n"
-		"         format_type(a.atttypid, -1) AS type\n"
-		"  FROM rel\n"
-		"  CROSS JOIN LATERAL unnest(coalesce($2::text[], ARRAY(\n"
-		"      SELECT pa.attname::text\n"
-		"      FROM pg_catalog.pg_index i,\n"
-		"           unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord),\n"
-		"           pg_catalog.pg_attribute pa\n"
-		"      WHERE i.indrelid = rel.oid AND i.indisprimary\n"
-		"        AND pa.attrelid = rel.oid AND pa.attnum = k.attnum\n"
-		"      ORDER BY k.ord))) WITH ORDINALITY u(name, ord)\n"
-		"  LEFT JOIN pg_catalog.pg_attribute a\n"
-		"    ON a.attrelid = rel.oid AND a.attname = u.name AND a.attnum > 0 AND NOT a.attisdropped\n"
-		")\n"
-		"SELECT rel.qualified, CASE WHEN rel.reltuples >= 0 THEN rel.reltuples::bigint END,\n"
-		"       k.name, k.quoted, k.type, k.attnotnull,\n"
-		"       EXISTS (SELECT 1 FROM pg_catalog.pg_index i\n"
-		"               WHERE i.indrelid = rel.oid AND i.indisunique AND i.indisvalid\n"
-		"                 AND i.indpred IS NULL AND i.indexprs IS NULL\n"
-		"                 AND i.indnkeyatts = (SELECT count(*) FROM keys)\n"
-		"                 AND (i.indkey::int2[])[0:i.indnkeyatts - 1]\n"
-		"                     = ARRAY(SELECT k2.attnum FROM keys k2 ORDER BY k2.ord)),\n"
-		"       rel.relkind, rel.relhassubclass\n"
-		"FROM rel LEFT JOIN keys k ON true\n"
-		"ORDER BY k.ord";
 	const char *params[2] = {job->table_name, job->key_columns};
 
-	job_send(job, "resolving the table", sql, 2, params, job_resolved);
+	job_send(job, "resolving the table", bf_resolve_sql, 2, params, job_resolved);
 }
 
 /* ---- the upper bound, fixed once per job ---- */
@@ -1166,7 +1018,7 @@ static void job_pg_event(bf_pg *pg, int up, void *arg)
 
 static void job_free(bf_job *job)
 {
-	job_free_keys(job);
+	bf_table_free(&job->table);
 	free(job->name);
 	free(job->table_name);
 	free(job->set_clause);
@@ -1212,63 +1064,6 @@ static void job_close(bf_job *job)
 	bf_pg_close(&job->pg, job_pg_closed, job);
 }
 
-/* Operator text may end in ";" and blanks; inside a CTE that is an error. */
-static char *dup_clause(const char *s)
-{
-	if (!s)
-		return NULL;
-	char *d = strdup(s);
-	size_t n;
-
-	if (!d)
-		return NULL;
-	n = strlen(d);
-	while (n > 0 && (d[n - 1] == ';' || d[n - 1] == ' ' || d[n - 1] == '\t' ||
-			 d[n - 1] == '\n' || d[n - 1] == '\r'))
-		d[--n] = '\0';
-	if (n == 0) {
-		free(d);
-		return NULL;
-	}
-	return d;
-}
-
-/* Each operator clause is put into a statement of ours; a ';' would end
- * that statement early (and split the batch's transaction). */
-static void job_check_definition(bf_job *job)
-{
-	const struct {
-		const char *column, *text;
-	} clauses[] = {
-		{"set_clause", job->set_clause},
-		{"where_clause", job->where_clause},
-		{"statement", job->statement},
-	};
-	char error[256];
-
-	for (size_t i = 0; i < sizeof(clauses) / sizeof(clauses[0]); i++) {
-		int found = clauses[i].text ? bf_sql_has_semicolon(clauses[i].text) : 0;
-
-		if (found == 0)
-			continue;
-		snprintf(
-			error, sizeof(error),
-			found > 0
-				? "%s contains a ';': give one SQL fragment, not several statements"
-				: "%s has an unterminated quoted string, identifier or /* comment",
-			clauses[i].column);
-		job->definition_error = strdup(error);
-		return;
-	}
-	/* A statement that never reads the batch would run on the whole table
-	 * once per batch. */
-	if (job->kind == BF_KIND_SQL && job->statement && !bf_sql_mentions(job->statement, "batch"))
-		job->definition_error =
-			strdup("statement never mentions \"batch\": it would run over "
-			       "the whole table once per batch; join the batch's keys, "
-			       "e.g. ... JOIN batch USING (id)");
-}
-
 bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 		     const bf_job_def *def)
 {
@@ -1285,13 +1080,14 @@ bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 	job->name = strdup(def->name);
 	job->table_name = strdup(def->table_name);
 	job->kind = strcmp(def->kind, "sql") == 0 ? BF_KIND_SQL : BF_KIND_UPDATE;
-	job->set_clause = dup_clause(def->set_clause);
-	job->where_clause = dup_clause(def->where_clause);
-	job->statement = dup_clause(def->statement);
+	job->set_clause = bf_clause_dup(def->set_clause);
+	job->where_clause = bf_clause_dup(def->where_clause);
+	job->statement = bf_clause_dup(def->statement);
 	job->key_columns = dup_or_null(def->key_columns);
 	job->rows_estimate = -1;
 	job->started_ns = uv_hrtime();
-	job_check_definition(job);
+	job->definition_error =
+		bf_definition_check(job->kind, job->set_clause, job->where_clause, job->statement);
 	if (!job->name || !job->table_name) {
 		job_free(job);
 		return NULL;

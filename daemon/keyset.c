@@ -110,84 +110,89 @@ static void lock_rows(bf_strbuf *sb, const bf_walk *w, const char *from, const c
 	bf_strbuf_append(sb, "\n    FOR NO KEY UPDATE) l");
 }
 
-char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
+/* 1: lock the page's rows that match where_clause. The lock waits (and
+ * the EvalPlanQual re-reads after them) happen here, where their results
+ * are not used; rows that do not match are never written. */
+static void lock_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a)
 {
-	bf_sql_with with = {0};
-	int hoist = w->kind == BF_KIND_SQL && w->statement &&
-		    bf_sql_split_with(w->statement, &with) == 1;
-	bf_strbuf page, sb;
+	bf_strbuf page;
 
 	bf_strbuf_init(&page);
 	bf_strbuf_append(&page, "(");
 	page_query(&page, w, a, "");
 	bf_strbuf_append(&page, ")");
-	if (page.oom)
-		return NULL;
-	bf_strbuf_init(&sb);
-
-	/* 1: lock the page's rows that match where_clause. The lock waits
-	 * (and the EvalPlanQual re-reads after them) happen here, where their
-	 * results are not used; rows that do not match are never written. */
-	bf_strbuf_append(&sb, "SELECT count(*) FROM ");
-	lock_rows(&sb, w, page.data, "");
-	bf_strbuf_append(&sb, ";\n");
+	if (page.oom) {
+		sb->oom = 1;
+		return;
+	}
+	bf_strbuf_append(sb, "SELECT count(*) FROM ");
+	lock_rows(sb, w, page.data, "");
 	bf_strbuf_free(&page);
+}
 
+static void work_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a)
+{
+	bf_sql_with with = {0};
+	int hoist = w->kind == BF_KIND_SQL && w->statement &&
+		    bf_sql_split_with(w->statement, &with) == 1;
+
+	if (a->dry_run)
+		bf_strbuf_append(sb, "EXPLAIN (ANALYZE, BUFFERS)\n");
 	/* 2: a fresh snapshot, taken after those waits. The page is read in key
 	 * order without locks, so its keys are never keys a concurrent update
 	 * moved; its matching rows are locked (ours already, but for rows that
 	 * changed in between) and where_clause is re-checked on the locked
 	 * versions. MATERIALIZED: each runs once, as a whole. */
-	bf_strbuf_printf(&sb, "WITH %s" CTE_PAGE " AS MATERIALIZED (\n  ",
+	bf_strbuf_printf(sb, "WITH %s" CTE_PAGE " AS MATERIALIZED (\n  ",
 			 with.recursive ? "RECURSIVE " : "");
-	page_query(&sb, w, a, "ctid AS \"backfill ctid\", ");
-	bf_strbuf_append(&sb, "\n),\n");
+	page_query(sb, w, a, "ctid AS \"backfill ctid\", ");
+	bf_strbuf_append(sb, "\n),\n");
 
-	bf_strbuf_append(&sb, CTE_LOCKED " AS MATERIALIZED (\n  SELECT l.* FROM ");
-	lock_rows(&sb, w, CTE_PAGE, "ctid AS \"backfill ctid\", ");
-	bf_strbuf_append(&sb, "\n),\n");
+	bf_strbuf_append(sb, CTE_LOCKED " AS MATERIALIZED (\n  SELECT l.* FROM ");
+	lock_rows(sb, w, CTE_PAGE, "ctid AS \"backfill ctid\", ");
+	bf_strbuf_append(sb, "\n),\n");
 
 	/* A locked row whose version is not the snapshot's was changed by
 	 * someone else after the snapshot: the work would read it stale. The
 	 * batch ends just before the first such row; the next batch's
 	 * statement 1 locks it first. (A row deleted or re-keyed meanwhile is
 	 * simply not locked: there is nothing left to do for it.) */
-	bf_strbuf_append(&sb, CTE_CUT " AS MATERIALIZED (\n  SELECT ");
-	keys_of(&sb, w, "p");
-	bf_strbuf_append(&sb, " FROM " CTE_PAGE " p JOIN " CTE_LOCKED " l ON (");
-	keys_of(&sb, w, "p");
-	bf_strbuf_append(&sb, ") = (");
-	keys_of(&sb, w, "l");
-	bf_strbuf_append(&sb, ")\n  WHERE p.\"backfill ctid\" <> l.\"backfill ctid\"\n  ORDER BY ");
-	keys_of(&sb, w, "p");
-	bf_strbuf_append(&sb, " LIMIT 1\n),\n");
+	bf_strbuf_append(sb, CTE_CUT " AS MATERIALIZED (\n  SELECT ");
+	keys_of(sb, w, "p");
+	bf_strbuf_append(sb, " FROM " CTE_PAGE " p JOIN " CTE_LOCKED " l ON (");
+	keys_of(sb, w, "p");
+	bf_strbuf_append(sb, ") = (");
+	keys_of(sb, w, "l");
+	bf_strbuf_append(sb, ")\n  WHERE p.\"backfill ctid\" <> l.\"backfill ctid\"\n  ORDER BY ");
+	keys_of(sb, w, "p");
+	bf_strbuf_append(sb, " LIMIT 1\n),\n");
 
-	bf_strbuf_append(&sb, CTE_DONE " AS MATERIALIZED (\n  SELECT ");
-	keys_list(&sb, w, "");
-	bf_strbuf_append(&sb,
+	bf_strbuf_append(sb, CTE_DONE " AS MATERIALIZED (\n  SELECT ");
+	keys_list(sb, w, "");
+	bf_strbuf_append(sb,
 			 " FROM " CTE_PAGE "\n  WHERE NOT EXISTS (SELECT FROM " CTE_CUT ") OR (");
-	keys_list(&sb, w, "");
-	bf_strbuf_append(&sb, ") < (SELECT * FROM " CTE_CUT ")\n),\n");
+	keys_list(sb, w, "");
+	bf_strbuf_append(sb, ") < (SELECT * FROM " CTE_CUT ")\n),\n");
 
-	bf_strbuf_append(&sb, "batch AS (SELECT ");
-	keys_list(&sb, w, "");
-	bf_strbuf_append(&sb, " FROM " CTE_LOCKED " WHERE ");
-	keys_in(&sb, w, CTE_DONE);
-	bf_strbuf_append(&sb, "),\n");
+	bf_strbuf_append(sb, "batch AS (SELECT ");
+	keys_list(sb, w, "");
+	bf_strbuf_append(sb, " FROM " CTE_LOCKED " WHERE ");
+	keys_in(sb, w, CTE_DONE);
+	bf_strbuf_append(sb, "),\n");
 
 	if (w->kind == BF_KIND_UPDATE) {
-		bf_strbuf_printf(&sb, CTE_WORK " AS (\n  UPDATE %s SET %s\n  WHERE ", w->table,
+		bf_strbuf_printf(sb, CTE_WORK " AS (\n  UPDATE %s SET %s\n  WHERE ", w->table,
 				 w->set_clause);
-		keys_in(&sb, w, "batch");
-		bf_strbuf_append(&sb, "\n  RETURNING 1\n),\n");
+		keys_in(sb, w, "batch");
+		bf_strbuf_append(sb, "\n  RETURNING 1\n),\n");
 	} else if (hoist) {
 		/* A data-modifying WITH may only stand at the top level: the
 		 * statement's own CTEs join ours (after batch, which they read). */
-		bf_strbuf_printf(&sb, "%.*s,\n" CTE_WORK " AS (\n%s\n),\n",
+		bf_strbuf_printf(sb, "%.*s,\n" CTE_WORK " AS (\n%s\n),\n",
 				 (int)(with.ctes_end - with.ctes_start),
 				 w->statement + with.ctes_start, w->statement + with.main_start);
 	} else {
-		bf_strbuf_printf(&sb, CTE_WORK " AS (\n%s\n),\n", w->statement);
+		bf_strbuf_printf(sb, CTE_WORK " AS (\n%s\n),\n", w->statement);
 	}
 
 	/* The operator's statement may lack RETURNING, so for kind sql the
@@ -197,10 +202,23 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 
 	/* The checkpoint is the last key done, fenced. An empty batch (the walk
 	 * ended exactly on a full page, or the cut came first) is no batch. */
-	bf_strbuf_append(&sb,
+	if (a->dry_run) {
+		/* plan: the same batch without the checkpoint; rolled back. */
+		bf_strbuf_append(sb, CTE_CKPT " AS (\n  SELECT ");
+		last_key(sb, w, CTE_DONE);
+		bf_strbuf_printf(sb,
+				 " AS checkpoint\n)\n"
+				 "SELECT (SELECT count(*) FROM " CTE_PAGE "),\n"
+				 "       (SELECT count(*) FROM " CTE_DONE "),\n"
+				 "       %s,\n"
+				 "       (SELECT checkpoint FROM " CTE_CKPT ")",
+				 updated);
+		return;
+	}
+	bf_strbuf_append(sb,
 			 CTE_CKPT " AS (\n  UPDATE backfill.jobs SET\n    checkpoint = coalesce(");
-	last_key(&sb, w, CTE_DONE);
-	bf_strbuf_printf(&sb,
+	last_key(sb, w, CTE_DONE);
+	bf_strbuf_printf(sb,
 			 ", checkpoint),\n"
 			 "    rows_scanned = rows_scanned + (SELECT count(*) FROM " CTE_DONE "),\n"
 			 "    rows_updated = rows_updated + %s,\n"
@@ -219,6 +237,34 @@ char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 			 "       max(c.rows_updated)\n"
 			 "FROM " CTE_CKPT " c",
 			 updated, a->job_id, a->owner, a->lease_epoch, a->batches, updated);
+}
+
+char *bf_keyset_lock_sql(const bf_walk *w, const bf_batch_args *a)
+{
+	bf_strbuf sb;
+
+	bf_strbuf_init(&sb);
+	lock_statement(&sb, w, a);
+	return bf_strbuf_finish(&sb);
+}
+
+char *bf_keyset_work_sql(const bf_walk *w, const bf_batch_args *a)
+{
+	bf_strbuf sb;
+
+	bf_strbuf_init(&sb);
+	work_statement(&sb, w, a);
+	return bf_strbuf_finish(&sb);
+}
+
+char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
+{
+	bf_strbuf sb;
+
+	bf_strbuf_init(&sb);
+	lock_statement(&sb, w, a);
+	bf_strbuf_append(&sb, ";\n");
+	work_statement(&sb, w, a);
 	return bf_strbuf_finish(&sb);
 }
 

@@ -1,17 +1,442 @@
-/* plan.c -- backfillctl plan: one batch of a job, run and rolled back. (stub until written) */
+/* plan.c -- backfillctl plan: one batch of a job, run and rolled back.
+ *
+ * A dry run on a connection of its own (never a job's, never the monitor's:
+ * it may wait on locks for up to statement_timeout): read the job row, check
+ * its clauses, resolve the table, take the walk's bound, then BEGIN, lock
+ * the page, EXPLAIN ANALYZE the batch without its checkpoint write, and
+ * ROLLBACK. Nothing it did survives; what it measured is reported.
+ */
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "commands.h"
+#include "definition.h"
+#include "log.h"
+#include "monitor.h"
+#include "resolve.h"
+#include "strbuf.h"
+
+typedef enum plan_step {
+	PLAN_CONNECTING,
+	PLAN_ROW,
+	PLAN_RESOLVE,
+	PLAN_BOUND,
+	PLAN_BEGIN,
+	PLAN_LOCK,
+	PLAN_EXPLAIN,
+	PLAN_ROLLBACK,
+	PLAN_DONE,
+} plan_step;
+
+struct bf_plan {
+	bf_plan *next;
+	bf_commands *cmds;
+	bf_client *client;
+	bf_request *req;
+	bf_pg pg;
+	uv_timer_t timer; /* the connect deadline */
+	plan_step step;
+	int closes_pending;
+	int answered;
+
+	/* The job row. */
+	char *table_name, *set_clause, *where_clause, *statement, *key_columns, *checkpoint;
+	char *upper_bound;
+	bf_job_kind kind;
+	int batch_size;
+	int64_t rows_scanned;
+	bf_table table;
+	bf_walk walk;
+
+	uint64_t started_ns;
+	int64_t locked_rows;
+	json_t *result;
+};
+
+static void plan_send(bf_plan *plan);
+
+static void plan_closed_one(bf_plan *plan)
+{
+	if (--plan->closes_pending > 0)
+		return;
+	free(plan->table_name);
+	free(plan->set_clause);
+	free(plan->where_clause);
+	free(plan->statement);
+	free(plan->key_columns);
+	free(plan->checkpoint);
+	free(plan->upper_bound);
+	bf_table_free(&plan->table);
+	json_decref(plan->result);
+	free(plan);
+}
+
+static void plan_pg_closed(bf_pg *pg, void *arg)
+{
+	(void)pg;
+	plan_closed_one(arg);
+}
+
+static void plan_timer_closed(uv_handle_t *handle)
+{
+	plan_closed_one(handle->data);
+}
+
+/* Answers (once) and closes: closing the connection rolls back whatever
+ * the dry run had not. */
+static void plan_end(bf_plan *plan, char *reply)
+{
+	bf_commands *cmds = plan->cmds;
+
+	if (!plan->answered) {
+		plan->answered = 1;
+		bf_client_reply(plan->client, reply);
+		bf_request_free(plan->req);
+		free(plan->req);
+	} else {
+		free(reply);
+	}
+	if (plan->step == PLAN_DONE)
+		return;
+	plan->step = PLAN_DONE;
+	for (bf_plan **p = &cmds->plans; *p; p = &(*p)->next) {
+		if (*p == plan) {
+			*p = plan->next;
+			break;
+		}
+	}
+	plan->closes_pending = 2;
+	uv_close((uv_handle_t *)&plan->timer, plan_timer_closed);
+	bf_pg_close(&plan->pg, plan_pg_closed, plan);
+}
+
+static void plan_fail(bf_plan *plan, const char *code, const char *what, const bf_pg_result *r)
+{
+	if (r && !r->res)
+		plan_end(plan,
+			 bf_response_error(BF_ERR_DATABASE, "plan: %s: database unreachable: %s",
+					   what, r->message));
+	else if (r)
+		plan_end(plan, bf_response_error(code, "plan: %s: %s (SQLSTATE %s)", what,
+						 r->message, r->sqlstate ? r->sqlstate : "none"));
+	else
+		plan_end(plan, bf_response_error(code, "plan: %s", what));
+}
+
+static char *dup_cell(const PGresult *res, int col)
+{
+	return PQgetisnull(res, 0, col) ? NULL : strdup(PQgetvalue(res, 0, col));
+}
+
+static void plan_row(bf_plan *plan, const PGresult *res)
+{
+	const char *name = plan->req->job;
+	const char *state;
+
+	if (PQntuples(res) == 0) {
+		plan_end(plan, bf_response_error(BF_ERR_NO_SUCH_JOB, "no such job: \"%s\"", name));
+		return;
+	}
+	state = PQgetvalue(res, 0, 0);
+	if (strcmp(state, "pending") != 0 && strcmp(state, "paused") != 0 &&
+	    strcmp(state, "failed") != 0) {
+		plan_end(plan, bf_response_error(
+				       BF_ERR_REFUSED,
+				       "job \"%s\" is %s: plan is a dry run of a job that is not "
+				       "running (pending, paused or failed); %s",
+				       name, state,
+				       strcmp(state, "running") == 0
+					       ? "pause it first (backfillctl pause)"
+					       : "insert a new job to plan another backfill"));
+		return;
+	}
+	plan->table_name = dup_cell(res, 1);
+	plan->kind = strcmp(PQgetvalue(res, 0, 2), "sql") == 0 ? BF_KIND_SQL : BF_KIND_UPDATE;
+	plan->set_clause = bf_clause_dup(PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3));
+	plan->where_clause = bf_clause_dup(PQgetisnull(res, 0, 4) ? NULL : PQgetvalue(res, 0, 4));
+	plan->statement = bf_clause_dup(PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5));
+	plan->key_columns = dup_cell(res, 6);
+	plan->batch_size =
+		PQgetisnull(res, 0, 7) ? plan->cmds->cfg->batch_size : atoi(PQgetvalue(res, 0, 7));
+	plan->checkpoint = dup_cell(res, 8);
+	plan->upper_bound = dup_cell(res, 9);
+	plan->rows_scanned = strtoll(PQgetvalue(res, 0, 10), NULL, 10);
+
+	char *error = bf_definition_check(plan->kind, plan->set_clause, plan->where_clause,
+					  plan->statement);
+
+	if (error) {
+		plan_end(plan, bf_response_error(BF_ERR_REFUSED, "plan: job \"%s\" cannot run: %s",
+						 name, error));
+		free(error);
+		return;
+	}
+	plan->step = PLAN_RESOLVE;
+	plan_send(plan);
+}
+
+static void plan_explained(bf_plan *plan, const PGresult *res)
+{
+	double ms = (double)(uv_hrtime() - plan->started_ns) / 1e6;
+	bf_strbuf text;
+
+	bf_strbuf_init(&text);
+	for (int i = 0; i < PQntuples(res); i++)
+		bf_strbuf_printf(&text, "%s\n", PQgetvalue(res, i, 0));
+	char *plan_text = bf_strbuf_finish(&text);
+	int64_t estimate = plan->table.rows_estimate;
+	int64_t left = estimate >= 0 ? estimate - plan->rows_scanned : -1;
+	json_t *batches = json_null(), *total = json_null();
+
+	if (left > 0 && plan->batch_size > 0) {
+		int64_t n = (left + plan->batch_size - 1) / plan->batch_size;
+
+		batches = json_integer(n);
+		total = json_real((double)(int64_t)((double)n * ms / 1000.0 * 10 + 0.5) / 10);
+	} else if (left >= 0) {
+		batches = json_integer(0);
+		total = json_real(0);
+	}
+	plan->result = json_pack(
+		"{s:s, s:s, s:i, s:I, s:f, s:o, s:o, s:o, s:s, s:s, s:b}", "job", plan->req->job,
+		"table", plan->table.quoted, "batch_size", plan->batch_size, "batch_rows",
+		(json_int_t)plan->locked_rows, "duration_ms", (double)(int64_t)(ms * 10 + 0.5) / 10,
+		"rows_estimate", estimate >= 0 ? json_integer(estimate) : json_null(),
+		"estimated_batches", batches, "estimated_total_s", total, "plan",
+		plan_text ? plan_text : "", "note",
+		"one batch ran inside a transaction that was rolled back: no row changed and the job "
+		"row is untouched; triggers fired and sequences advanced as in any rolled-back "
+		"transaction. Estimates scale this batch's duration (with EXPLAIN ANALYZE overhead) to "
+		"the planner's row count; throttling and the adaptive batch size change the real pace.",
+		"rolled_back", 1);
+	free(plan_text);
+	plan->step = PLAN_ROLLBACK;
+	plan_send(plan);
+}
+
+static void plan_done(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_plan *plan = arg;
+	char *error = NULL;
+
+	(void)pg;
+	if (plan->step == PLAN_DONE)
+		return;
+	if (!r->ok) {
+		static const char *const what[] = {
+			[PLAN_ROW] = "reading the job row",
+			[PLAN_RESOLVE] = "resolving the table",
+			[PLAN_BOUND] = "finding the walk's upper bound",
+			[PLAN_BEGIN] = "starting the transaction",
+			[PLAN_LOCK] = "locking the batch's rows",
+			[PLAN_EXPLAIN] = "running the batch",
+			[PLAN_ROLLBACK] = "rolling back",
+		};
+		plan_fail(plan, BF_ERR_REFUSED, what[plan->step] ? what[plan->step] : "query", r);
+		return;
+	}
+	switch (plan->step) {
+	case PLAN_ROW:
+		plan_row(plan, r->res);
+		return;
+	case PLAN_RESOLVE:
+		if (bf_resolve_table(r->res, plan->table_name, &plan->table, &error) != 0) {
+			plan_end(plan, error ? bf_response_error(BF_ERR_REFUSED,
+								 "plan: job \"%s\" cannot run: %s",
+								 plan->req->job, error)
+					     : NULL);
+			free(error);
+			return;
+		}
+		bf_table_walk(&plan->table, &plan->walk, plan->kind, plan->set_clause,
+			      plan->where_clause, plan->statement);
+		plan->step = plan->upper_bound ? PLAN_BEGIN : PLAN_BOUND;
+		break;
+	case PLAN_BOUND:
+		if (PQntuples(r->res) == 0) {
+			plan_end(plan, bf_response_error(BF_ERR_REFUSED,
+							 "plan: table %s is empty: nothing to plan",
+							 plan->table.quoted));
+			return;
+		}
+		plan->upper_bound = strdup(PQgetvalue(r->res, 0, 0));
+		plan->step = PLAN_BEGIN;
+		break;
+	case PLAN_BEGIN:
+		plan->started_ns = uv_hrtime();
+		plan->step = PLAN_LOCK;
+		break;
+	case PLAN_LOCK:
+		plan->locked_rows = strtoll(PQgetvalue(r->res, 0, 0), NULL, 10);
+		plan->step = PLAN_EXPLAIN;
+		break;
+	case PLAN_EXPLAIN:
+		plan_explained(plan, r->res);
+		return;
+	case PLAN_ROLLBACK: {
+		json_t *result = plan->result;
+
+		plan->result = NULL;
+		bf_info("control: planned job \"%s\" (dry run, rolled back)", plan->req->job);
+		plan_end(plan, bf_response_ok(result));
+		return;
+	}
+	default:
+		return;
+	}
+	plan_send(plan);
+}
+
+static void plan_send(bf_plan *plan)
+{
+	static const char row_sql[] =
+		"SELECT state, table_name, kind, set_clause, where_clause, statement, key_columns,\n"
+		"       batch_size, checkpoint, upper_bound, rows_scanned\n"
+		"FROM backfill.jobs WHERE name = $1";
+	const char *params[2] = {NULL, NULL};
+	char *sql = NULL;
+	const char *text = NULL;
+	int nparams = 0;
+
+	switch (plan->step) {
+	case PLAN_ROW:
+		text = row_sql;
+		params[0] = plan->req->job;
+		nparams = 1;
+		break;
+	case PLAN_RESOLVE:
+		text = bf_resolve_sql;
+		params[0] = plan->table_name;
+		params[1] = plan->key_columns;
+		nparams = 2;
+		break;
+	case PLAN_BOUND:
+		text = sql = bf_keyset_upper_bound_sql(&plan->walk);
+		break;
+	case PLAN_BEGIN:
+		text = "BEGIN";
+		break;
+	case PLAN_LOCK:
+	case PLAN_EXPLAIN: {
+		char *upper = bf_pg_escape_literal(&plan->pg, plan->upper_bound);
+		char *lower =
+			plan->checkpoint ? bf_pg_escape_literal(&plan->pg, plan->checkpoint) : NULL;
+		bf_batch_args args = {
+			.upper = upper,
+			.lower = lower,
+			.owner = "NULL",
+			.limit = plan->batch_size,
+			.dry_run = 1,
+		};
+
+		if (upper && (lower || !plan->checkpoint))
+			text = sql = plan->step == PLAN_LOCK
+					     ? bf_keyset_lock_sql(&plan->walk, &args)
+					     : bf_keyset_work_sql(&plan->walk, &args);
+		free(upper);
+		free(lower);
+		break;
+	}
+	case PLAN_ROLLBACK:
+		text = "ROLLBACK";
+		break;
+	default:
+		return;
+	}
+	if (!text) {
+		plan_end(plan, NULL);
+		return;
+	}
+	if (bf_pg_query(&plan->pg, text, nparams, nparams ? params : NULL, plan_done, plan) != 0)
+		plan_fail(plan, BF_ERR_DATABASE, "the connection is not ready", NULL);
+	free(sql);
+}
+
+static void plan_event(bf_pg *pg, int up, void *arg)
+{
+	bf_plan *plan = arg;
+
+	(void)pg;
+	if (plan->step == PLAN_DONE)
+		return;
+	if (!up) {
+		/* A dry run is not resumed on another connection. */
+		plan_fail(plan, BF_ERR_DATABASE, "the connection was lost", NULL);
+		return;
+	}
+	if (plan->step == PLAN_CONNECTING) {
+		uv_timer_stop(&plan->timer);
+		plan->step = PLAN_ROW;
+		plan_send(plan);
+	}
+}
+
+static void plan_connect_timeout(uv_timer_t *timer)
+{
+	bf_plan *plan = timer->data;
+	char why[600];
+
+	snprintf(why, sizeof(why), "cannot connect to the database: %s",
+		 plan->pg.last_error[0] ? plan->pg.last_error : "no answer in time");
+	plan_fail(plan, BF_ERR_DATABASE, why, NULL);
+}
 
 void bf_plan_start(bf_commands *cmds, bf_client *client, bf_request *req)
 {
-	(void)cmds;
-	bf_client_reply(client, bf_response_error(BF_ERR_REFUSED, "plan: not available yet"));
-	bf_request_free(req);
-	free(req);
+	const bf_config *cfg = cmds->cfg;
+	bf_plan *plan = calloc(1, sizeof(*plan));
+	char init_sql[768], app[64];
+	const char *why;
+
+	if (!plan) {
+		bf_client_reply(client, NULL);
+		bf_request_free(req);
+		free(req);
+		return;
+	}
+	plan->cmds = cmds;
+	plan->client = client;
+	plan->req = req;
+	if (!bf_monitor_up(bf_engine_monitor(cmds->engine), &why)) {
+		bf_client_reply(client, bf_response_error(BF_ERR_DATABASE,
+							  "plan: database unreachable: %s", why));
+		bf_request_free(req);
+		free(req);
+		free(plan);
+		return;
+	}
+	/* A batch connection's settings: the same timeouts bound the dry run. */
+	bf_engine_session_sql(init_sql, sizeof(init_sql), cfg, 1);
+	snprintf(app, sizeof(app), "backfilld plan %s", req->job);
+
+	bf_pg_options opts = {
+		.name = "plan connection",
+		.conninfo = cfg->conninfo,
+		.application_name = app,
+		.init_sql = init_sql,
+		.connect_timeout_ms = cfg->connect_timeout_ms,
+		.query_timeout_ms = 2 * cfg->statement_timeout_ms + BF_QUERY_DEADLINE_MARGIN_MS,
+		.backoff_initial_ms = cfg->retry_initial_ms,
+		.backoff_max_ms = cfg->retry_max_ms,
+		.on_event = plan_event,
+		.arg = plan,
+	};
+	uv_timer_init(bf_engine_loop(cmds->engine), &plan->timer);
+	plan->timer.data = plan;
+	bf_pg_init(&plan->pg, bf_engine_loop(cmds->engine), &opts);
+	plan->next = cmds->plans;
+	cmds->plans = plan;
+	plan->step = PLAN_CONNECTING;
+	uv_timer_start(&plan->timer, plan_connect_timeout, (uint64_t)cfg->connect_timeout_ms + 1000,
+		       0);
+	bf_pg_start(&plan->pg);
 }
 
 void bf_plan_abort_all(bf_commands *cmds)
 {
-	(void)cmds;
+	while (cmds->plans)
+		plan_fail(cmds->plans, BF_ERR_REFUSED,
+			  "the daemon is stopping; the dry run was rolled back", NULL);
 }

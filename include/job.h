@@ -16,6 +16,7 @@
 #include "config.h"
 #include "keyset.h"
 #include "pg.h"
+#include "resolve.h"
 
 typedef struct bf_engine bf_engine;
 typedef struct bf_job bf_job;
@@ -65,9 +66,7 @@ struct bf_job {
 
 	/* The table, resolved on this connection. */
 	int resolved;
-	char *table_quoted;
-	int nkeys;
-	char **key_names, **key_types;
+	bf_table table;
 	bf_walk walk;
 
 	/* Walk and verification progress. */

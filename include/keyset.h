@@ -34,7 +34,8 @@ typedef struct bf_batch_args {
 	int64_t lease_epoch;
 	int64_t job_id;
 	int64_t batches;
-	int limit; /* the page size */
+	int limit;   /* the page size */
+	int dry_run; /* plan: EXPLAIN ANALYZE, no checkpoint, no fence (bf_keyset_work_sql) */
 } bf_batch_args;
 
 /* Two statements for the simple query protocol, one round trip, run by the
@@ -54,6 +55,14 @@ typedef struct bf_batch_args {
  * rows_updated. Requires READ COMMITTED (a fresh snapshot per statement).
  * Returns a malloc'd string, NULL when out of memory. */
 char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a);
+
+/* The two statements apart, for backfillctl plan: with a->dry_run the
+ * second is EXPLAIN (ANALYZE, BUFFERS) of the batch without the checkpoint
+ * write (owner, epoch and batches are ignored); run it in a transaction and
+ * roll it back. Its non-dry form returns page rows, rows done, updated and
+ * the checkpoint it would write. */
+char *bf_keyset_lock_sql(const bf_walk *w, const bf_batch_args *a);
+char *bf_keyset_work_sql(const bf_walk *w, const bf_batch_args *a);
 
 /* The largest key of the table, as text[]: fixed as the upper bound when a
  * job starts. No parameters; no row for an empty table. */

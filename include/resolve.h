@@ -1,0 +1,38 @@
+/* resolve.h -- the table a job walks and its key columns, as the server sees them.
+ *
+ * Shared by a job's walk and by backfillctl plan: one query, and the checks
+ * that make a keyset walk correct (a table, NOT NULL keys that are exactly
+ * a unique btree index), each refusal in words an operator can act on.
+ */
+#ifndef BF_RESOLVE_H
+#define BF_RESOLVE_H
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include "keyset.h"
+
+typedef struct bf_table {
+	char *quoted; /* "schema"."table", quoted by the server */
+	int nkeys;
+	char **key_names;      /* quoted identifiers, in index order */
+	char **key_types;      /* format_type(type, -1) */
+	int64_t rows_estimate; /* reltuples; -1 when never analyzed */
+} bf_table;
+
+/* $1: the table name as the job gives it; $2: key_columns (text[]) or NULL
+ * for the primary key. */
+extern const char bf_resolve_sql[];
+
+/* Checks the result of bf_resolve_sql and fills t. Returns 0; or -1 with
+ * *error a malloc'd reason the job cannot run as written, or with *error
+ * NULL when memory ran out. */
+int bf_resolve_table(const PGresult *res, const char *table_name, bf_table *t, char **error);
+
+void bf_table_free(bf_table *t);
+
+/* The walk over t for a job's clauses (t and the clauses must outlive it). */
+void bf_table_walk(const bf_table *t, bf_walk *w, bf_job_kind kind, const char *set_clause,
+		   const char *where_clause, const char *statement);
+
+#endif
