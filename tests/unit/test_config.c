@@ -16,6 +16,12 @@ static const bf_config spec_defaults = {
 	.conninfo = "",
 	.connect_timeout_ms = 10000,
 	.control_socket = "/run/backfilld/backfilld.sock",
+	.control_socket_mode = 0660,
+	.control_socket_group = "",
+	.control_allowed_users = "",
+	.control_allowed_groups = "",
+	.control_max_clients = 64,
+	.control_request_timeout_ms = 5000,
 	.max_jobs = 4,
 	.lease_s = 30,
 	.poll_interval_ms = 5000,
@@ -44,6 +50,12 @@ static void check_config(const bf_config *got, const bf_config *want)
 	UNIT_CHECK_STR(got->conninfo, want->conninfo);
 	UNIT_CHECK_INT(got->connect_timeout_ms, want->connect_timeout_ms);
 	UNIT_CHECK_STR(got->control_socket, want->control_socket);
+	UNIT_CHECK_INT(got->control_socket_mode, want->control_socket_mode);
+	UNIT_CHECK_STR(got->control_socket_group, want->control_socket_group);
+	UNIT_CHECK_STR(got->control_allowed_users, want->control_allowed_users);
+	UNIT_CHECK_STR(got->control_allowed_groups, want->control_allowed_groups);
+	UNIT_CHECK_INT(got->control_max_clients, want->control_max_clients);
+	UNIT_CHECK_INT(got->control_request_timeout_ms, want->control_request_timeout_ms);
 	UNIT_CHECK_INT(got->max_jobs, want->max_jobs);
 	UNIT_CHECK_INT(got->lease_s, want->lease_s);
 	UNIT_CHECK_INT(got->poll_interval_ms, want->poll_interval_ms);
@@ -126,6 +138,12 @@ static void test_full_file(void)
 		"  connect_timeout_ms: 2500\n"
 		"control:\n"
 		"  socket: /tmp/bf.sock\n"
+		"  socket_mode: \"0600\"\n"
+		"  socket_group: ops\n"
+		"  allowed_users: [alice]\n"
+		"  allowed_groups: [ops, dba]\n"
+		"  max_clients: 4096\n"
+		"  request_timeout_ms: 100\n"
 		"engine:\n"
 		"  max_jobs: 256\n"
 		"  lease_s: 2\n"
@@ -144,6 +162,12 @@ static void test_full_file(void)
 		.conninfo = "host=db1 port=5433 dbname=app user=backfill",
 		.connect_timeout_ms = 2500,
 		.control_socket = "/tmp/bf.sock",
+		.control_socket_mode = 0600,
+		.control_socket_group = "ops",
+		.control_allowed_users = "alice",
+		.control_allowed_groups = "ops,dba",
+		.control_max_clients = 4096,
+		.control_request_timeout_ms = 100,
 		.max_jobs = 256,
 		.lease_s = 2,
 		.poll_interval_ms = 50,
@@ -212,6 +236,32 @@ static void test_null_string_is_default(void)
 	/* Quoted, it is the string itself. */
 	UNIT_CHECK_INT(load(&cfg, "control: {socket: '~'}\n", err, sizeof err), 0);
 	UNIT_CHECK_STR(cfg.control_socket, "~");
+	bf_config_free(&cfg);
+}
+
+/* Lists of names: flow or block sequences, or one name; ids as they are. */
+static void test_name_lists(void)
+{
+	char err[256];
+	bf_config cfg;
+
+	bf_config_defaults(&cfg);
+	UNIT_CHECK_INT(load(&cfg,
+			    "control:\n  allowed_users: [alice, bob.smith, 1001]\n"
+			    "  allowed_groups:\n    - ops\n    - db-admins\n  socket_mode: '0600'\n",
+			    err, sizeof err),
+		       0);
+	UNIT_CHECK_STR(cfg.control_allowed_users, "alice,bob.smith,1001");
+	UNIT_CHECK_STR(cfg.control_allowed_groups, "ops,db-admins");
+	UNIT_CHECK_INT(cfg.control_socket_mode, 0600);
+	UNIT_CHECK_INT(load(&cfg, "control:\n  allowed_users: carol\n", err, sizeof err), 0);
+	UNIT_CHECK_STR(cfg.control_allowed_users, "carol");
+	UNIT_CHECK_STR(cfg.control_allowed_groups, "");
+	UNIT_CHECK_INT(load(&cfg, "control:\n  allowed_users: []\n", err, sizeof err), 0);
+	check_config(&cfg, &spec_defaults);
+	UNIT_CHECK_INT(load(&cfg, "control:\n  allowed_users: [a, '-rf']\n", err, sizeof err), -1);
+	check_error(err, "t.yaml:2:", "is not a valid user or group name");
+	check_config(&cfg, &spec_defaults);
 	bf_config_free(&cfg);
 }
 
@@ -445,6 +495,7 @@ int main(void)
 	UNIT_RUN(test_full_file);
 	UNIT_RUN(test_reload);
 	UNIT_RUN(test_null_string_is_default);
+	UNIT_RUN(test_name_lists);
 	UNIT_RUN(test_errors);
 	UNIT_RUN(test_missing_file);
 	UNIT_RUN(test_small_error_buffer);
