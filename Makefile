@@ -103,7 +103,7 @@ check: deps
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
-	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) sh scripts/demo.sh
+	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) BACKFILLCTL=$(abspath $(BUILD)/backfillctl) sh scripts/demo.sh
 
 # The units name the installed paths, whatever PREFIX and SYSCONFDIR are.
 UNIT_SED = -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/bin/|$(BINDIR)/|g' \

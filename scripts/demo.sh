@@ -5,6 +5,7 @@ set -eu
 
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 BACKFILLD=${BACKFILLD:-build/backfilld}
+BACKFILLCTL=${BACKFILLCTL:-build/backfillctl}
 ROWS=${DEMO_ROWS:-1000000}
 
 work=$(mktemp -d /tmp/backfilld-demo.XXXXXX)
@@ -91,6 +92,11 @@ while :; do
 	printf '  %3ss  %-9s %5s%%  scanned %-9s updated %-9s batches %s\n' \
 		"$(( $(date +%s) - start ))" "$1" "$5" "$2" "$3" "$4"
 	case "$1" in succeeded | failed | cancelled) break ;; esac
+	shown=$((${shown:-0} + 1))
+	if [ "$shown" = 2 ]; then
+		echo "== what backfillctl status says meanwhile:"
+		"$BACKFILLCTL" -s "$work/backfilld.sock" status | sed 's/^/    /'
+	fi
 	if [ $(( $(date +%s) - start )) -gt 600 ]; then
 		echo "the job did not finish within 10 minutes" >&2
 		exit 1
@@ -105,4 +111,6 @@ if [ "$1" != succeeded ] || [ "$left" != 0 ]; then
 	echo "== the job ended $1 with $left rows left" >&2
 	exit 1
 fi
+echo "== backfillctl status at the end:"
+"$BACKFILLCTL" -s "$work/backfilld.sock" status | sed 's/^/    /'
 echo "== done: every order has total_cents; the daemon stops, the server is removed"
