@@ -12,6 +12,7 @@ BINDIR     ?= $(PREFIX)/bin
 SBINDIR    ?= $(PREFIX)/sbin
 SYSCONFDIR ?= /etc
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 DOCDIR     ?= $(PREFIX)/share/doc/backfilld
 DESTDIR    ?=
 
@@ -114,13 +115,14 @@ MAN_PAGES = man/backfilld.8 man/backfillctl.1 man/backfilld.yaml.5
 install: $(BUILD)/backfilld $(BUILD)/backfillctl
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/backfilld \
 	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(MANDIR)/man1 \
-	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSUSERSDIR)
 	install -m 0755 $(BUILD)/backfilld $(DESTDIR)$(SBINDIR)/backfilld
 	install -m 0755 $(BUILD)/backfillctl $(DESTDIR)$(BINDIR)/backfillctl
 	install -m 0644 config/backfilld.yaml $(DESTDIR)$(SYSCONFDIR)/backfilld/backfilld.yaml.example
 	for u in backfilld.service backfilld.socket; do \
 	    sed $(UNIT_SED) systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && \
 	    chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+	install -m 0644 systemd/backfilld.sysusers $(DESTDIR)$(SYSUSERSDIR)/backfilld.conf
 	install -m 0644 man/backfillctl.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 man/backfilld.yaml.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 0644 man/backfilld.8 $(DESTDIR)$(MANDIR)/man8/

@@ -476,14 +476,33 @@ static int control_create(bf_control *ctl, const bf_config *cfg, char *err, size
 	if (control_group(cfg->control_socket_group, &gid, err, errlen) != 0 ||
 	    control_clear_path(path, err, errlen) != 0)
 		return -1;
-	/* The mode is right from the first moment: nobody can connect in
-	 * the window between bind and a chmod. */
+	/* Our own socket, handed to libuv: a pipe libuv bound itself is
+	 * unlinked by libuv on close, whoever owns the path by then. The mode
+	 * is right from the first moment: nobody can connect in the window
+	 * between bind and a chmod. */
+	struct sockaddr_un sa_bind = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		snprintf(err, errlen, "control socket: %s", strerror(errno));
+		return -1;
+	}
+	snprintf(sa_bind.sun_path, sizeof(sa_bind.sun_path), "%s", path);
 	mode_t old = umask((mode_t)(~cfg->control_socket_mode & 0777));
 
-	rc = uv_pipe_bind(&ctl->server, path);
+	rc = bind(fd, (struct sockaddr *)&sa_bind, sizeof(sa_bind));
+	int saved = errno;
+
 	umask(old);
 	if (rc != 0) {
-		snprintf(err, errlen, "control socket %s: cannot bind: %s", path, uv_strerror(rc));
+		close(fd);
+		snprintf(err, errlen, "control socket %s: cannot bind: %s", path, strerror(saved));
+		return -1;
+	}
+	if ((rc = uv_pipe_open(&ctl->server, fd)) != 0) {
+		close(fd);
+		unlink(path);
+		snprintf(err, errlen, "control socket %s: %s", path, uv_strerror(rc));
 		return -1;
 	}
 	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) != 0) {

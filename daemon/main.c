@@ -83,7 +83,6 @@ static void on_engine_ready(bf_engine *engine, void *arg)
 	bf_notify_ready();
 	d->last_status[0] = '\0';
 	status_refresh(d);
-	uv_timer_start(&d->status_timer, status_timer_cb, STATUS_INTERVAL_MS, STATUS_INTERVAL_MS);
 }
 
 /* ---- stopping ---- */
@@ -178,24 +177,26 @@ static void on_sighup(uv_signal_t *handle, int signum)
 	bf_daemon *d = handle->data;
 	char err[1024];
 	bf_config fresh, old;
+	/* systemd hears of a reload only while we are ready: READY=1 before
+	 * the database is reached, or after STOPPING=1, would be a lie. */
+	int tell = d->engine.ready_reported && !d->engine.stopping && !d->commands.stopping;
 
 	(void)signum;
-	bf_notify_reloading();
+	if (tell)
+		bf_notify_reloading();
 	bf_notice("received SIGHUP: reloading %s", d->config_path);
 	bf_config_defaults(&fresh);
-	if (bf_config_load(&fresh, d->config_path, err, sizeof(err)) != 0) {
+	if (bf_config_load(&fresh, d->config_path, err, sizeof(err)) != 0 ||
+	    (!d->control.closing &&
+	     bf_control_reload(&d->control, &fresh, err, sizeof(err)) != 0)) {
 		bf_error("reload refused, keeping the running configuration: %s", err);
-		bf_notify_ready();
-		bf_notify_status("reload refused (see the log); running with the previous "
-				 "configuration");
-		d->last_status[0] = '\0';
-		return;
-	}
-	if (!d->control.closing && bf_control_reload(&d->control, &fresh, err, sizeof(err)) != 0) {
-		bf_error("reload refused, keeping the running configuration: %s: %s",
-			 d->config_path, err);
 		bf_config_free(&fresh);
-		bf_notify_ready();
+		if (tell) {
+			bf_notify_ready();
+			bf_notify_status("reload refused (see the log); running with the previous "
+					 "configuration");
+		}
+		d->last_status[0] = '\0';
 		return;
 	}
 	/* Swap in place: the engine and the jobs point at d->cfg. */
@@ -207,7 +208,8 @@ static void on_sighup(uv_signal_t *handle, int signum)
 	bf_engine_reconfigure(&d->engine);
 	bf_notice("reloaded %s (log level %s, up to %d jobs, batch target %d ms)", d->config_path,
 		  bf_log_level_name(d->cfg.log_level), d->cfg.max_jobs, d->cfg.batch_target_ms);
-	bf_notify_ready();
+	if (tell)
+		bf_notify_ready();
 	d->last_status[0] = '\0';
 	status_refresh(d);
 }
@@ -326,6 +328,9 @@ int main(int argc, char **argv)
 			uv_timer_start(&d.watchdog_timer, watchdog_timer_cb, every, every);
 		}
 		bf_engine_start(&d.engine);
+		/* STATUS= from the start: while the database is unreachable,
+		 * systemctl status says so. */
+		uv_timer_start(&d.status_timer, status_timer_cb, 500, STATUS_INTERVAL_MS);
 	}
 
 	uv_run(&d.loop, UV_RUN_DEFAULT);

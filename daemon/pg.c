@@ -688,7 +688,11 @@ static void pg_poll_cb(uv_poll_t *handle, int status, int events)
 {
 	bf_pg *pg = handle->data;
 
-	if (status < 0) {
+	/* A socket error while connecting (a refused connection shows as
+	 * POLLERR): libpq's own words say what went wrong ("Connection
+	 * refused ... Is the server running"), libuv's only "bad file
+	 * descriptor". */
+	if (status < 0 && pg->state != BF_PG_CONNECTING) {
 		pg_fail(pg, uv_strerror(status));
 		return;
 	}

@@ -2,7 +2,6 @@
 sends (READY, STATUS, WATCHDOG, RELOADING, STOPPING) collected on a socket of
 our own, and what a SIGHUP reload changes in the running daemon."""
 
-import os
 import re
 import signal
 import socket
@@ -302,7 +301,7 @@ def test_log_says_why_the_database_is_unreachable(db, daemon_factory, notify_soc
 def test_status_line_before_ready_says_what_it_waits_for(db, daemon_factory, notify_socket):
     n = notify_socket
     d = unreachable_daemon(db, daemon_factory, notify_socket)
-    i = n.wait('STATUS', timeout=10)    # systemctl status while "activating"
+    i = n.wait('STATUS', timeout=5)     # systemctl status while "activating"
     line = n.snapshot()[i][1]['STATUS']
     assert line.startswith('database unreachable'), line
     assert d.stop() == 0
