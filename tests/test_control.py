@@ -24,6 +24,33 @@ def test_status_json_describes_the_daemon_and_every_job(db, daemon_factory):
     assert 0 < job['progress'] < 1
     assert job['rows_scanned'] > 0 and job['rate_rows_s'] > 0
     assert job['throttled'] is False and job['throttle_reasons'] == []
+    # Every field DESIGN.md promises, with its type.
+    for key, kind in {'version': str, 'paused': bool, 'uptime_s': int}.items():
+        assert isinstance(d[key], kind), (key, d[key])
+    for key, kind in {'name': str, 'state': str, 'rows_scanned': int, 'rows_updated': int,
+                      'progress': (int, float), 'rate_rows_s': (int, float),
+                      'batch_size': int, 'throttled': bool, 'throttle_reasons': list}.items():
+        assert isinstance(job[key], kind), (key, job[key])
+    assert job['eta_s'] is None or (isinstance(job['eta_s'], int) and job['eta_s'] >= 0)
+    assert job['owner'] == d['owner'] and job['rows_estimate'] == 3000
+    assert job['batch_size'] >= 1 and job['rows_updated'] == job['rows_scanned']
+
+
+def test_watch_refreshes_until_interrupted(db, daemon_factory):
+    import signal
+    import subprocess
+    from daemon import BACKFILLCTL
+    conn = db.conn
+    counter_table(conn, rows=2000)
+    daemon = daemon_factory(db.server, db.name)
+    counter_job(conn, 'watched', pause_ms=2, batch_size=100)
+    proc = subprocess.Popen([str(BACKFILLCTL), '-s', str(daemon.socket), 'watch', '-n', '0.2'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert out.count('watched') >= 3, out
 
 
 def test_status_shows_finished_jobs_and_reads_as_plain_text(db, daemon_factory):
