@@ -59,6 +59,21 @@ static void call_reply_db_error(cmd_call *call, const bf_pg_result *r)
 					     r->message, r->sqlstate ? r->sqlstate : "none"));
 }
 
+/* A failed query, or no row for the job named: answered here (1). */
+static int call_failed_or_missing(cmd_call *call, const bf_pg_result *r)
+{
+	if (!r->ok) {
+		call_reply_db_error(call, r);
+		return 1;
+	}
+	if (PQntuples(r->res) == 0) {
+		call_reply(call, bf_response_error(BF_ERR_NO_SUCH_JOB, "no such job: \"%s\"",
+						   call->req->job));
+		return 1;
+	}
+	return 0;
+}
+
 static json_t *message_result(const char *fmt, ...) BF_PRINTF(1, 2);
 
 static json_t *message_result(const char *fmt, ...)
@@ -142,15 +157,8 @@ static void job_state_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	const char *name = call->req->job;
 
 	(void)pg;
-	if (!r->ok) {
-		call_reply_db_error(call, r);
+	if (call_failed_or_missing(call, r))
 		return;
-	}
-	if (PQntuples(r->res) == 0) {
-		call_reply(call,
-			   bf_response_error(BF_ERR_NO_SUCH_JOB, "no such job: \"%s\"", name));
-		return;
-	}
 	const char *before = PQgetvalue(r->res, 0, 1);
 	int changed = strcmp(PQgetvalue(r->res, 0, 2), "t") == 0;
 
@@ -296,15 +304,8 @@ static void set_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	const char *name = call->req->job;
 
 	(void)pg;
-	if (!r->ok) {
-		call_reply_db_error(call, r);
+	if (call_failed_or_missing(call, r))
 		return;
-	}
-	if (PQntuples(r->res) == 0) {
-		call_reply(call,
-			   bf_response_error(BF_ERR_NO_SUCH_JOB, "no such job: \"%s\"", name));
-		return;
-	}
 	const PGresult *res = r->res;
 	const char *state = PQgetvalue(res, 0, 1);
 
@@ -433,10 +434,8 @@ void bf_commands_handle(bf_control *ctl, bf_client *client, bf_request *req, voi
 	}
 }
 
-void bf_commands_stop(bf_commands *cmds, void (*cb)(void *arg), void *arg)
+void bf_commands_stop(bf_commands *cmds)
 {
 	cmds->stopping = 1;
 	bf_plan_abort_all(cmds);
-	if (cb)
-		cb(arg);
 }

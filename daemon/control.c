@@ -426,7 +426,9 @@ static int control_clear_path(const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+	/* Non-blocking: a live daemon with a full backlog answers EAGAIN
+	 * instead of holding our start up. */
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0) {
 		snprintf(err, errlen, "control socket: %s", strerror(errno));
 		return -1;
 	}

@@ -13,6 +13,7 @@
 #include "strbuf.h"
 
 static void engine_kick(bf_engine *engine);
+static void engine_session_applied(bf_pg *pg, const bf_pg_result *r, void *arg);
 
 uv_loop_t *bf_engine_loop(bf_engine *engine)
 {
@@ -421,6 +422,14 @@ static void engine_kick(bf_engine *engine)
 	}
 	if (!bf_pg_is_ready(&engine->listener))
 		return;
+	if (engine->want_session) {
+		char sql[384];
+
+		engine->want_session = 0;
+		bf_engine_session_sql(sql, sizeof(sql), engine->cfg, 0);
+		bf_pg_query(&engine->listener, sql, 0, NULL, engine_session_applied, engine);
+		return;
+	}
 	/* Renewals first: the jobs we run must not lose their leases. */
 	if (engine->want_renew && engine->njobs > 0)
 		engine_renew(engine);
@@ -584,12 +593,31 @@ void bf_engine_start(bf_engine *engine)
 	bf_monitor_start(&engine->monitor);
 }
 
+static void engine_session_applied(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_engine *engine = arg;
+
+	if (!r->ok && r->res)
+		bf_warning("%s: applying the reloaded session settings failed: %s", pg->name,
+			   r->message);
+	if (pg == &engine->listener)
+		engine_kick(engine);
+}
+
 void bf_engine_reconfigure(bf_engine *engine)
 {
 	uint64_t renew_ms = (uint64_t)engine->cfg->lease_s * 1000 / 3;
+	int deadline = engine->cfg->statement_timeout_ms + BF_QUERY_DEADLINE_MARGIN_MS;
+	char sql[384];
 
 	if (engine->stopping)
 		return;
+	/* Our own connections: after every reconnect, and now. */
+	bf_engine_session_sql(sql, sizeof(sql), engine->cfg, 0);
+	bf_pg_reconfigure(&engine->listener, sql, deadline);
+	bf_pg_reconfigure(&engine->monitor.pg, sql, deadline);
+	bf_monitor_query(&engine->monitor, sql, 0, NULL, engine_session_applied, engine);
+	engine->want_session = 1;
 	uv_timer_start(&engine->poll_timer, engine_poll_timer_cb,
 		       (uint64_t)engine->cfg->poll_interval_ms,
 		       (uint64_t)engine->cfg->poll_interval_ms);

@@ -462,7 +462,11 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 	job->rows_scanned = col_int(res, 0, 6, 0);
 	job->rows_updated = col_int(res, 0, 7, 0);
 	job->rows_estimate = col_int(res, 0, 8, -1);
-	bf_engine_set_paused(job->engine, strcmp(PQgetvalue(res, 0, 11), "t") == 0);
+	/* Only ever to pause (fail closed): a sync whose snapshot predates a
+	 * pause --all must not lift it; the listener's reads and
+	 * notifications do that. */
+	if (strcmp(PQgetvalue(res, 0, 11), "t") == 0)
+		bf_engine_set_paused(job->engine, 1);
 	if (job_apply_settings(job, col(res, 0, 9), (int)col_int(res, 0, 10, 0)) != 0)
 		return;
 	job->synced = 1;
@@ -827,6 +831,12 @@ void bf_job_reconfigure(bf_job *job)
 	job->settings_text = NULL;
 	bf_batch_size_bounds(&job->batch_size, job->cfg->batch_size_min, job->cfg->batch_size_max,
 			     job->cfg->batch_target_ms);
+	/* Now on this connection, and after every reconnect. */
+	char sql[768];
+
+	bf_engine_session_sql(sql, sizeof(sql), job->cfg, 1);
+	bf_pg_reconfigure(&job->pg, sql,
+			  2 * job->cfg->statement_timeout_ms + BF_QUERY_DEADLINE_MARGIN_MS);
 	job->session_stale = 1;
 	bf_job_poke(job);
 }
@@ -850,14 +860,17 @@ void bf_job_cancel_batch(bf_job *job)
 	if (job->phase != BF_JOB_QUERY || !job->in_batch || job->cancel_requested)
 		return;
 	/* The fence already keeps a paused job's batch from committing; the
-	 * cancel only spares waiting for it. Only an active query is hit: a
-	 * cancel arriving after the batch ended finds the backend idle. */
+	 * cancel only spares waiting for it. The cancel runs later, from the
+	 * monitor's queue: only an active batch is hit (its text starts with
+	 * the lock statement), never the re-read or the lease release that may
+	 * follow it by then. */
 	job->cancel_requested = 1;
 	snprintf(pid, sizeof(pid), "%d", job->pg.backend_pid);
 	job_log(job, BF_LOG_NOTICE, "cancelling the batch in flight (backend pid %s)", pid);
 	bf_monitor_query(bf_engine_monitor(job->engine),
 			 "SELECT pg_cancel_backend(pid) FROM pg_stat_activity\n"
-			 "WHERE pid = $1 AND state = 'active'",
+			 "WHERE pid = $1 AND state = 'active'\n"
+			 "  AND left(query, 29) = 'SELECT count(*) FROM (SELECT '",
 			 1, params, job_cancel_sent, NULL);
 }
 
@@ -947,6 +960,8 @@ const char *bf_job_phase_name(const bf_job *job)
 
 static void job_step(bf_job *job)
 {
+	uint64_t now;
+
 	if (job->phase == BF_JOB_CLOSING)
 		return;
 	if (!bf_pg_is_ready(&job->pg)) {
@@ -977,12 +992,13 @@ static void job_step(bf_job *job)
 		 * us); the poll re-checks in case the notification is lost. */
 		job_wait_for(job, (uint64_t)job->cfg->poll_interval_ms,
 			     "paused: every job is held by backfillctl pause --all");
-	} else if (job->max_rows_per_s > 0 && job->rate_next_ns > uv_hrtime() && !job->walk_done) {
+	} else if (job->max_rows_per_s > 0 && job->rate_next_ns > (now = uv_hrtime()) &&
+		   !job->walk_done) {
 		char reason[128];
 
 		snprintf(reason, sizeof(reason),
 			 "max_rows_per_s: at the limit of %" PRId64 " rows/s", job->max_rows_per_s);
-		job_wait_for(job, (job->rate_next_ns - uv_hrtime()) / 1000000 + 1, reason);
+		job_wait_for(job, (job->rate_next_ns - now) / 1000000 + 1, reason);
 	} else if (!job->resolved) {
 		job_resolve(job);
 	} else if (!job->upper_bound) {

@@ -225,6 +225,7 @@ static void work_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args 
 			 "    batches = batches + (SELECT least(count(*), 1) FROM " CTE_DONE ")\n"
 			 "  WHERE id = %" PRId64 " AND owner = %s AND lease_epoch = %" PRId64 "\n"
 			 "    AND state = 'running' AND batches = %" PRId64 "\n"
+			 "    AND NOT coalesce((SELECT paused FROM backfill.control), false)\n"
 			 "  RETURNING checkpoint, batches, rows_scanned, rows_updated\n"
 			 ")\n"
 			 "SELECT backfill.checkpoint_fence(count(*)),\n"

@@ -98,6 +98,12 @@ static void on_engine_stopped(bf_engine *engine, void *arg)
 
 	if (engine->fatal)
 		d->exit_code = 1;
+	/* The engine may stop on its own (a schema newer than us): the
+	 * socket must close too, or the loop never ends. */
+	if (!d->commands.stopping) {
+		bf_commands_stop(&d->commands);
+		bf_control_close(&d->control, NULL, NULL);
+	}
 	uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
 	uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
 	uv_close((uv_handle_t *)&d->sighup, on_handle_closed);
@@ -109,7 +115,7 @@ static void daemon_stop(bf_daemon *d)
 {
 	bf_notify_stopping();
 	if (!d->commands.stopping) {
-		bf_commands_stop(&d->commands, NULL, NULL);
+		bf_commands_stop(&d->commands);
 		bf_control_close(&d->control, NULL, NULL);
 	}
 	bf_engine_stop(&d->engine);

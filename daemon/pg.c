@@ -834,3 +834,14 @@ void bf_pg_close(bf_pg *pg, bf_pg_close_cb cb, void *arg)
 	pg->state = BF_PG_CLOSING;
 	uv_close((uv_handle_t *)&pg->timer, pg_handle_closed);
 }
+
+void bf_pg_reconfigure(bf_pg *pg, const char *init_sql, int query_timeout_ms)
+{
+	char *copy = pg_strdup(init_sql);
+
+	if (init_sql && !copy)
+		return; /* out of memory: keep the old settings */
+	free(pg->init_sql);
+	pg->init_sql = copy;
+	pg->query_timeout_ms = query_timeout_ms;
+}

@@ -102,6 +102,20 @@ static const char *const schema_migrations[] = {
 	"CREATE TRIGGER control_notify AFTER UPDATE ON backfill.control\n"
 	"  FOR EACH ROW WHEN (OLD.paused IS DISTINCT FROM NEW.paused)\n"
 	"  EXECUTE FUNCTION backfill.control_notify();\n"
+	/* The fence also refuses a batch once pause --all is in effect. */
+	"CREATE OR REPLACE FUNCTION backfill.checkpoint_fence(matched bigint) RETURNS bigint\n"
+	"  LANGUAGE plpgsql AS $$\n"
+	"BEGIN\n"
+	"  IF matched = 0 THEN\n"
+	"    RAISE EXCEPTION 'backfill checkpoint fence: job row no longer matches owner, lease "
+	"epoch, state and batch count, or pause --all is in effect'\n"
+	"      USING ERRCODE = 'BF001';\n"
+	"  END IF;\n"
+	"  RETURN matched;\n"
+	"END $$;\n"
+	/* pause --all re-creates a row deleted by hand. */
+	"CREATE TRIGGER control_notify_insert AFTER INSERT ON backfill.control\n"
+	"  FOR EACH ROW WHEN (NEW.paused) EXECUTE FUNCTION backfill.control_notify();\n"
 	/* Knobs of backfillctl set; validated by the daemon, which fails a job
 	 * whose settings it cannot apply, with the reason in last_error. */
 	"ALTER TABLE backfill.jobs\n"

@@ -25,9 +25,10 @@ void bf_commands_init(bf_commands *cmds, bf_engine *engine, const bf_config *cfg
 /* The control server's request callback (arg: the bf_commands). */
 void bf_commands_handle(bf_control *ctl, bf_client *client, bf_request *req, void *arg);
 
-/* Shutdown: dry runs in progress are abandoned (their connection closed,
- * which rolls them back) and answered; calls cb once they are gone. */
-void bf_commands_stop(bf_commands *cmds, void (*cb)(void *arg), void *arg);
+/* Shutdown: new requests are refused; dry runs in progress are abandoned
+ * (their connection closed, which rolls them back) and answered. Requests
+ * waiting on the monitor connection are answered when it closes. */
+void bf_commands_stop(bf_commands *cmds);
 
 /* Implemented by plan.c. */
 void bf_plan_start(bf_commands *cmds, bf_client *client, bf_request *req);

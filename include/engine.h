@@ -33,7 +33,8 @@ struct bf_engine {
 
 	int listening; /* schema checked and LISTEN active on this connection */
 	int want_claim, want_renew, want_control;
-	int paused; /* backfill.control says pause --all */
+	int want_session; /* a reload: re-apply the session settings */
+	int paused;	  /* backfill.control says pause --all */
 	uint64_t started_ns;
 	int stopping;
 	int grace_over; /* stopping: batches in flight are no longer waited for */

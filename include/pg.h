@@ -116,6 +116,10 @@ char *bf_pg_escape_literal(bf_pg *pg, const char *s);
 int bf_pg_is_ready(const bf_pg *pg);
 int bf_pg_is_busy(const bf_pg *pg);
 
+/* A reload: the session SQL run after every (re)connect, and the query
+ * deadline, from the next connect and the next query on. */
+void bf_pg_reconfigure(bf_pg *pg, const char *init_sql, int query_timeout_ms);
+
 /* Drops the connection now and reconnects after backoff. An in-flight
  * query's cb gets a broken-connection result; closing the socket does not
  * cancel it on the server, which finishes (commits or rolls back) on its own. */

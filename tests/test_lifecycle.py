@@ -324,3 +324,38 @@ def test_sighup_keeps_the_running_config_when_the_file_is_broken(db, daemon_fact
     daemon.send_signal(signal.SIGHUP)
     wait_for(lambda: '(log level notice,' in daemon.log(), 10, what='the reload')
     assert daemon.alive()
+
+
+def test_a_schema_newer_than_the_daemon_stops_it_with_exit_1(db, daemon_factory):
+    daemon = daemon_factory(db.server, db.name)
+    daemon.stop()
+    db.conn.execute('INSERT INTO backfill.schema_version (version) VALUES (99)')
+    daemon.start()
+    wait_for(lambda: not daemon.alive(), 20, what='the daemon to exit by itself')
+    assert daemon.returncode == 1
+    assert 'newer than this backfilld knows' in daemon.log()
+    assert not daemon.socket.exists(), 'the control socket is removed'
+
+
+def test_reloaded_session_settings_survive_a_reconnect(db, daemon_factory):
+    from workload import counter_table
+    conn = db.conn
+    counter_table(conn, rows=3000)
+    daemon = daemon_factory(db.server, db.name, overrides={
+        'batch': {'size': 50, 'size_min': 50, 'size_max': 50, 'lock_timeout_ms': 2000}})
+    insert_job(conn, name='timeouts', table_name='items',
+               set_clause="counter = counter + 1 + test_pause(2), "
+                          "payload = current_setting('lock_timeout')")
+    wait_for(lambda: job_row(conn, 'timeouts')['batches'] >= 2, 30, what='some batches')
+    daemon.config['batch']['lock_timeout_ms'] = 3000
+    daemon.write_config()
+    daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: conn.execute("SELECT count(*) FROM items WHERE payload = '3s'"
+                                  ).fetchone()[0] > 0, 20, what='the new lock_timeout applied')
+    # A new connection of the job's keeps the reloaded value.
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE application_name = 'backfilld job timeouts'")
+    row = wait_job_state(conn, 'timeouts', {'succeeded'}, timeout=60)
+    assert row['state'] == 'succeeded'
+    last = conn.execute('SELECT payload FROM items ORDER BY id DESC LIMIT 1').fetchone()[0]
+    assert last == '3s', last

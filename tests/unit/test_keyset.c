@@ -133,7 +133,8 @@ static void test_checkpoint_is_the_last_key_done_and_fenced(void)
 		"checkpoint = coalesce((SELECT ARRAY[tenant::text, \"Order No\"::text] FROM \"backfill done\""
 		" ORDER BY tenant DESC, \"Order No\" DESC LIMIT 1), checkpoint)");
 	UNIT_CHECK_CONTAINS(sql, "WHERE id = 42 AND owner = 'host:1:ab' AND lease_epoch = 7\n"
-				 "    AND state = 'running' AND batches = 5");
+				 "    AND state = 'running' AND batches = 5\n"
+				 "    AND NOT coalesce((SELECT paused FROM backfill.control), false)");
 	UNIT_CHECK_CONTAINS(sql, "SELECT backfill.checkpoint_fence(count(*)),");
 	UNIT_CHECK_CONTAINS(sql, "(p.tenant, p.\"Order No\") = (l.tenant, l.\"Order No\")");
 	UNIT_CHECK_CONTAINS(
