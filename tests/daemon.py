@@ -198,6 +198,20 @@ class Daemon:
                                          env=self.env(), preexec_fn=_die_with_parent)
         return self
 
+    def reload(self, timeout=10):
+        """Writes the config, SIGHUP, and waits for this reload's "reloaded"
+        line (failing at once on "reload refused")."""
+        log = self.current_log
+        before, refused = log().count('reloaded '), log().count('reload refused')
+        self.write_config()
+        self.send_signal(signal.SIGHUP)
+
+        def done():
+            assert log().count('reload refused') == refused, (
+                f'reload refused:\n{tail(log(), 20)}')
+            return log().count('reloaded ') > before
+        wait_for(done, timeout, what=lambda: f'the reload:\n{tail(log(), 20)}')
+
     def ctl(self, *args, timeout=60, user=None, socket=None, check=None):
         """Runs backfillctl against this daemon's socket: a CompletedProcess
         (text). user: run it as that OS user (runuser). check: the exit code

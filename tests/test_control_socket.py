@@ -36,17 +36,7 @@ def log_count(daemon, text):
 
 
 def reload(daemon, timeout=10):
-    """Writes the config, SIGHUP, and waits for this reload's "reloaded" line."""
-    before = log_count(daemon, 'reloaded ')
-    refused = log_count(daemon, 'reload refused')
-    daemon.write_config()
-    daemon.send_signal(signal.SIGHUP)
-
-    def done():
-        assert log_count(daemon, 'reload refused') == refused, (
-            f'reload refused:\n{tail(daemon.current_log(), 20)}')
-        return log_count(daemon, 'reloaded ') > before
-    wait_for(done, timeout, what=lambda: f'the reload:\n{tail(daemon.current_log(), 20)}')
+    daemon.reload(timeout)
 
 
 def ctl_raw(*args, timeout=20):
