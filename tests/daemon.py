@@ -182,20 +182,40 @@ class Daemon:
             env.setdefault(key, value)
         return env
 
-    def start(self):
-        """Starts the daemon in the foreground, output appended to the log."""
+    def start(self, extra_env=None, shell_prefix=None, preexec=None):
+        """Starts the daemon in the foreground, output appended to the log.
+
+        extra_env: more environment (systemd's own variables, inherited from
+        whatever runs the tests, are never passed on); shell_prefix: shell
+        text run in the daemon's own process before it execs the daemon
+        (LISTEN_PID=$$); preexec: a hook run in the child, whose inheritable
+        fds are then passed on."""
         assert not self.alive(), f'{self} is already running'
         self._require_binary()
         self.write_config()
         self.starts += 1
+        env = self.env()
+        for key in ('NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_FDS',
+                    'LISTEN_PID', 'LISTEN_FDNAMES'):
+            env.pop(key, None)
+        env.update(extra_env or {})
+        cmd = self.command()
+        if shell_prefix:
+            cmd = ['sh', '-c', f'{shell_prefix} exec "$0" "$@"', *cmd]
+
+        def child():
+            _die_with_parent()
+            if preexec:
+                preexec()
+
         with open(self.log_path, 'ab') as log:
-            log.write(f'===== tests: start #{self.starts}: '
-                      f'{" ".join(self.command())} =====\n'.encode())
+            log.write(f'===== tests: start #{self.starts}: {" ".join(cmd)}'
+                      f'{f" (env {extra_env})" if extra_env else ""} =====\n'.encode())
             log.flush()
             self._log_offset = log.tell()
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT,
-                                         env=self.env(), preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env, preexec_fn=child,
+                                         close_fds=preexec is None)
         return self
 
     def reload(self, timeout=10):

@@ -75,7 +75,6 @@ def test_status_shows_finished_jobs_and_reads_as_plain_text(db, daemon_factory):
 def test_status_on_a_terminal_draws_progress_bars(db, daemon_factory):
     import os
     import pty
-    import subprocess
     conn = db.conn
     counter_table(conn, rows=2000)
     daemon = daemon_factory(db.server, db.name)

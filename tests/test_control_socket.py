@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import BACKFILLCTL, _die_with_parent, job_row, tail, wait_for
+from daemon import BACKFILLCTL, job_row, wait_for
 from workload import SMALL_BATCHES, counter_job, counter_table
 
 STATUS = b'{"v":1,"cmd":"status"}\n'
@@ -475,7 +475,7 @@ def test_socket_activation(db, daemon_factory, tmp_path):
             else:
                 os.dup2(fd, 3, inheritable=True)
 
-        spawn(d, shell_prefix='LISTEN_PID=$$ LISTEN_FDS=1', preexec=as_fd3)
+        d.start(shell_prefix='LISTEN_PID=$$ LISTEN_FDS=1', preexec=as_fd3)
         d.wait_ready(30)
         assert 'socket passed by systemd' in d.current_log(), d.current_log()
         r = d.ctl('status', socket=activated, check=0)
@@ -490,33 +490,3 @@ def test_socket_activation(db, daemon_factory, tmp_path):
         listener.close()
 
 
-def spawn(daemon, extra_env=None, shell_prefix=None, preexec=None):
-    """Like Daemon.start, with more environment, a `sh -c` prefix run in the
-    daemon's own process (exec), and a preexec hook; fds the hook makes
-    inheritable are passed on (close_fds=False)."""
-    assert not daemon.alive()
-    daemon._require_binary()
-    daemon.write_config()
-    daemon.starts += 1
-    env = daemon.env()
-    for key in ('NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_FDS', 'LISTEN_PID',
-                'LISTEN_FDNAMES'):
-        env.pop(key, None)
-    env.update(extra_env or {})
-    cmd = daemon.command()
-    if shell_prefix:
-        cmd = ['sh', '-c', f'{shell_prefix} exec "$0" "$@"', *cmd]
-
-    def pre():
-        _die_with_parent()
-        if preexec:
-            preexec()
-
-    with open(daemon.log_path, 'ab') as log:
-        log.write(f'===== tests: start #{daemon.starts}: {" ".join(cmd)} =====\n'.encode())
-        log.flush()
-        daemon._log_offset = log.tell()
-        daemon.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, env=env, preexec_fn=pre,
-                                       close_fds=preexec is None)
-    return daemon

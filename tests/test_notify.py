@@ -11,32 +11,11 @@ import time
 
 import pytest
 
-from daemon import _die_with_parent, tail, wait_for
+from daemon import tail, wait_for
 from workload import counter_job, counter_table, wait_succeeded
 
 
 # -- helpers -------------------------------------------------------------------
-
-def spawn(daemon, extra_env=None):
-    """Daemon.start with extra environment (and none of systemd's inherited)."""
-    assert not daemon.alive()
-    daemon._require_binary()
-    daemon.write_config()
-    daemon.starts += 1
-    env = daemon.env()
-    for key in ('NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_FDS', 'LISTEN_PID',
-                'LISTEN_FDNAMES'):
-        env.pop(key, None)
-    env.update(extra_env or {})
-    with open(daemon.log_path, 'ab') as log:
-        log.write(f'===== tests: start #{daemon.starts}: '
-                  f'{" ".join(daemon.command())} (env {extra_env}) =====\n'.encode())
-        log.flush()
-        daemon._log_offset = log.tell()
-        daemon.proc = subprocess.Popen(daemon.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, env=env,
-                                       preexec_fn=_die_with_parent)
-    return daemon
 
 
 def log_count(daemon, text):
@@ -126,7 +105,7 @@ def test_sd_notify_sequence(db, daemon_factory, notify_socket):
     n = notify_socket
     d = daemon_factory(db.server, db.name, start=False)
     n.daemon = d
-    spawn(d, {'NOTIFY_SOCKET': n.path, 'WATCHDOG_USEC': '1000000'})
+    d.start({'NOTIFY_SOCKET': n.path, 'WATCHDOG_USEC': '1000000'})
     d.wait_ready(30)
 
     ready = n.wait('READY', '1')
@@ -228,7 +207,7 @@ def test_sighup_before_ready_does_not_claim_ready(db, daemon_factory, notify_soc
     # Nothing listens there: the daemon keeps trying to connect, never ready.
     d.config['database']['conninfo'] = (f'host=127.0.0.1 port={free_port()} '
                                         f'dbname={db.name} user=postgres')
-    spawn(d, {'NOTIFY_SOCKET': n.path})
+    d.start({'NOTIFY_SOCKET': n.path})
     wait_for(lambda: 'control: serving on' in d.current_log(), 10, what='the control socket')
     d.send_signal(signal.SIGHUP)
     wait_for(lambda: 'reloaded ' in d.current_log() or 'reload refused' in d.current_log(),
@@ -247,7 +226,7 @@ def test_sighup_while_stopping_does_not_claim_ready(db, daemon_factory, notify_s
     counter_table(conn, rows=2000)
     d = daemon_factory(db.server, db.name,
                        {'batch': {'size': 50, 'size_min': 50, 'size_max': 50}}, start=False)
-    spawn(d, {'NOTIFY_SOCKET': n.path})
+    d.start({'NOTIFY_SOCKET': n.path})
     d.wait_ready(30)
     counter_job(conn, 'slow', pause_ms=40)          # 2 s batches
     # Right after batch 1 commits, batch 2 is in flight for 2 s.
@@ -275,7 +254,7 @@ def unreachable_daemon(db, daemon_factory, notify_socket):
     d = daemon_factory(db.server, db.name, start=False)
     d.config['database']['conninfo'] = (f'host=127.0.0.1 port={free_port()} '
                                         f'dbname={db.name} user=postgres')
-    return spawn(d, {'NOTIFY_SOCKET': notify_socket.path})
+    return d.start({'NOTIFY_SOCKET': notify_socket.path})
 
 
 def test_log_says_why_the_database_is_unreachable(db, daemon_factory, notify_socket):
