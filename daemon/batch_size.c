@@ -31,8 +31,11 @@ int bf_batch_size_get(const bf_batch_size *bs)
 	return (int)(bs->size + 0.5);
 }
 
-void bf_batch_size_observe(bf_batch_size *bs, int rows, double busy_ms)
+void bf_batch_size_observe(bf_batch_size *bs, int rows, double elapsed_ms, double throttled_ms)
 {
+	/* Time held back says nothing about what a batch costs. */
+	double busy_ms = elapsed_ms - (throttled_ms > 0 ? throttled_ms : 0);
+
 	/* A short last batch (end of the walk) or an empty one says little
 	 * about the cost of a full batch. */
 	if (rows <= 0 || rows < bf_batch_size_get(bs) / 2)

@@ -13,13 +13,23 @@
 #include <strings.h>
 #include <yaml.h>
 
+#include "settings.h"
+#include "window.h"
+
 enum bf_key_type {
 	BF_KEY_INT,
 	BF_KEY_STRING,
 	BF_KEY_LOG_LEVEL,
 	BF_KEY_MODE,  /* an octal file mode, "0660" */
 	BF_KEY_NAMES, /* a list of user or group names (or numeric ids), stored "a,b" */
+	BF_KEY_LIST,  /* a list of items checked by key->check, stored "a,b" */
+	BF_KEY_BYTES, /* int64_t: an integer, or "16MB" (kB, MB, GB, TB: powers of 1024) */
+	BF_KEY_BOOL,
+	BF_KEY_CHOICE, /* int: the index of the value in key->choices */
 };
+
+/* Checks one item of a BF_KEY_LIST; -1 with a reason in err. */
+typedef int (*bf_item_check)(const char *text, char *err, size_t errlen);
 
 struct bf_key {
 	const char *section;
@@ -29,20 +39,58 @@ struct bf_key {
 	long long min, max;  /* BF_KEY_INT: inclusive bounds */
 	long long def;	     /* BF_KEY_INT and BF_KEY_LOG_LEVEL */
 	const char *def_str; /* BF_KEY_STRING; never freed, see bf_config_free */
+	bf_item_check check;		/* BF_KEY_LIST */
+	const char *const *choices;	/* BF_KEY_CHOICE, NULL-terminated */
 };
 
 #define BF_INT(sec, key, field, dflt, lo, hi)                                                      \
 	{                                                                                          \
-		sec, key, BF_KEY_INT, offsetof(bf_config, field), lo, hi, dflt, NULL               \
+		sec, key, BF_KEY_INT, offsetof(bf_config, field), lo, hi, dflt, NULL, NULL, NULL   \
 	}
 #define BF_STRING(sec, key, field, dflt)                                                           \
 	{                                                                                          \
-		sec, key, BF_KEY_STRING, offsetof(bf_config, field), 0, 0, 0, dflt                 \
+		sec, key, BF_KEY_STRING, offsetof(bf_config, field), 0, 0, 0, dflt, NULL, NULL     \
 	}
 #define BF_NAMES(sec, key, field)                                                                  \
 	{                                                                                          \
-		sec, key, BF_KEY_NAMES, offsetof(bf_config, field), 0, 0, 0, ""                    \
+		sec, key, BF_KEY_NAMES, offsetof(bf_config, field), 0, 0, 0, "", NULL, NULL       \
 	}
+
+#define BF_LIST(sec, key, field, chk)                                                              \
+	{                                                                                          \
+		sec, key, BF_KEY_LIST, offsetof(bf_config, field), 0, 0, 0, "", chk, NULL          \
+	}
+#define BF_BYTES(sec, key, field, dflt, lo, hi)                                                    \
+	{                                                                                          \
+		sec, key, BF_KEY_BYTES, offsetof(bf_config, field), lo, hi, dflt, NULL, NULL, NULL \
+	}
+#define BF_BOOL(sec, key, field, dflt)                                                             \
+	{                                                                                          \
+		sec, key, BF_KEY_BOOL, offsetof(bf_config, field), 0, 1, dflt, NULL, NULL, NULL    \
+	}
+
+#define MB (1024LL * 1024)
+#define TB (1024LL * 1024 * 1024 * 1024)
+
+static const char *const bf_slot_modes[] = {"all", "active", "off", NULL};
+
+/* An application_name as a standby sends it: no commas (the list separator). */
+static int bf_standby_name_check(const char *text, char *err, size_t errlen)
+{
+	if (*text && strlen(text) < 64 && !strchr(text, ','))
+		return 0;
+	snprintf(err, errlen,
+		 "\"%s\" is not a standby's application_name (1 to 63 characters, no commas)",
+		 text);
+	return -1;
+}
+
+static int bf_window_check(const char *text, char *err, size_t errlen)
+{
+	int start, end;
+
+	return bf_window_parse_one(text, &start, &end, err, errlen);
+}
 
 /* Every key. config/backfilld.yaml explains each default at length. */
 static const struct bf_key bf_keys[] = {
@@ -55,7 +103,7 @@ static const struct bf_key bf_keys[] = {
 	BF_STRING("control", "socket", control_socket, "/run/backfilld/backfilld.sock"),
 	/* Owner and group may steer jobs; nobody else may even connect. */
 	{"control", "socket_mode", BF_KEY_MODE, offsetof(bf_config, control_socket_mode), 0, 0777,
-	 0660, NULL},
+	 0660, NULL, NULL, NULL},
 	/* "": the daemon's own group. */
 	BF_STRING("control", "socket_group", control_socket_group, ""),
 	/* Root and the daemon's own user are always allowed. */
@@ -96,6 +144,41 @@ static const struct bf_key bf_keys[] = {
 	/* Short verification statements: no long snapshot holding back vacuum. */
 	BF_INT("batch", "verify_chunk_rows", verify_chunk_rows, 100000, 1, 100000000),
 
+	/* Lag moves in seconds; a sample a second keeps the reaction within
+	 * one batch or two, for one cheap query. */
+	BF_INT("throttle", "sample_interval_ms", throttle_sample_interval_ms, 1000, 50, 60000),
+	/* None by default: which standbys matter is the operator's call. */
+	BF_LIST("throttle", "expected_standbys", throttle_expected_standbys,
+		bf_standby_name_check),
+	/* About a second of replay for a standby on ordinary disks; the gap
+	 * between the marks keeps the job from flapping. */
+	BF_BYTES("throttle", "replay_lag_high_bytes", throttle_replay_lag_high_bytes, 64 * MB, 0,
+		 TB),
+	BF_BYTES("throttle", "replay_lag_low_bytes", throttle_replay_lag_low_bytes, 16 * MB, 0, TB),
+	/* Read-your-writes on replicas breaks down within seconds. */
+	BF_INT("throttle", "replay_lag_high_ms", throttle_replay_lag_high_ms, 5000, 0, 86400000),
+	BF_INT("throttle", "replay_lag_low_ms", throttle_replay_lag_low_ms, 1000, 0, 86400000),
+	/* An abandoned slot retains WAL as surely as a slow consumer. */
+	{"throttle", "logical_slots", BF_KEY_CHOICE, offsetof(bf_config, throttle_logical_slots), 0,
+	 0, 0, NULL, NULL, bf_slot_modes},
+	/* Change-data consumers read in bursts: wider marks than a standby's. */
+	BF_BYTES("throttle", "slot_lag_high_bytes", throttle_slot_lag_high_bytes, 1024 * MB, 0, TB),
+	BF_BYTES("throttle", "slot_lag_low_bytes", throttle_slot_lag_low_bytes, 256 * MB, 0, TB),
+	/* Strict mode costs a round trip to the standby per batch: opt in. */
+	BF_BOOL("throttle", "wait_for_replay", throttle_wait_for_replay, 0),
+	BF_INT("throttle", "replay_wait_timeout_ms", throttle_replay_wait_timeout_ms, 10000, 1,
+	       3600000),
+	/* An application statement waiting a second on our row locks is
+	 * noticeable; the batch is cheaper to redo than the wait. */
+	BF_INT("throttle", "lock_wait_max_ms", throttle_lock_wait_max_ms, 1000, 1, 3600000),
+	BF_INT("throttle", "lock_check_interval_ms", throttle_lock_check_interval_ms, 200, 10,
+	       60000),
+	/* No limit: the lag and lock signals already keep the database well. */
+	BF_INT("throttle", "max_rows_per_s", throttle_max_rows_per_s, 0, 0, 1000000000),
+	/* Always allowed. */
+	BF_LIST("throttle", "windows", throttle_windows, bf_window_check),
+	BF_STRING("throttle", "query", throttle_query, ""),
+
 	/* Transient trouble (a lock, a failover) often clears within a second. */
 	BF_INT("retry", "initial_ms", retry_initial_ms, 500, 1, 3600000),
 	/* A recovered database is noticed within half a minute. */
@@ -103,7 +186,8 @@ static const struct bf_key bf_keys[] = {
 	/* Five in a row rules out flukes and still fails bad SQL in seconds. */
 	BF_INT("retry", "max_failures", retry_max_failures, 5, 1, 1000),
 
-	{"log", "level", BF_KEY_LOG_LEVEL, offsetof(bf_config, log_level), 0, 0, BF_LOG_INFO, NULL},
+	{"log", "level", BF_KEY_LOG_LEVEL, offsetof(bf_config, log_level), 0, 0, BF_LOG_INFO, NULL,
+	 NULL, NULL},
 };
 
 #define BF_NKEYS (sizeof bf_keys / sizeof bf_keys[0])
@@ -178,8 +262,16 @@ void bf_config_defaults(bf_config *cfg)
 		case BF_KEY_MODE:
 			*(int *)field = (int)key->def;
 			break;
+		case BF_KEY_BYTES:
+			*(int64_t *)field = key->def;
+			break;
+		case BF_KEY_BOOL:
+		case BF_KEY_CHOICE:
+			*(int *)field = (int)key->def;
+			break;
 		case BF_KEY_STRING:
 		case BF_KEY_NAMES:
+		case BF_KEY_LIST:
 			/* Points at the literal so that defaults cannot fail;
 			 * bf_config_free knows not to free it. */
 			*(char **)field = (char *)key->def_str;
@@ -193,7 +285,8 @@ void bf_config_free(bf_config *cfg)
 	for (size_t i = 0; i < BF_NKEYS; i++) {
 		char **field = bf_field(cfg, &bf_keys[i]);
 
-		if ((bf_keys[i].type == BF_KEY_STRING || bf_keys[i].type == BF_KEY_NAMES) &&
+		if ((bf_keys[i].type == BF_KEY_STRING || bf_keys[i].type == BF_KEY_NAMES ||
+		     bf_keys[i].type == BF_KEY_LIST) &&
 		    *field != bf_keys[i].def_str)
 			free(*field);
 	}
@@ -368,10 +461,14 @@ static int bf_names_append(struct bf_parse *p, const struct bf_key *key, const c
 	char **field = bf_field(p->cfg, key);
 	char *joined;
 
-	if (!bf_name_valid(text))
+	char why[256];
+
+	if (key->type == BF_KEY_NAMES && !bf_name_valid(text))
 		return bf_fail(p, at,
 			       "\"%s.%s\": \"%s\" is not a valid user or group name or numeric id",
 			       key->section, key->name, text);
+	if (key->type == BF_KEY_LIST && key->check(text, why, sizeof why) != 0)
+		return bf_fail(p, at, "\"%s.%s\": %s", key->section, key->name, why);
 	if (asprintf(&joined, "%s%s%s", *field, **field ? "," : "", text) < 0)
 		return bf_fail(p, at, "out of memory");
 	if (*field != key->def_str)
@@ -426,10 +523,53 @@ static int bf_key_set(struct bf_parse *p, const struct bf_key *key)
 		*(int *)field = (int)n;
 		break;
 	case BF_KEY_NAMES:
-		/* A single name; sequences go through bf_names_set. */
+	case BF_KEY_LIST:
+		/* A single item; sequences go through bf_parse_names. */
 		if (bf_is_null(p))
 			break;
 		return bf_names_append(p, key, text);
+	case BF_KEY_BYTES: {
+		int64_t bytes;
+
+		if (bf_parse_bytes(text, &bytes) != 0)
+			return bf_fail(p, at,
+				       "\"%s.%s\" must be a byte count such as 1048576, \"512kB\", "
+				       "\"16MB\" or \"1GB\", got \"%s\"",
+				       key->section, key->name, text);
+		if (bytes < key->min || bytes > key->max)
+			return bf_fail(p, at, "\"%s.%s\" must be between %lld and %lld, got %s",
+				       key->section, key->name, key->min, key->max, text);
+		*(int64_t *)field = bytes;
+		break;
+	}
+	case BF_KEY_BOOL: {
+		static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no",
+										"off"};
+		int v = -1;
+
+		for (size_t k = 0; k < 3; k++) {
+			if (strcasecmp(text, yes[k]) == 0)
+				v = 1;
+			if (strcasecmp(text, no[k]) == 0)
+				v = 0;
+		}
+		if (v < 0)
+			return bf_fail(p, at, "\"%s.%s\" must be true or false, got \"%s\"",
+				       key->section, key->name, text);
+		*(int *)field = v;
+		break;
+	}
+	case BF_KEY_CHOICE:
+		for (int k = 0; key->choices[k]; k++) {
+			if (strcmp(text, key->choices[k]) == 0) {
+				*(int *)field = k;
+				return 0;
+			}
+			snprintf(levels + strlen(levels), sizeof levels - strlen(levels), "%s%s",
+				 k ? ", " : "", key->choices[k]);
+		}
+		return bf_fail(p, at, "\"%s.%s\" must be one of %s, got \"%s\"", key->section,
+			       key->name, levels, text);
 	case BF_KEY_LOG_LEVEL:
 		if ((level = bf_log_level_parse(text)) < 0) {
 			for (size_t i = 0; i < BF_NLEVELS; i++)
@@ -456,8 +596,9 @@ static int bf_parse_names(struct bf_parse *p, const struct bf_key *key)
 			return 0;
 		if (p->event.type != YAML_SCALAR_EVENT)
 			return bf_fail(p, &p->event.start_mark,
-				       "\"%s.%s\" must be a list of names, got %s in it",
-				       key->section, key->name, bf_describe(p, what, sizeof what));
+				       "\"%s.%s\" must be a list%s, got %s in it", key->section,
+				       key->name, key->type == BF_KEY_NAMES ? " of names" : "",
+				       bf_describe(p, what, sizeof what));
 		if (bf_names_append(p, key, bf_scalar(p)) < 0)
 			return -1;
 	}
@@ -487,7 +628,8 @@ static int bf_parse_keys(struct bf_parse *p, const char *section)
 
 		if (bf_next(p) < 0)
 			return -1;
-		if (bf_keys[i].type == BF_KEY_NAMES && p->event.type == YAML_SEQUENCE_START_EVENT) {
+		if ((bf_keys[i].type == BF_KEY_NAMES || bf_keys[i].type == BF_KEY_LIST) &&
+		    p->event.type == YAML_SEQUENCE_START_EVENT) {
 			if (bf_parse_names(p, &bf_keys[i]) < 0)
 				return -1;
 			continue;
@@ -594,6 +736,47 @@ static int bf_check_orders(struct bf_parse *p)
 	return 0;
 }
 
+/* Low marks must not exceed their high marks (unless the signal is off). */
+static int bf_check_marks(struct bf_parse *p)
+{
+	static const struct {
+		size_t lo, hi;
+	} marks[] = {
+		{offsetof(bf_config, throttle_replay_lag_low_bytes),
+		 offsetof(bf_config, throttle_replay_lag_high_bytes)},
+		{offsetof(bf_config, throttle_replay_lag_low_ms),
+		 offsetof(bf_config, throttle_replay_lag_high_ms)},
+		{offsetof(bf_config, throttle_slot_lag_low_bytes),
+		 offsetof(bf_config, throttle_slot_lag_high_bytes)},
+	};
+
+	for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
+		size_t lo = bf_key_at(marks[i].lo), hi = bf_key_at(marks[i].hi);
+		long long lo_value, hi_value;
+
+		if (bf_keys[lo].type == BF_KEY_BYTES) {
+			lo_value = *(int64_t *)bf_field(p->cfg, &bf_keys[lo]);
+			hi_value = *(int64_t *)bf_field(p->cfg, &bf_keys[hi]);
+		} else {
+			lo_value = *(int *)bf_field(p->cfg, &bf_keys[lo]);
+			hi_value = *(int *)bf_field(p->cfg, &bf_keys[hi]);
+		}
+		if (hi_value == 0 || lo_value <= hi_value)
+			continue;
+		size_t blame = !p->keys[lo].set || (p->keys[hi].set &&
+						    p->keys[hi].mark.index > p->keys[lo].mark.index)
+				       ? hi
+				       : lo;
+
+		return bf_fail(p, &p->keys[blame].mark,
+			       "\"%s.%s\" (%lld) must not be greater than \"%s.%s\" (%lld): the "
+			       "job resumes below the low mark",
+			       bf_keys[lo].section, bf_keys[lo].name, lo_value, bf_keys[hi].section,
+			       bf_keys[hi].name, hi_value);
+	}
+	return 0;
+}
+
 int bf_config_load_buffer(bf_config *cfg, const char *name, const char *buf, size_t len, char *err,
 			  size_t errlen)
 {
@@ -610,6 +793,8 @@ int bf_config_load_buffer(bf_config *cfg, const char *name, const char *buf, siz
 	rc = bf_parse_stream(&p);
 	if (rc == 0)
 		rc = bf_check_orders(&p);
+	if (rc == 0)
+		rc = bf_check_marks(&p);
 
 	yaml_event_delete(&p.event);
 	yaml_parser_delete(&p.parser);

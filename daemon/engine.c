@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -20,7 +21,8 @@ uv_loop_t *bf_engine_loop(bf_engine *engine)
 	return engine->loop;
 }
 
-void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batches)
+static void session_sql(char *buf, size_t len, const bf_config *cfg, int batches, int lock_ms,
+			int statement_ms)
 {
 	/* Every connection of ours: bounded waits, so that an operator's
 	 * transaction left open on a job row cannot freeze claims, renewals or
@@ -33,13 +35,54 @@ void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batc
 		 " set_config('statement_timeout', '%dms', false),"
 		 " set_config('default_transaction_isolation', 'read committed', false),"
 		 " set_config('default_transaction_read_only', 'off', false)%s",
-		 cfg->lock_timeout_ms, cfg->statement_timeout_ms, batches ? "," : "");
+		 lock_ms, statement_ms, batches ? "," : "");
 	if (batches)
 		snprintf(buf + strlen(buf), len - strlen(buf),
 			 " set_config('idle_in_transaction_session_timeout', '%dms', false),"
 			 " set_config('DateStyle', 'ISO', false),"
 			 " set_config('extra_float_digits', '3', false)",
 			 cfg->idle_in_transaction_timeout_ms);
+}
+
+void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batches)
+{
+	session_sql(buf, len, cfg, batches, cfg->lock_timeout_ms, cfg->statement_timeout_ms);
+}
+
+void bf_engine_batch_session_sql(char *buf, size_t len, const bf_config *cfg, int lock_timeout_ms,
+				 int statement_timeout_ms)
+{
+	session_sql(buf, len, cfg, 1, lock_timeout_ms, statement_timeout_ms);
+}
+
+struct bf_sampler *bf_engine_sampler(bf_engine *engine)
+{
+	return &engine->sampler;
+}
+
+bf_rate *bf_engine_rate(bf_engine *engine)
+{
+	return &engine->rate;
+}
+
+uint64_t bf_engine_window_wait(bf_engine *engine, char *reason, size_t len)
+{
+	time_t now = time(NULL);
+	struct tm local;
+
+	if (engine->windows.n == 0 || !localtime_r(&now, &local))
+		return 0;
+	int minute = local.tm_hour * 60 + local.tm_min;
+	int wait = bf_windows_wait_minutes(&engine->windows, minute);
+
+	if (wait == 0)
+		return 0;
+	snprintf(reason, len,
+		 "window: outside the allowed windows %s (local time %02d:%02d; the next opens in "
+		 "%dh%02dm)",
+		 engine->windows.text, local.tm_hour, local.tm_min, wait / 60, wait % 60);
+	/* Look again at the start of the next minute. */
+	return (uint64_t)(60 - local.tm_sec) * 1000;
 }
 
 struct bf_monitor *bf_engine_monitor(bf_engine *engine)
@@ -95,13 +138,19 @@ static void engine_pg_closed(bf_pg *pg, void *arg)
 	engine_closed_one(arg);
 }
 
+static void engine_sampler_closed(void *arg)
+{
+	engine_closed_one(arg);
+}
+
 /* Every job is gone: close our own connection and timers. */
 static void engine_close(bf_engine *engine)
 {
 	if (engine->closing)
 		return;
 	engine->closing = 1;
-	engine->closes_pending = 5;
+	engine->closes_pending = 6;
+	bf_sampler_close(&engine->sampler, engine_sampler_closed);
 	uv_close((uv_handle_t *)&engine->poll_timer, engine_timer_closed);
 	uv_close((uv_handle_t *)&engine->renew_timer, engine_timer_closed);
 	uv_close((uv_handle_t *)&engine->grace_timer, engine_timer_closed);
@@ -337,6 +386,8 @@ static void engine_claimed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job->next = engine->jobs;
 		engine->jobs = job;
 		engine->njobs++;
+		if (engine->njobs == 1)
+			bf_sampler_start(&engine->sampler); /* a fresh sample for it */
 	}
 	engine_kick(engine);
 }
@@ -517,6 +568,91 @@ void bf_engine_job_closed(bf_engine *engine, bf_job *job)
 	engine_kick(engine);
 }
 
+/* ---- throttle signals (sampler.h) ---- */
+
+static void engine_on_sample(void *arg)
+{
+	bf_engine *engine = arg;
+
+	for (bf_job *job = engine->jobs, *next; job; job = next) {
+		next = job->next; /* a job may close on the way */
+		bf_job_on_sample(job, &engine->sampler.sample);
+	}
+}
+
+static char *engine_batch_pids(void *arg)
+{
+	bf_engine *engine = arg;
+	bf_strbuf pids;
+	int n = 0;
+
+	bf_strbuf_init(&pids);
+	bf_strbuf_append(&pids, "{");
+	for (bf_job *job = engine->jobs; job; job = job->next)
+		if (job->in_batch && job->phase == BF_JOB_QUERY && job->pg.backend_pid)
+			bf_strbuf_printf(&pids, "%s%d", n++ ? "," : "", job->pg.backend_pid);
+	bf_strbuf_append(&pids, "}");
+	return bf_strbuf_finish(&pids);
+}
+
+static int64_t engine_on_blocked(const bf_blocked *b, void *arg)
+{
+	bf_engine *engine = arg;
+
+	for (bf_job *job = engine->jobs; job; job = job->next)
+		if (job->in_batch && job->pg.backend_pid == b->blocker_pid)
+			return bf_job_on_blocked(job, b);
+	return 0;
+}
+
+static void engine_on_replay(const bf_sample *poll, void *arg)
+{
+	bf_engine *engine = arg;
+
+	for (bf_job *job = engine->jobs, *next; job; job = next) {
+		next = job->next;
+		bf_job_on_replay(job, poll);
+	}
+}
+
+static int engine_replay_wanted(void *arg)
+{
+	bf_engine *engine = arg;
+
+	for (bf_job *job = engine->jobs; job; job = job->next)
+		if (job->replay_waiting)
+			return 1;
+	return 0;
+}
+
+static int engine_sample_wanted(void *arg)
+{
+	bf_engine *engine = arg;
+
+	/* No jobs, no queries: an idle daemon costs the database nothing. */
+	return engine->njobs > 0 && !engine->stopping;
+}
+
+static const bf_sampler_ops engine_sampler_ops = {
+	.on_sample = engine_on_sample,
+	.batch_pids = engine_batch_pids,
+	.on_blocked = engine_on_blocked,
+	.on_replay = engine_on_replay,
+	.replay_wanted = engine_replay_wanted,
+	.sample_wanted = engine_sample_wanted,
+};
+
+static void engine_limits(bf_engine *engine)
+{
+	char err[256];
+
+	/* Checked when the configuration was loaded: cannot fail here. */
+	if (bf_windows_parse(&engine->windows, engine->cfg->throttle_windows, err, sizeof(err)) !=
+	    0)
+		bf_error("throttle.windows: %s", err);
+	bf_rate_set(&engine->rate, engine->cfg->throttle_max_rows_per_s);
+}
+
 /* ---- lifecycle ---- */
 
 static void engine_make_owner(bf_engine *engine)
@@ -575,6 +711,9 @@ int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg, bf_
 	engine->poll_timer.data = engine->renew_timer.data = engine->grace_timer.data = engine;
 	bf_pg_init(&engine->listener, loop, &opts);
 	bf_monitor_init(&engine->monitor, loop, cfg);
+	bf_sampler_init(&engine->sampler, loop, &engine->monitor, cfg, &engine_sampler_ops, engine);
+	bf_rate_init(&engine->rate, 0);
+	engine_limits(engine);
 	return 0;
 }
 
@@ -591,6 +730,7 @@ void bf_engine_start(bf_engine *engine)
 	engine->started_ns = uv_hrtime();
 	bf_pg_start(&engine->listener);
 	bf_monitor_start(&engine->monitor);
+	bf_sampler_start(&engine->sampler);
 }
 
 static void engine_session_applied(bf_pg *pg, const bf_pg_result *r, void *arg)
@@ -622,6 +762,8 @@ void bf_engine_reconfigure(bf_engine *engine)
 		       (uint64_t)engine->cfg->poll_interval_ms,
 		       (uint64_t)engine->cfg->poll_interval_ms);
 	uv_timer_start(&engine->renew_timer, engine_renew_timer_cb, renew_ms, renew_ms);
+	engine_limits(engine);
+	bf_sampler_reconfigure(&engine->sampler);
 	for (bf_job *job = engine->jobs; job; job = job->next)
 		bf_job_reconfigure(job);
 	/* max_jobs may have grown. */

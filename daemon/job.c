@@ -8,6 +8,7 @@
 #include "job.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,7 @@ static void job_send(bf_job *job, const char *activity, const char *sql, int npa
 	job->activity = activity;
 	job->in_batch = 0;
 	job->cancel_requested = 0;
+	job->cancel_blocking = 0;
 	job->phase = BF_JOB_QUERY;
 	job->query_started_ns = uv_hrtime();
 	if (bf_pg_query(&job->pg, sql, nparams, params, cb, job) != 0) {
@@ -131,6 +133,7 @@ static void job_throttle_end(bf_job *job)
 		job->throttled_since_ns = 0;
 	}
 	job->wait_reason[0] = '\0';
+	job->held = 0;
 }
 
 /* Waits delay_ms, then takes the next step. A reason makes the wait a
@@ -159,6 +162,7 @@ static void job_retry_later(bf_job *job)
 }
 
 static void job_finish(bf_job *job, const char *state, const char *error);
+static void job_rates_settle(bf_job *job, int64_t scanned);
 
 /* Decides what a failed query means for the job. `what` names the step for
  * the log and for last_error ("batch", "resolving the table", ...). */
@@ -167,6 +171,7 @@ static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *wha
 	char error[1024];
 
 	job->synced = 0;
+	job_rates_settle(job, 0);
 	if (!r->res) {
 		/* The connection broke; bf_pg reconnects and its "up" event
 		 * resumes the walk from the row. Whether the batch committed is
@@ -186,6 +191,25 @@ static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *wha
 		/* Stopping: no retry, no backoff; release what is ours. */
 		job_log(job, BF_LOG_WARNING, "%s", error);
 		job_step(job);
+		return;
+	}
+	if (job->cancel_requested && job->cancel_blocking && r->sqlstate &&
+	    strcmp(r->sqlstate, "57014") == 0) {
+		/* We cancelled it because it blocked a session: smaller
+		 * batches hold their locks for less time; back off first. */
+		uint64_t delay = bf_backoff_next(&job->retry);
+		char reason[sizeof(job->wait_reason)];
+
+		job->cancel_requested = job->cancel_blocking = 0;
+		bf_batch_size_shrink(&job->batch_size);
+		job_log(job, BF_LOG_NOTICE,
+			"blocking: the batch was cancelled and rolled back (%s); batch size now %d, "
+			"retrying in %" PRIu64 " ms",
+			job->blocking, bf_batch_size_get(&job->batch_size), delay);
+		snprintf(reason, sizeof(reason),
+			 "blocking: the last batch was cancelled (%s); backing off, batch size now %d",
+			 job->blocking, bf_batch_size_get(&job->batch_size));
+		job_wait_for(job, delay, reason);
 		return;
 	}
 	if (job->cancel_requested && r->sqlstate && strcmp(r->sqlstate, "57014") == 0) {
@@ -213,7 +237,14 @@ static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *wha
 		job_log(job, BF_LOG_WARNING,
 			"%s; transient, retrying in %" PRIu64 " ms (batch size %d)", error, delay,
 			bf_batch_size_get(&job->batch_size));
-		snprintf(reason, sizeof(reason), "retry: %.1000s", error);
+		if (r->sqlstate && strcmp(r->sqlstate, "55P03") == 0)
+			/* A lock we wait for is a throttle, never a failure. */
+			snprintf(reason, sizeof(reason),
+				 "lock_timeout: the %s waited more than %d ms for a lock; retrying with "
+				 "batch size %d",
+				 what, job->lock_timeout_ms, bf_batch_size_get(&job->batch_size));
+		else
+			snprintf(reason, sizeof(reason), "retry: %.1000s", error);
 		job_wait_for(job, delay, reason);
 		return;
 	}
@@ -327,24 +358,113 @@ static void job_finish(bf_job *job, const char *state, const char *error)
 
 /* ---- run-time knobs ---- */
 
-/* Applies the row's knobs (backfillctl set): bounds and target now, a
- * changed batch_size column as the size to continue from. A knob the
- * daemon cannot apply fails the job, with the reason, rather than run it
- * with settings the operator did not ask for. Returns -1 when it failed. */
+/* Every knob's value for this job: the configuration's, then the row's. */
+typedef struct job_knobs {
+	long long batch_size_min, batch_size_max, batch_target_ms, max_rows_per_s;
+	long long replay_lag_high_bytes, replay_lag_low_bytes;
+	long long replay_lag_high_ms, replay_lag_low_ms;
+	long long slot_lag_high_bytes, slot_lag_low_bytes;
+	long long lock_wait_max_ms, lock_timeout_ms, statement_timeout_ms;
+	long long wait_for_replay, replay_wait_timeout_ms;
+} job_knobs;
+
+static const struct {
+	const char *name;
+	size_t offset;
+} job_knob_fields[] = {
+#define KNOB(f) {#f, offsetof(job_knobs, f)}
+	KNOB(batch_size_min),	     KNOB(batch_size_max),	  KNOB(batch_target_ms),
+	KNOB(max_rows_per_s),	     KNOB(replay_lag_high_bytes), KNOB(replay_lag_low_bytes),
+	KNOB(replay_lag_high_ms),    KNOB(replay_lag_low_ms),	  KNOB(slot_lag_high_bytes),
+	KNOB(slot_lag_low_bytes),    KNOB(lock_wait_max_ms),	  KNOB(lock_timeout_ms),
+	KNOB(statement_timeout_ms),  KNOB(wait_for_replay),	  KNOB(replay_wait_timeout_ms),
+#undef KNOB
+};
+
+static void job_knobs_defaults(job_knobs *k, const bf_config *cfg)
+{
+	*k = (job_knobs){
+		.batch_size_min = cfg->batch_size_min,
+		.batch_size_max = cfg->batch_size_max,
+		.batch_target_ms = cfg->batch_target_ms,
+		.max_rows_per_s = 0,
+		.replay_lag_high_bytes = cfg->throttle_replay_lag_high_bytes,
+		.replay_lag_low_bytes = cfg->throttle_replay_lag_low_bytes,
+		.replay_lag_high_ms = cfg->throttle_replay_lag_high_ms,
+		.replay_lag_low_ms = cfg->throttle_replay_lag_low_ms,
+		.slot_lag_high_bytes = cfg->throttle_slot_lag_high_bytes,
+		.slot_lag_low_bytes = cfg->throttle_slot_lag_low_bytes,
+		.lock_wait_max_ms = cfg->throttle_lock_wait_max_ms,
+		.lock_timeout_ms = cfg->lock_timeout_ms,
+		.statement_timeout_ms = cfg->statement_timeout_ms,
+		.wait_for_replay = cfg->throttle_wait_for_replay,
+		.replay_wait_timeout_ms = cfg->throttle_replay_wait_timeout_ms,
+	};
+}
+
+/* The knobs' combinations that make no sense; -1 with the reason in error. */
+static int job_knobs_check(const job_knobs *k, char *error, size_t len)
+{
+	static const struct {
+		const char *lo, *hi;
+		size_t lo_off, hi_off;
+		int hi_zero_is_off;
+	} pairs[] = {
+		{"batch_size_min", "batch_size_max", offsetof(job_knobs, batch_size_min),
+		 offsetof(job_knobs, batch_size_max), 0},
+		{"replay_lag_low_bytes", "replay_lag_high_bytes",
+		 offsetof(job_knobs, replay_lag_low_bytes), offsetof(job_knobs, replay_lag_high_bytes),
+		 1},
+		{"replay_lag_low_ms", "replay_lag_high_ms", offsetof(job_knobs, replay_lag_low_ms),
+		 offsetof(job_knobs, replay_lag_high_ms), 1},
+		{"slot_lag_low_bytes", "slot_lag_high_bytes", offsetof(job_knobs, slot_lag_low_bytes),
+		 offsetof(job_knobs, slot_lag_high_bytes), 1},
+	};
+
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		long long lo = *(const long long *)((const char *)k + pairs[i].lo_off);
+		long long hi = *(const long long *)((const char *)k + pairs[i].hi_off);
+
+		if (lo > hi && !(pairs[i].hi_zero_is_off && hi == 0)) {
+			snprintf(error, len, "settings: %s (%lld) is greater than %s (%lld)",
+				 pairs[i].lo, lo, pairs[i].hi, hi);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Sets the job's session timeouts: now on this connection (before the next
+ * query) and after every reconnect. */
+static void job_session_timeouts(bf_job *job, int lock_ms, int statement_ms)
+{
+	char sql[768];
+
+	job->lock_timeout_ms = lock_ms;
+	job->statement_timeout_ms = statement_ms;
+	bf_engine_batch_session_sql(sql, sizeof(sql), job->cfg, lock_ms, statement_ms);
+	/* A batch is two statements, each bounded by statement_timeout on the
+	 * server; past that and a margin, the server is gone. */
+	bf_pg_reconfigure(&job->pg, sql, 2 * statement_ms + BF_QUERY_DEADLINE_MARGIN_MS);
+}
+
+/* Applies the row's knobs (backfillctl set) over the configuration: bounds
+ * and target now, a changed batch_size column as the size to continue
+ * from, limits and timeouts before the next batch. A knob the daemon
+ * cannot apply fails the job, with the reason, rather than run it with
+ * settings the operator did not ask for. Returns -1 when it failed. */
 static int job_apply_settings(bf_job *job, const char *text, int batch_size_column)
 {
-	const bf_config *cfg = job->cfg;
-	long long min = cfg->batch_size_min, max = cfg->batch_size_max,
-		  target = cfg->batch_target_ms;
-	long long rate = 0;
 	char error[512];
 	json_error_t jerr;
 	json_t *obj = NULL, *value;
 	const char *key;
+	job_knobs k;
 
 	if (text && job->settings_text && strcmp(text, job->settings_text) == 0 &&
 	    batch_size_column == job->batch_size_column)
 		return 0;
+	job_knobs_defaults(&k, job->cfg);
 	if (text && !(obj = json_loads(text, 0, &jerr))) {
 		snprintf(error, sizeof(error), "settings: not valid JSON: %s", jerr.text);
 		goto invalid;
@@ -352,8 +472,11 @@ static int job_apply_settings(bf_job *job, const char *text, int batch_size_colu
 	json_object_foreach(obj, key, value)
 	{
 		const bf_knob *knob = bf_knob_find(key);
+		size_t f = 0, nfields = sizeof(job_knob_fields) / sizeof(job_knob_fields[0]);
 
-		if (!knob || strcmp(key, "batch_size") == 0) {
+		while (knob && f < nfields && strcmp(job_knob_fields[f].name, key) != 0)
+			f++;
+		if (!knob || f == nfields) {
 			snprintf(
 				error, sizeof(error),
 				"settings: unknown knob \"%s\" (batch_size is a column of its own; "
@@ -369,39 +492,45 @@ static int job_apply_settings(bf_job *job, const char *text, int batch_size_colu
 
 		if (bf_knob_check(knob, v, error, sizeof(error)) != 0)
 			goto invalid;
-		if (strcmp(key, "batch_size_min") == 0)
-			min = v;
-		else if (strcmp(key, "batch_size_max") == 0)
-			max = v;
-		else if (strcmp(key, "batch_target_ms") == 0)
-			target = v;
-		else if (strcmp(key, "max_rows_per_s") == 0)
-			rate = v;
+		*(long long *)((char *)&k + job_knob_fields[f].offset) = v;
 	}
 	json_decref(obj);
-	if (min > max) {
-		snprintf(error, sizeof(error),
-			 "settings: batch_size_min (%lld) is greater than batch_size_max (%lld)",
-			 min, max);
-		goto invalid_no_obj;
-	}
-	bf_batch_size_bounds(&job->batch_size, (int)min, (int)max, (int)target);
+	obj = NULL;
+	if (job_knobs_check(&k, error, sizeof(error)) != 0)
+		goto invalid;
+
+	bf_batch_size_bounds(&job->batch_size, (int)k.batch_size_min, (int)k.batch_size_max,
+			     (int)k.batch_target_ms);
 	if (batch_size_column > 0 && batch_size_column != job->batch_size_column)
 		bf_batch_size_set(&job->batch_size, batch_size_column);
 	job->batch_size_column = batch_size_column;
-	job->max_rows_per_s = rate;
-	if (!rate)
-		job->rate_next_ns = 0;
+	bf_rate_set(&job->rate, k.max_rows_per_s);
+	job->limits.replay_lag_high_bytes = k.replay_lag_high_bytes;
+	job->limits.replay_lag_low_bytes = k.replay_lag_low_bytes;
+	job->limits.replay_lag_high_ms = k.replay_lag_high_ms;
+	job->limits.replay_lag_low_ms = k.replay_lag_low_ms;
+	job->limits.slot_lag_high_bytes = k.slot_lag_high_bytes;
+	job->limits.slot_lag_low_bytes = k.slot_lag_low_bytes;
+	job->lock_wait_max_ms = (int)k.lock_wait_max_ms;
+	job->wait_for_replay = (int)k.wait_for_replay;
+	job->replay_wait_timeout_ms = (int)k.replay_wait_timeout_ms;
+	if (k.lock_timeout_ms != job->lock_timeout_ms ||
+	    k.statement_timeout_ms != job->statement_timeout_ms) {
+		job_session_timeouts(job, (int)k.lock_timeout_ms, (int)k.statement_timeout_ms);
+		job->session_stale = 1;
+	}
 	replace_str(&job->settings_text, text);
 	job_log(job, BF_LOG_DEBUG,
 		"settings applied: batch size %d (bounds %lld..%lld, target %lld ms), "
-		"max_rows_per_s %lld",
-		bf_batch_size_get(&job->batch_size), min, max, target, rate);
+		"max_rows_per_s %lld, lock_wait_max_ms %lld, lock_timeout_ms %lld, "
+		"statement_timeout_ms %lld, wait_for_replay %lld",
+		bf_batch_size_get(&job->batch_size), k.batch_size_min, k.batch_size_max,
+		k.batch_target_ms, k.max_rows_per_s, k.lock_wait_max_ms, k.lock_timeout_ms,
+		k.statement_timeout_ms, k.wait_for_replay);
 	return 0;
 
 invalid:
 	json_decref(obj);
-invalid_no_obj:
 	job_log(job, BF_LOG_ERROR, "%s", error);
 	job->synced = 1; /* the row was read: finish from it */
 	job_finish(job, "failed", error);
@@ -604,6 +733,16 @@ static void job_fix_bound(bf_job *job)
 
 /* ---- batches ---- */
 
+/* The batch scanned `scanned` of the rows it reserved: give back the rest. */
+static void job_rates_settle(bf_job *job, int64_t scanned)
+{
+	if (!job->reserved)
+		return;
+	bf_rate_settle(&job->rate, job->reserved, scanned);
+	bf_rate_settle(bf_engine_rate(job->engine), job->reserved, scanned);
+	job->reserved = 0;
+}
+
 static void job_log_progress(bf_job *job, int force)
 {
 	uint64_t now = uv_hrtime();
@@ -641,6 +780,7 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	int64_t done = col_int(res, 0, 2, 0);
 	int64_t updated = col_int(res, 0, 3, 0);
 
+	job_rates_settle(job, done);
 	job->batches = col_int(res, 0, 4, job->batches);
 	if (col(res, 0, 5))
 		replace_str(&job->checkpoint, col(res, 0, 5));
@@ -676,14 +816,13 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	job->cuts = 0;
 	job_succeeded_step(job);
 	job_sample(job);
-	if (job->max_rows_per_s > 0) {
-		/* Paced from the batch's start: a batch that took longer than
-		 * its share of the rate is not followed by a wait. */
-		uint64_t share = (uint64_t)((double)done * 1e9 / (double)job->max_rows_per_s);
-		uint64_t from = job->rate_next_ns > job->query_started_ns ? job->rate_next_ns
-									  : job->query_started_ns;
-
-		job->rate_next_ns = from + share;
+	if (job->wait_for_replay) {
+		/* Strict mode: the next batch waits until this one is on the
+		 * standbys (the poll takes the WAL position after our commit). */
+		job->replay_waiting = 1;
+		job->replay_target = 0;
+		job->replay_since_ns = uv_hrtime();
+		bf_sampler_replay_wanted(bf_engine_sampler(job->engine));
 	}
 	/* Fewer rows than asked for: nothing is left up to the bound. */
 	if (page < job->batch_limit) {
@@ -692,7 +831,7 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_log(job, BF_LOG_INFO, "walk complete at checkpoint %s",
 			job->checkpoint ? job->checkpoint : "(none: no rows)");
 	} else {
-		bf_batch_size_observe(&job->batch_size, (int)page, busy_ms);
+		bf_batch_size_observe(&job->batch_size, (int)page, busy_ms, 0);
 		job_log_progress(job, 0);
 	}
 	job_step(job);
@@ -733,6 +872,15 @@ static void job_batch(bf_job *job)
 	job_send(job, "batch", sql, 0, NULL, job_batch_done);
 	job->in_batch = job->phase == BF_JOB_QUERY;
 	free(sql);
+	if (job->in_batch) {
+		/* The rate limits count the rows a batch may scan from its start. */
+		uint64_t now = uv_hrtime();
+
+		bf_rate_reserve(&job->rate, now, limit);
+		bf_rate_reserve(bf_engine_rate(job->engine), now, limit);
+		job->reserved = limit;
+		bf_sampler_batch_started(bf_engine_sampler(job->engine));
+	}
 }
 
 /* ---- verification ---- */
@@ -831,12 +979,9 @@ void bf_job_reconfigure(bf_job *job)
 	job->settings_text = NULL;
 	bf_batch_size_bounds(&job->batch_size, job->cfg->batch_size_min, job->cfg->batch_size_max,
 			     job->cfg->batch_target_ms);
-	/* Now on this connection, and after every reconnect. */
-	char sql[768];
-
-	bf_engine_session_sql(sql, sizeof(sql), job->cfg, 1);
-	bf_pg_reconfigure(&job->pg, sql,
-			  2 * job->cfg->statement_timeout_ms + BF_QUERY_DEADLINE_MARGIN_MS);
+	/* Now on this connection, and after every reconnect; the row's own
+	 * timeouts, if any, follow at the next sync. */
+	job_session_timeouts(job, job->cfg->lock_timeout_ms, job->cfg->statement_timeout_ms);
 	job->session_stale = 1;
 	bf_job_poke(job);
 }
@@ -852,18 +997,15 @@ static void job_cancel_sent(bf_pg *pg, const bf_pg_result *r, void *arg)
 			   r->message);
 }
 
-void bf_job_cancel_batch(bf_job *job)
+/* Asks the server, from the monitor connection, to cancel the batch in
+ * flight. The cancel runs later, from the monitor's queue: only an active
+ * batch is hit (its text starts with the lock statement), never the
+ * re-read or the lease release that may follow it by then. */
+static void job_cancel_in_flight(bf_job *job)
 {
 	char pid[16];
 	const char *params[1] = {pid};
 
-	if (job->phase != BF_JOB_QUERY || !job->in_batch || job->cancel_requested)
-		return;
-	/* The fence already keeps a paused job's batch from committing; the
-	 * cancel only spares waiting for it. The cancel runs later, from the
-	 * monitor's queue: only an active batch is hit (its text starts with
-	 * the lock statement), never the re-read or the lease release that may
-	 * follow it by then. */
 	job->cancel_requested = 1;
 	snprintf(pid, sizeof(pid), "%d", job->pg.backend_pid);
 	job_log(job, BF_LOG_NOTICE, "cancelling the batch in flight (backend pid %s)", pid);
@@ -872,6 +1014,216 @@ void bf_job_cancel_batch(bf_job *job)
 			 "WHERE pid = $1 AND state = 'active'\n"
 			 "  AND left(query, 29) = 'SELECT count(*) FROM (SELECT '",
 			 1, params, job_cancel_sent, NULL);
+}
+
+void bf_job_cancel_batch(bf_job *job)
+{
+	if (job->phase != BF_JOB_QUERY || !job->in_batch || job->cancel_requested)
+		return;
+	/* The fence already keeps a paused job's batch from committing; the
+	 * cancel only spares waiting for it. */
+	job->cancel_blocking = 0;
+	job_cancel_in_flight(job);
+}
+
+int64_t bf_job_on_blocked(bf_job *job, const bf_blocked *b)
+{
+	if (job->phase != BF_JOB_QUERY || !job->in_batch || job->cancel_requested)
+		return 0;
+	if (!b->ddl && b->waited_ms < job->lock_wait_max_ms)
+		return job->lock_wait_max_ms - b->waited_ms;
+	/* A DDL lock request queued behind our batch stalls every later
+	 * query on the table, so it does not wait for the threshold. */
+	if (b->ddl)
+		snprintf(job->blocking, sizeof(job->blocking),
+			 "%.200s; DDL queued behind the batch stalls the table", b->what);
+	else
+		snprintf(job->blocking, sizeof(job->blocking), "%.200s for %.1f s > %.1f s",
+			 b->what, (double)b->waited_ms / 1000.0,
+			 (double)job->lock_wait_max_ms / 1000.0);
+	job_log(job, BF_LOG_NOTICE, "blocking: %s", job->blocking);
+	job->cancel_blocking = 1;
+	job_cancel_in_flight(job);
+	return 0;
+}
+
+/* ---- throttling ---- */
+
+/* Judges a sample against the job's limits; the log gets the holds that
+ * start and end, never a line per sample. */
+static void job_judge(bf_job *job, const bf_sample *sample)
+{
+	bf_throttle_change changes[8];
+	int nchanges = 0;
+	const bf_config *cfg = job->cfg;
+
+	/* The configuration may have been reloaded (its strings replaced). */
+	job->limits.expected_standbys = cfg->throttle_expected_standbys;
+	job->limits.slots = (bf_slot_mode)cfg->throttle_logical_slots;
+	/* Several intervals without a sample: sampling stalled, fail closed. */
+	job->limits.stale_ms = 3LL * cfg->throttle_sample_interval_ms + 5000;
+	job->nsignals = bf_throttle_eval(sample, &job->limits, &job->holds, uv_hrtime(),
+					 job->signals, (int)(sizeof(job->signals) /
+							     sizeof(job->signals[0])),
+					 changes, 8, &nchanges);
+	for (int i = 0; i < nchanges; i++) {
+		if (changes[i].started)
+			job_log(job, BF_LOG_NOTICE, "throttled: %s", changes[i].reason);
+		else
+			job_log(job, BF_LOG_NOTICE, "throttle ended: %s, after %.1f s",
+				changes[i].key, changes[i].held_s);
+	}
+}
+
+void bf_job_on_sample(bf_job *job, const bf_sample *sample)
+{
+	if (job->phase == BF_JOB_CLOSING)
+		return;
+	job_judge(job, sample);
+	if (job->phase == BF_JOB_WAITING && job->held) {
+		/* Held by the signals (or a rate, a window): look again now. */
+		uv_timer_stop(&job->timer);
+		job_step(job);
+	}
+}
+
+/* Whether every standby that counts has replayed up to target; if not,
+ * the first one behind goes into behind. */
+static int job_replayed(const bf_job *job, const bf_sample *poll, uint64_t target, char *behind,
+			size_t len)
+{
+	const char *list = job->cfg->throttle_expected_standbys;
+
+	if (list && *list) {
+		for (const char *p = list; *p;) {
+			size_t n = strcspn(p, ",");
+			int ok = 0;
+
+			for (int i = 0; i < poll->nstandbys; i++)
+				if (strlen(poll->standbys[i].name) == n &&
+				    strncmp(poll->standbys[i].name, p, n) == 0 &&
+				    poll->standbys[i].replay_lsn >= target)
+					ok = 1;
+			if (!ok) {
+				snprintf(behind, len, "%.*s", (int)n, p);
+				return 0;
+			}
+			p += n + (p[n] == ',');
+		}
+		return 1;
+	}
+	/* None expected: every standby streaming now. */
+	for (int i = 0; i < poll->nstandbys; i++) {
+		if (strcmp(poll->standbys[i].state, "streaming") == 0 &&
+		    poll->standbys[i].replay_lsn < target) {
+			snprintf(behind, len, "%s", poll->standbys[i].name);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+void bf_job_on_replay(bf_job *job, const bf_sample *poll)
+{
+	char behind[64];
+
+	if (!job->replay_waiting || job->phase == BF_JOB_CLOSING || poll->error[0])
+		return;
+	if (!job->replay_target) {
+		/* Taken after our commit: at or past its WAL position. */
+		job->replay_target = poll->current_lsn;
+		return;
+	}
+	if (!job_replayed(job, poll, job->replay_target, behind, sizeof(behind))) {
+		if (job->phase == BF_JOB_WAITING && job->wait_reason[0])
+			snprintf(job->wait_reason, sizeof(job->wait_reason),
+				 "wait_for_replay: standby %s has not replayed batch %" PRId64
+				 " (WAL %X/%X) yet",
+				 behind, job->batches, (unsigned)(job->replay_target >> 32),
+				 (unsigned)job->replay_target);
+		return;
+	}
+	job->replay_waiting = 0;
+	if (job->phase == BF_JOB_WAITING) {
+		uv_timer_stop(&job->timer);
+		job_step(job);
+	}
+}
+
+/* Strict mode: waits (bounded) until the last batch is on the standbys.
+ * Returns 1 when the job waits. */
+static int job_wait_replay(bf_job *job)
+{
+	uint64_t waited_ms = (uv_hrtime() - job->replay_since_ns) / 1000000;
+	char reason[sizeof(job->wait_reason)];
+
+	if (waited_ms >= (uint64_t)job->replay_wait_timeout_ms) {
+		job_log(job, BF_LOG_WARNING,
+			"wait_for_replay: the standbys did not replay batch %" PRId64
+			" within %d ms; continuing under the lag marks",
+			job->batches, job->replay_wait_timeout_ms);
+		job->replay_waiting = 0;
+		return 0;
+	}
+	snprintf(reason, sizeof(reason),
+		 "wait_for_replay: waiting for the standbys to replay batch %" PRId64,
+		 job->batches);
+	job_wait_for(job, (uint64_t)job->replay_wait_timeout_ms - waited_ms, reason);
+	bf_sampler_replay_wanted(bf_engine_sampler(job->engine));
+	return 1;
+}
+
+/* Everything that holds the job's next batch (batches != 0) or its next
+ * verification step back now. Waits and returns 1 if anything does:
+ * status lists every reason, not only the first. */
+static int job_hold(bf_job *job, int batches)
+{
+	char text[BF_THROTTLE_REASON_LEN];
+	uint64_t now = uv_hrtime(), wait_ms = UINT64_MAX, w;
+	int n = 0;
+	const int max = (int)(sizeof(job->hold_reasons) / sizeof(job->hold_reasons[0]));
+
+#define HOLD(ms, ...)                                                                              \
+	do {                                                                                       \
+		if (n < max)                                                                       \
+			snprintf(job->hold_reasons[n++], BF_THROTTLE_REASON_LEN, __VA_ARGS__);     \
+		if ((ms) < wait_ms)                                                                \
+			wait_ms = (ms);                                                            \
+	} while (0)
+
+	if ((w = bf_engine_window_wait(job->engine, text, sizeof(text))) > 0) {
+		HOLD(w, "%s", text);
+		if (!job->window_held)
+			job_log(job, BF_LOG_NOTICE, "throttled: %s", text);
+		job->window_held = 1;
+	} else if (job->window_held) {
+		job_log(job, BF_LOG_NOTICE, "throttle ended: window");
+		job->window_held = 0;
+	}
+	if (batches) {
+		bf_rate *overall = bf_engine_rate(job->engine);
+
+		if ((w = bf_rate_wait_ns(&job->rate, now)) > 0)
+			HOLD(w / 1000000 + 1, "max_rows_per_s: at the limit of %" PRId64 " rows/s",
+			     job->rate.rows_per_s);
+		if ((w = bf_rate_wait_ns(overall, now)) > 0)
+			HOLD(w / 1000000 + 1,
+			     "overall max_rows_per_s: at the limit of %" PRId64
+			     " rows/s for every job of this daemon",
+			     overall->rows_per_s);
+		job_judge(job, &bf_engine_sampler(job->engine)->sample);
+		for (int i = 0; i < job->nsignals; i++)
+			/* A new sample wakes the job sooner (bf_job_on_sample). */
+			HOLD(2ULL * (uint64_t)job->cfg->throttle_sample_interval_ms, "%s",
+			     job->signals[i]);
+	}
+#undef HOLD
+	if (n == 0)
+		return 0;
+	job_wait_for(job, wait_ms, job->hold_reasons[0]);
+	job->nhold_reasons = n;
+	job->held = 1;
+	return 1;
 }
 
 /* ---- status ---- */
@@ -914,7 +1266,18 @@ int bf_job_throttle_reasons(const bf_job *job, char **reasons, int max)
 
 	if (n < max && bf_engine_paused(job->engine) && !strstr(job->wait_reason, "pause --all"))
 		reasons[n++] = strdup("paused: every job is held by backfillctl pause --all");
-	if (n < max && job->phase == BF_JOB_WAITING && job->wait_reason[0]) {
+	if (job->phase == BF_JOB_WAITING && job->held) {
+		/* Every reason of the hold: windows, rates, signals. */
+		for (int i = 0; i < job->nhold_reasons && n < max; i++)
+			if (!strstr(job->hold_reasons[i], "pause --all"))
+				reasons[n++] = strdup(job->hold_reasons[i]);
+	} else {
+		/* A batch or a backoff is under way: the signals that will
+		 * hold the next batch. */
+		for (int i = 0; i < job->nsignals && n < max; i++)
+			reasons[n++] = strdup(job->signals[i]);
+	}
+	if (n < max && job->phase == BF_JOB_WAITING && job->wait_reason[0] && !job->held) {
 		char text[sizeof(job->wait_reason) + 64];
 		uint64_t now = uv_hrtime();
 
@@ -960,8 +1323,6 @@ const char *bf_job_phase_name(const bf_job *job)
 
 static void job_step(bf_job *job)
 {
-	uint64_t now;
-
 	if (job->phase == BF_JOB_CLOSING)
 		return;
 	if (!bf_pg_is_ready(&job->pg)) {
@@ -992,21 +1353,18 @@ static void job_step(bf_job *job)
 		 * us); the poll re-checks in case the notification is lost. */
 		job_wait_for(job, (uint64_t)job->cfg->poll_interval_ms,
 			     "paused: every job is held by backfillctl pause --all");
-	} else if (job->max_rows_per_s > 0 && job->rate_next_ns > (now = uv_hrtime()) &&
-		   !job->walk_done) {
-		char reason[128];
-
-		snprintf(reason, sizeof(reason),
-			 "max_rows_per_s: at the limit of %" PRId64 " rows/s", job->max_rows_per_s);
-		job_wait_for(job, (job->rate_next_ns - now) / 1000000 + 1, reason);
+	} else if (job->replay_waiting && job_wait_replay(job)) {
+		return;
 	} else if (!job->resolved) {
 		job_resolve(job);
 	} else if (!job->upper_bound) {
 		job_fix_bound(job);
 	} else if (!job->walk_done && strcmp(job->upper_bound, "{}") != 0) {
-		job_batch(job);
+		if (!job_hold(job, 1))
+			job_batch(job);
 	} else {
-		job_verify(job);
+		if (!job_hold(job, 0))
+			job_verify(job);
 	}
 }
 
@@ -1111,6 +1469,11 @@ bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 	bf_batch_size_init(&job->batch_size,
 			   def->batch_size > 0 ? def->batch_size : cfg->batch_size,
 			   cfg->batch_size_min, cfg->batch_size_max, cfg->batch_target_ms);
+	bf_rate_init(&job->rate, 0);
+	job->lock_wait_max_ms = cfg->throttle_lock_wait_max_ms;
+	job->lock_timeout_ms = cfg->lock_timeout_ms;
+	job->statement_timeout_ms = cfg->statement_timeout_ms;
+	job->replay_wait_timeout_ms = cfg->throttle_replay_wait_timeout_ms;
 	bf_backoff_init(&job->retry, (uint64_t)cfg->retry_initial_ms, (uint64_t)cfg->retry_max_ms,
 			(uint64_t)def->id * 0x9e3779b97f4a7c15ULL ^ uv_hrtime());
 

@@ -251,6 +251,8 @@ int main(int argc, char **argv)
 	char err[1024];
 
 	d.config_path = BF_CONFIG_DEFAULT_PATH;
+	/* throttle.windows are in local time: read TZ (or /etc/localtime) once. */
+	tzset();
 	while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':

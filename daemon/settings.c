@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Bounds match config.c's for the same keys: a knob set on a job can never
  * be something the configuration file would refuse. */
@@ -17,6 +18,21 @@ const bf_knob bf_knobs[] = {
 	{"batch_target_ms", 1, 3600000, "ms", "batch duration the controller aims for"},
 	{"max_rows_per_s", 0, 1000000000, "rows/s",
 	 "rows scanned per second at most for this job; 0: no limit"},
+	{"replay_lag_high_bytes", 0, 1LL << 40, "bytes",
+	 "a standby's replay lag that holds the job; 0: off"},
+	{"replay_lag_low_bytes", 0, 1LL << 40, "bytes", "the replay lag below which it resumes"},
+	{"replay_lag_high_ms", 0, 86400000, "ms", "a standby's replay_lag that holds the job; 0: off"},
+	{"replay_lag_low_ms", 0, 86400000, "ms", "the replay_lag below which it resumes"},
+	{"slot_lag_high_bytes", 0, 1LL << 40, "bytes",
+	 "a logical slot's lag that holds the job; 0: off"},
+	{"slot_lag_low_bytes", 0, 1LL << 40, "bytes", "the slot lag below which it resumes"},
+	{"lock_wait_max_ms", 1, 3600000, "ms",
+	 "a session blocked this long by a batch gets the batch cancelled"},
+	{"lock_timeout_ms", 1, 3600000, "ms", "how long a batch waits for a lock before retrying"},
+	{"statement_timeout_ms", 1, 86400000, "ms", "how long one batch statement may run"},
+	{"wait_for_replay", 0, 1, "0/1",
+	 "1: after each batch, wait until the standbys replayed it"},
+	{"replay_wait_timeout_ms", 1, 3600000, "ms", "how long that wait may last"},
 	{NULL, 0, 0, NULL, NULL},
 };
 
@@ -51,7 +67,7 @@ int bf_knob_parse_assignment(const char *text, const bf_knob **knob, long long *
 			     size_t errlen)
 {
 	const char *eq = strchr(text, '=');
-	char name[64], names[256];
+	char name[64], names[640];
 	char *end;
 
 	if (!eq || eq == text) {
@@ -75,6 +91,19 @@ int bf_knob_parse_assignment(const char *text, const bf_knob **knob, long long *
 		*value = 0;
 		return 0;
 	}
+	if (strcmp((*knob)->unit, "bytes") == 0) {
+		int64_t bytes;
+
+		if (bf_parse_bytes(v, &bytes) != 0) {
+			snprintf(err, errlen,
+				 "%s must be a byte count such as 1048576, 512kB, 16MB or 1GB, got "
+				 "\"%s\"",
+				 name, v);
+			return -1;
+		}
+		*value = bytes;
+		return bf_knob_check(*knob, *value, err, errlen);
+	}
 	errno = 0;
 	*value = strtoll(v, &end, 10);
 	if (!isdigit((unsigned char)v[*v == '-' || *v == '+']) || *end || errno == ERANGE) {
@@ -83,4 +112,34 @@ int bf_knob_parse_assignment(const char *text, const bf_knob **knob, long long *
 		return -1;
 	}
 	return bf_knob_check(*knob, *value, err, errlen);
+}
+
+int bf_parse_bytes(const char *text, int64_t *bytes)
+{
+	static const struct {
+		const char *unit;
+		long long factor;
+	} units[] = {
+		{"", 1}, {"B", 1}, {"kB", 1LL << 10}, {"MB", 1LL << 20}, {"GB", 1LL << 30}, {"TB", 1LL << 40},
+	};
+	char *end;
+
+	if (!isdigit((unsigned char)*text))
+		return -1;
+	errno = 0;
+	long long v = strtoll(text, &end, 10);
+
+	if (errno == ERANGE)
+		return -1;
+	while (*end == ' ')
+		end++;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcasecmp(end, units[i].unit) != 0)
+			continue;
+		if (v > INT64_MAX / units[i].factor)
+			return -1;
+		*bytes = v * units[i].factor;
+		return 0;
+	}
+	return -1;
 }

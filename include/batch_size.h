@@ -13,10 +13,12 @@ void bf_batch_size_init(bf_batch_size *bs, int start, int min, int max, int targ
 /* The size of the next batch (whole rows, within bounds). */
 int bf_batch_size_get(const bf_batch_size *bs);
 
-/* A batch of `rows` rows took `busy_ms` of database work (time spent waiting
- * or throttled must not be included: it says nothing about the batch).
- * Grows slowly when batches are short, shrinks fast when they are long. */
-void bf_batch_size_observe(bf_batch_size *bs, int rows, double busy_ms);
+/* A batch of `rows` rows took elapsed_ms, of which throttled_ms were spent
+ * held back or waiting (those are subtracted: they say nothing about what
+ * the batch costs). Grows slowly (at most +25% a batch) when batches are
+ * short, shrinks fast (at most half) when they are long, and leaves the size
+ * alone within 10% of the target or after a short last batch. */
+void bf_batch_size_observe(bf_batch_size *bs, int rows, double elapsed_ms, double throttled_ms);
 
 /* The batch hit a lock or statement timeout, or blocked others: halve. */
 void bf_batch_size_shrink(bf_batch_size *bs);

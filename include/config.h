@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define BF_CONFIG_DEFAULT_PATH "/etc/backfilld/backfilld.yaml"
 
@@ -49,6 +50,21 @@ typedef struct bf_config {
 	int statement_timeout_ms;
 	int idle_in_transaction_timeout_ms;
 	int verify_chunk_rows; /* rows counted per statement in the verification pass */
+
+	/* throttle (throttle.h, sampler.h) */
+	int throttle_sample_interval_ms;
+	char *throttle_expected_standbys; /* "a,b": application_name values */
+	int64_t throttle_replay_lag_high_bytes, throttle_replay_lag_low_bytes;
+	int throttle_replay_lag_high_ms, throttle_replay_lag_low_ms;
+	int throttle_logical_slots; /* bf_slot_mode */
+	int64_t throttle_slot_lag_high_bytes, throttle_slot_lag_low_bytes;
+	int throttle_wait_for_replay;
+	int throttle_replay_wait_timeout_ms;
+	int throttle_lock_wait_max_ms;
+	int throttle_lock_check_interval_ms;
+	int throttle_max_rows_per_s; /* over all jobs of this daemon; 0: no limit */
+	char *throttle_windows;		 /* "22:00-06:00,...": local time; "": always */
+	char *throttle_query;		 /* "": none */
 
 	/* retry */
 	int retry_initial_ms;	/* first backoff after a failed batch or connection */

@@ -14,6 +14,9 @@
 #include "job.h"
 #include "monitor.h"
 #include "pg.h"
+#include "rate.h"
+#include "sampler.h"
+#include "window.h"
 
 typedef void (*bf_engine_cb)(bf_engine *engine, void *arg);
 
@@ -24,6 +27,9 @@ struct bf_engine {
 
 	bf_pg listener;
 	bf_monitor monitor;	/* control-plane queries, batch cancels */
+	bf_sampler sampler;	/* throttle signals, on the monitor connection */
+	bf_rate rate;		/* throttle.max_rows_per_s over all our jobs */
+	bf_windows windows;	/* throttle.windows */
 	uv_timer_t poll_timer;	/* fallback for missed notifications */
 	uv_timer_t renew_timer; /* lease renewal, every lease/3 */
 	uv_timer_t grace_timer; /* shutdown: how long in-flight batches may take */

@@ -17,6 +17,9 @@
 #include "keyset.h"
 #include "pg.h"
 #include "resolve.h"
+#include "rate.h"
+#include "sampler.h"
+#include "throttle.h"
 
 typedef struct bf_engine bf_engine;
 typedef struct bf_job bf_job;
@@ -84,11 +87,28 @@ struct bf_job {
 	uint64_t query_started_ns;
 	uint64_t last_progress_ns;
 
-	/* Run-time knobs from the row (backfillctl set): applied at each sync. */
-	char *settings_text;	/* the row's settings as last applied */
-	int batch_size_column;	/* the row's batch_size as last applied; 0: none */
-	int64_t max_rows_per_s; /* 0: no limit */
-	uint64_t rate_next_ns;	/* max_rows_per_s: no batch starts before this */
+	/* Run-time knobs from the row (backfillctl set): applied at each sync,
+	 * over the configuration's defaults. */
+	char *settings_text;   /* the row's settings as last applied */
+	int batch_size_column; /* the row's batch_size as last applied; 0: none */
+	bf_rate rate;	       /* max_rows_per_s of this job */
+	bf_limits limits;      /* the replication marks */
+	int lock_wait_max_ms;
+	int lock_timeout_ms, statement_timeout_ms;
+	int wait_for_replay;
+	int replay_wait_timeout_ms;
+
+	/* Throttling: what the latest sample says, and the holds it keeps. */
+	bf_holds holds;
+	char signals[8][BF_THROTTLE_REASON_LEN];
+	int nsignals;
+	int held;	    /* waiting because of holds (not a retry backoff) */
+	char hold_reasons[10][BF_THROTTLE_REASON_LEN]; /* every reason of that wait */
+	int nhold_reasons;
+	int window_held;    /* outside the time windows (logged once) */
+	int64_t reserved;   /* rows the batch in flight reserved of the rates */
+	int replay_waiting; /* strict mode: the last batch is not on the standbys yet */
+	uint64_t replay_target, replay_since_ns;
 
 	/* What status shows. */
 	const char *activity;	     /* the query in flight, in words */
@@ -104,7 +124,9 @@ struct bf_job {
 	int nsamples, sample_next;
 
 	int in_batch;	      /* the query in flight is a batch */
-	int cancel_requested; /* we asked the server to cancel it (pause --now) */
+	int cancel_requested; /* we asked the server to cancel it */
+	int cancel_blocking;  /* ... because it blocked a session (not pause --now) */
+	char blocking[256];   /* whom it blocked */
 	int session_stale;    /* the configuration was reloaded: re-apply session settings */
 
 	bf_job_phase phase;
@@ -145,6 +167,19 @@ double bf_job_throttled_s(const bf_job *job, uint64_t now_ns);
 int bf_job_throttle_reasons(const bf_job *job, char **reasons, int max);
 const char *bf_job_phase_name(const bf_job *job);
 
+/* A new throttle sample: judge it (the log records holds that start and
+ * end) and, if the job waits only because of the signals, look again. */
+void bf_job_on_sample(bf_job *job, const bf_sample *sample);
+
+/* A session waits on a lock our batch holds: cancel the batch when the
+ * wait is DDL or past lock_wait_max_ms. Returns in how many ms this wait
+ * passes the threshold (0: no need to look again for it). */
+int64_t bf_job_on_blocked(bf_job *job, const bf_blocked *b);
+
+/* Strict mode: a replay poll; the job continues once its batch reached
+ * the standbys. */
+void bf_job_on_replay(bf_job *job, const bf_sample *poll);
+
 /* Implemented by the engine: its loop, and the job's last call, made once
  * the job has closed (the job is freed right after). */
 uv_loop_t *bf_engine_loop(bf_engine *engine);
@@ -153,9 +188,18 @@ int bf_engine_paused(const bf_engine *engine);
 /* What a job read from backfill.control: the engine follows it. */
 void bf_engine_set_paused(bf_engine *engine, int paused);
 struct bf_monitor *bf_engine_monitor(bf_engine *engine);
+struct bf_sampler *bf_engine_sampler(bf_engine *engine);
+/* throttle.max_rows_per_s over every job of this daemon. */
+bf_rate *bf_engine_rate(bf_engine *engine);
+/* Outside the allowed time windows: writes the reason and returns the ms
+ * until the next look (the next minute); 0 when allowed now. */
+uint64_t bf_engine_window_wait(bf_engine *engine, char *reason, size_t len);
 /* The session settings of every connection of ours (batches != 0: those of
  * a job's batch connection too), as one query, into buf. */
 void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batches);
+/* The same for a job's batch connection with its own timeouts. */
+void bf_engine_batch_session_sql(char *buf, size_t len, const bf_config *cfg, int lock_timeout_ms,
+				 int statement_timeout_ms);
 void bf_engine_job_closed(bf_engine *engine, bf_job *job);
 
 #endif

@@ -31,4 +31,9 @@ int bf_knob_parse_assignment(const char *text, const bf_knob **knob, long long *
 /* Checks value against knob's bounds; -1 with a reason in err. */
 int bf_knob_check(const bf_knob *knob, long long value, char *err, size_t errlen);
 
+/* "16MB", "512kB", "1GB", "1048576" (kB, MB, GB, TB: powers of 1024, as
+ * PostgreSQL counts; case and one space before the unit are forgiven).
+ * Returns 0, or -1 when text is not a byte count. */
+int bf_parse_bytes(const char *text, int64_t *bytes);
+
 #endif

@@ -43,7 +43,7 @@ static void test_batch_size_converges_to_target(void)
 	for (int i = 0; i < 60; i++) {
 		int n = bf_batch_size_get(&bs);
 
-		bf_batch_size_observe(&bs, n, n * 0.1);
+		bf_batch_size_observe(&bs, n, n * 0.1, 0);
 	}
 	int n = bf_batch_size_get(&bs);
 
@@ -56,17 +56,17 @@ static void test_batch_size_shrinks_fast_and_stays_in_bounds(void)
 
 	bf_batch_size_init(&bs, 8000, 100, 10000, 500);
 	/* One batch takes 10x the target: at most halve, at once. */
-	bf_batch_size_observe(&bs, 8000, 5000);
+	bf_batch_size_observe(&bs, 8000, 5000, 0);
 	UNIT_CHECK_INT(bf_batch_size_get(&bs), 4000);
 	for (int i = 0; i < 20; i++)
 		bf_batch_size_shrink(&bs);
 	UNIT_CHECK_INT(bf_batch_size_get(&bs), 100);
 	for (int i = 0; i < 100; i++)
-		bf_batch_size_observe(&bs, bf_batch_size_get(&bs), 0.01);
+		bf_batch_size_observe(&bs, bf_batch_size_get(&bs), 0.01, 0);
 	UNIT_CHECK_INT(bf_batch_size_get(&bs), 10000);
 	/* Growth is at most 25% a step. */
 	bf_batch_size_init(&bs, 1000, 1, 100000, 500);
-	bf_batch_size_observe(&bs, 1000, 1);
+	bf_batch_size_observe(&bs, 1000, 1, 0);
 	UNIT_CHECK_INT(bf_batch_size_get(&bs), 1250);
 }
 
@@ -75,7 +75,7 @@ static void test_batch_size_ignores_short_last_batch(void)
 	bf_batch_size bs;
 
 	bf_batch_size_init(&bs, 1000, 1, 100000, 500);
-	bf_batch_size_observe(&bs, 3, 0.5);
+	bf_batch_size_observe(&bs, 3, 0.5, 0);
 	UNIT_CHECK_INT(bf_batch_size_get(&bs), 1000);
 }
 

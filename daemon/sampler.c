@@ -1,0 +1,357 @@
+/* sampler.c -- replication, slots, locks and the throttle query, from the monitor. */
+#include "sampler.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* Strict mode polls this often while a job waits: a standby on the same
+ * network replays a batch within milliseconds. */
+#define REPLAY_POLL_MS 20
+
+/* One query, three kinds of rows: ourselves (role, privilege, WAL position),
+ * every physical standby (logical walsenders are slots' consumers, counted
+ * by slot), and every logical slot. NULL replay_lag means caught up. */
+const char bf_sampler_replication_sql[] =
+	"SELECT 'self' AS kind, current_user::text AS name,\n"
+	"  CASE WHEN pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')\n"
+	"       THEN 'privileged' ELSE '' END AS state,\n"
+	"  NULL::bigint AS lag_bytes, NULL::bigint AS lag_ms, pg_current_wal_lsn()::text AS lsn\n"
+	"UNION ALL\n"
+	"SELECT 'standby', coalesce(r.application_name, ''), coalesce(r.state, ''),\n"
+	"  pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::bigint,\n"
+	"  coalesce((extract(epoch FROM r.replay_lag) * 1000)::bigint, 0), r.replay_lsn::text\n"
+	"FROM pg_stat_replication r\n"
+	"WHERE r.pid NOT IN (SELECT active_pid FROM pg_replication_slots\n"
+	"                    WHERE slot_type = 'logical' AND active_pid IS NOT NULL)\n"
+	"UNION ALL\n"
+	"SELECT 'slot', s.slot_name::text, CASE WHEN s.active THEN 'active' ELSE '' END,\n"
+	"  pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint, NULL, NULL\n"
+	"FROM pg_replication_slots s WHERE s.slot_type = 'logical'";
+
+/* Sessions waiting on a lock that one of our batches ($1) holds. Only
+ * sessions that wait on a lock at all are asked pg_blocking_pids (it takes
+ * the lock manager's locks). Our own sessions wait with a lock_timeout of
+ * their own and are left alone. A relation lock in a mode that conflicts
+ * with ROW EXCLUSIVE is DDL (or LOCK TABLE): it stalls the whole table. */
+const char bf_sampler_locks_sql[] =
+	"SELECT b.blocker, a.pid,\n"
+	"  (extract(epoch FROM clock_timestamp() -\n"
+	"     coalesce(l.waitstart, a.query_start, clock_timestamp())) * 1000)::bigint,\n"
+	"  coalesce(l.locktype, '') = 'relation' AND coalesce(l.mode, '') IN\n"
+	"    ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'),\n"
+	"  format('pid %s (%s) waiting for a %s %s', a.pid,\n"
+	"         coalesce(nullif(a.application_name, ''), a.usename::text, '?'),\n"
+	"         coalesce(l.locktype, 'lock'), coalesce(l.mode, '?'))\n"
+	"FROM pg_stat_activity a\n"
+	"CROSS JOIN LATERAL unnest(pg_blocking_pids(a.pid)) AS b(blocker)\n"
+	"LEFT JOIN LATERAL (SELECT locktype, mode, waitstart FROM pg_locks\n"
+	"                   WHERE pid = a.pid AND NOT granted LIMIT 1) l ON true\n"
+	"WHERE a.wait_event_type = 'Lock' AND a.pid <> pg_backend_pid()\n"
+	"  AND coalesce(a.application_name, '') NOT LIKE 'backfilld %'\n"
+	"  AND b.blocker = ANY ($1::int[])";
+
+static const char *col(const PGresult *res, int row, int c)
+{
+	return PQgetisnull(res, row, c) ? NULL : PQgetvalue(res, row, c);
+}
+
+static int64_t col_int(const PGresult *res, int row, int c, int64_t null_value)
+{
+	const char *v = col(res, row, c);
+
+	return v ? strtoll(v, NULL, 10) : null_value;
+}
+
+int bf_sampler_parse(const PGresult *res, bf_sample *out)
+{
+	out->nstandbys = out->nslots = 0;
+	out->privileged = 0;
+	out->role[0] = '\0';
+	out->current_lsn = 0;
+	if (PQnfields(res) < 6) {
+		snprintf(out->error, sizeof(out->error), "unexpected result shape");
+		return -1;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		const char *kind = PQgetvalue(res, i, 0);
+		const char *name = col(res, i, 1) ? col(res, i, 1) : "";
+		const char *state = col(res, i, 2) ? col(res, i, 2) : "";
+
+		if (strcmp(kind, "self") == 0) {
+			snprintf(out->role, sizeof(out->role), "%s", name);
+			out->privileged = strcmp(state, "privileged") == 0;
+			out->current_lsn = bf_lsn_parse(col(res, i, 5));
+		} else if (strcmp(kind, "standby") == 0 && out->nstandbys < BF_SAMPLE_MAX_STANDBYS) {
+			bf_standby_sample *sb = &out->standbys[out->nstandbys++];
+
+			snprintf(sb->name, sizeof(sb->name), "%s", name);
+			snprintf(sb->state, sizeof(sb->state), "%s", state);
+			sb->lag_bytes = col_int(res, i, 3, -1);
+			if (sb->lag_bytes < -1)
+				sb->lag_bytes = 0; /* replayed past our insert position */
+			sb->lag_ms = col_int(res, i, 4, 0);
+			sb->replay_lsn = bf_lsn_parse(col(res, i, 5));
+		} else if (strcmp(kind, "slot") == 0 && out->nslots < BF_SAMPLE_MAX_SLOTS) {
+			bf_slot_sample *sl = &out->slots[out->nslots++];
+
+			snprintf(sl->name, sizeof(sl->name), "%s", name);
+			sl->active = strcmp(state, "active") == 0;
+			sl->lag_bytes = col_int(res, i, 3, -1);
+		}
+	}
+	return 0;
+}
+
+/* ---- the sample ---- */
+
+static void sample_publish(bf_sampler *s)
+{
+	s->sample_busy = 0;
+	s->next.taken_ns = uv_hrtime();
+	s->sample = s->next;
+	if (s->ops.on_sample)
+		s->ops.on_sample(s->arg);
+}
+
+static void sample_failed(bf_sampler *s, const char *what, const bf_pg_result *r)
+{
+	snprintf(s->next.error, sizeof(s->next.error), "%s: %s%s%s%s", what, r->message,
+		 r->sqlstate ? " (SQLSTATE " : "", r->sqlstate ? r->sqlstate : "",
+		 r->sqlstate ? ")" : "");
+}
+
+static void sample_query_done(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_sampler *s = arg;
+	bf_sample *n = &s->next;
+
+	(void)pg;
+	if (s->closing)
+		return;
+	n->query_set = 1;
+	n->query_holds = 1; /* fail closed */
+	if (!r->ok) {
+		snprintf(n->query_reason, sizeof(n->query_reason), "failed: %s", r->message);
+	} else if (PQntuples(r->res) < 1 || PQnfields(r->res) < 1) {
+		snprintf(n->query_reason, sizeof(n->query_reason),
+			 "returned no row (it must return one boolean)");
+	} else if (PQgetisnull(r->res, 0, 0)) {
+		snprintf(n->query_reason, sizeof(n->query_reason), "returned NULL");
+	} else {
+		const char *v = PQgetvalue(r->res, 0, 0);
+
+		n->query_holds = strcmp(v, "t") == 0;
+		if (strcmp(v, "t") != 0 && strcmp(v, "f") != 0)
+			n->query_holds = 1;
+		if (PQnfields(r->res) > 1 && !PQgetisnull(r->res, 0, 1) &&
+		    *PQgetvalue(r->res, 0, 1))
+			snprintf(n->query_reason, sizeof(n->query_reason), "%s",
+				 PQgetvalue(r->res, 0, 1));
+		else if (strcmp(v, "t") == 0)
+			snprintf(n->query_reason, sizeof(n->query_reason), "returned true");
+		else
+			snprintf(n->query_reason, sizeof(n->query_reason),
+				 "returned \"%.100s\", not a boolean", v);
+	}
+	if (n->query_holds && !r->ok)
+		bf_debug("throttle query failed: %s", r->message);
+	sample_publish(s);
+}
+
+static void sample_replication_done(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_sampler *s = arg;
+
+	(void)pg;
+	if (s->closing)
+		return;
+	if (!r->ok)
+		sample_failed(s, "monitor connection", r);
+	else
+		bf_sampler_parse(r->res, &s->next);
+	if (!s->next.error[0] && s->cfg->throttle_query && *s->cfg->throttle_query) {
+		bf_monitor_query(s->monitor, s->cfg->throttle_query, 0, NULL, sample_query_done, s);
+		return;
+	}
+	sample_publish(s);
+}
+
+static void sample_timer_cb(uv_timer_t *timer)
+{
+	bf_sampler *s = timer->data;
+
+	if (s->sample_busy || s->closing)
+		return;
+	if (s->ops.sample_wanted && !s->ops.sample_wanted(s->arg))
+		return;
+	s->sample_busy = 1;
+	memset(&s->next, 0, sizeof(s->next));
+	bf_monitor_query(s->monitor, bf_sampler_replication_sql, 0, NULL, sample_replication_done,
+			 s);
+}
+
+/* ---- the lock check ---- */
+
+static void lock_timer_cb(uv_timer_t *timer);
+
+static void lock_again(bf_sampler *s, int64_t soon_ms)
+{
+	int64_t delay = s->cfg->throttle_lock_check_interval_ms;
+
+	if (soon_ms > 0 && soon_ms < delay)
+		delay = soon_ms;
+	uv_timer_start(&s->lock_timer, lock_timer_cb, (uint64_t)delay, 0);
+}
+
+static void lock_check_done(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_sampler *s = arg;
+	int64_t soonest = 0;
+
+	(void)pg;
+	s->lock_busy = 0;
+	if (s->closing)
+		return;
+	if (!r->ok) {
+		if (r->res)
+			bf_warning("checking for sessions blocked by our batches failed: %s",
+				   r->message);
+	} else {
+		for (int i = 0; i < PQntuples(r->res); i++) {
+			bf_blocked b = {
+				.blocker_pid = (int)col_int(r->res, i, 0, 0),
+				.pid = (int)col_int(r->res, i, 1, 0),
+				.waited_ms = col_int(r->res, i, 2, 0),
+				.ddl = col(r->res, i, 3) && strcmp(col(r->res, i, 3), "t") == 0,
+			};
+			snprintf(b.what, sizeof(b.what), "%s",
+				 col(r->res, i, 4) ? col(r->res, i, 4) : "?");
+			int64_t again = s->ops.on_blocked(&b, s->arg);
+
+			if (again > 0 && (!soonest || again < soonest))
+				soonest = again;
+		}
+	}
+	lock_again(s, soonest);
+}
+
+static void lock_timer_cb(uv_timer_t *timer)
+{
+	bf_sampler *s = timer->data;
+	char *pids;
+
+	if (s->lock_busy || s->closing)
+		return;
+	pids = s->ops.batch_pids(s->arg);
+	if (!pids || strcmp(pids, "{}") == 0) {
+		/* No batch in flight: idle until the next one starts. */
+		free(pids);
+		return;
+	}
+	const char *params[1] = {pids};
+
+	s->lock_busy = 1;
+	bf_monitor_query(s->monitor, bf_sampler_locks_sql, 1, params, lock_check_done, s);
+	free(pids);
+}
+
+void bf_sampler_batch_started(bf_sampler *s)
+{
+	if (s->closing || s->lock_busy || uv_is_active((uv_handle_t *)&s->lock_timer))
+		return;
+	lock_again(s, 0);
+}
+
+/* ---- the replay poll (strict mode) ---- */
+
+static void replay_timer_cb(uv_timer_t *timer);
+
+static void replay_polled(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_sampler *s = arg;
+
+	(void)pg;
+	s->replay_busy = 0;
+	if (s->closing)
+		return;
+	memset(&s->replay, 0, sizeof(s->replay));
+	if (!r->ok)
+		snprintf(s->replay.error, sizeof(s->replay.error), "monitor connection: %s",
+			 r->message);
+	else
+		bf_sampler_parse(r->res, &s->replay);
+	s->replay.taken_ns = uv_hrtime();
+	s->ops.on_replay(&s->replay, s->arg);
+	if (s->ops.replay_wanted(s->arg))
+		uv_timer_start(&s->replay_timer, replay_timer_cb, REPLAY_POLL_MS, 0);
+}
+
+static void replay_timer_cb(uv_timer_t *timer)
+{
+	bf_sampler *s = timer->data;
+
+	if (s->replay_busy || s->closing || !s->ops.replay_wanted(s->arg))
+		return;
+	s->replay_busy = 1;
+	bf_monitor_query(s->monitor, bf_sampler_replication_sql, 0, NULL, replay_polled, s);
+}
+
+void bf_sampler_replay_wanted(bf_sampler *s)
+{
+	if (s->closing || s->replay_busy || uv_is_active((uv_handle_t *)&s->replay_timer))
+		return;
+	uv_timer_start(&s->replay_timer, replay_timer_cb, 0, 0);
+}
+
+/* ---- lifecycle ---- */
+
+int bf_sampler_init(bf_sampler *s, uv_loop_t *loop, bf_monitor *monitor, const bf_config *cfg,
+		    const bf_sampler_ops *ops, void *arg)
+{
+	memset(s, 0, sizeof(*s));
+	s->monitor = monitor;
+	s->cfg = cfg;
+	s->ops = *ops;
+	s->arg = arg;
+	uv_timer_init(loop, &s->sample_timer);
+	uv_timer_init(loop, &s->lock_timer);
+	uv_timer_init(loop, &s->replay_timer);
+	s->sample_timer.data = s->lock_timer.data = s->replay_timer.data = s;
+	return 0;
+}
+
+void bf_sampler_start(bf_sampler *s)
+{
+	uint64_t every = (uint64_t)s->cfg->throttle_sample_interval_ms;
+
+	if (!s->closing)
+		uv_timer_start(&s->sample_timer, sample_timer_cb, 0, every);
+}
+
+void bf_sampler_reconfigure(bf_sampler *s)
+{
+	bf_sampler_start(s);
+}
+
+static void sampler_timer_closed(uv_handle_t *handle)
+{
+	bf_sampler *s = handle->data;
+
+	if (--s->closes_pending == 0 && s->on_closed)
+		s->on_closed(s->arg);
+}
+
+void bf_sampler_close(bf_sampler *s, void (*on_closed)(void *arg))
+{
+	if (s->closing)
+		return;
+	s->closing = 1;
+	s->on_closed = on_closed;
+	s->closes_pending = 3;
+	uv_close((uv_handle_t *)&s->sample_timer, sampler_timer_closed);
+	uv_close((uv_handle_t *)&s->lock_timer, sampler_timer_closed);
+	uv_close((uv_handle_t *)&s->replay_timer, sampler_timer_closed);
+}
