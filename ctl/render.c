@@ -247,7 +247,8 @@ static void render_job_details(FILE *out, const json_t *job, const bf_term *term
 
 			if (!reason)
 				continue;
-			fputs(shown++ ? "; " : ": ", out);
+			/* One signal a line: several often hold at once. */
+			fputs(shown++ ? "\n             " : ": ", out);
 			put_clean(out, reason, 0);
 		}
 		if (!shown)
@@ -260,7 +261,7 @@ static void render_job_details(FILE *out, const json_t *job, const bf_term *term
 		bf_render_duration(took, sizeof took, throttled_s);
 		fprintf(out, "  throttled %s", took);
 		if (jnum(job, "throttled_share", &share))
-			fprintf(out, " (%.0f%% of the time)", share * 100);
+			fprintf(out, " (%.0f%% of its run time)", share * 100);
 		fputc('\n', out);
 	}
 	if (last_error && *last_error) {
