@@ -1062,6 +1062,15 @@ static void job_judge(bf_job *job, const bf_sample *sample)
 	job->limits.slots = (bf_slot_mode)cfg->throttle_logical_slots;
 	/* Several intervals without a sample: sampling stalled, fail closed. */
 	job->limits.stale_ms = 3LL * cfg->throttle_sample_interval_ms + 5000;
+	if (sample->taken_ns < job->started_ns) {
+		/* Sampling idles while a daemon has no jobs; the engine asked
+		 * for a fresh sample when this one was claimed. Not a hold
+		 * worth a log line: it lasts one query. */
+		snprintf(job->signals[0], sizeof(job->signals[0]),
+			 "replication: waiting for the first sample");
+		job->nsignals = 1;
+		return;
+	}
 	job->nsignals = bf_throttle_eval(sample, &job->limits, &job->holds, uv_hrtime(),
 					 job->signals, (int)(sizeof(job->signals) /
 							     sizeof(job->signals[0])),

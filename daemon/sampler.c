@@ -173,7 +173,22 @@ static void sample_replication_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	else
 		bf_sampler_parse(r->res, &s->next);
 	if (!s->next.error[0] && s->cfg->throttle_query && *s->cfg->throttle_query) {
-		bf_monitor_query(s->monitor, s->cfg->throttle_query, 0, NULL, sample_query_done, s);
+		/* The operator's query shares the monitor with status and
+		 * cancels: bounded by its own statement_timeout, set for the
+		 * implicit transaction of this one query string. */
+		int timeout = s->cfg->throttle_sample_interval_ms;
+		char *sql = NULL;
+
+		if (timeout < 1000)
+			timeout = 1000;
+		if (asprintf(&sql, "SELECT set_config('statement_timeout', '%dms', true);\n%s",
+			     timeout, s->cfg->throttle_query) < 0) {
+			snprintf(s->next.error, sizeof(s->next.error), "out of memory");
+			sample_publish(s);
+			return;
+		}
+		bf_monitor_query(s->monitor, sql, 0, NULL, sample_query_done, s);
+		free(sql);
 		return;
 	}
 	sample_publish(s);

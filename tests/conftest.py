@@ -153,3 +153,39 @@ def _servers_used(item):
         if isinstance(server, PgServer) and server not in servers:
             servers.append(server)
     return servers
+
+
+# -- a primary with a streaming standby (throttling tests) -------------------
+
+REPLICA_PRIMARY_SETTINGS = {'wal_level': 'logical', 'max_replication_slots': 10,
+                            'wal_sender_timeout': '5s'}
+# cluster_name is the walreceiver's application_name (pg_basebackup -R puts
+# none in primary_conninfo); a status reply every second keeps the replay
+# position the primary shows fresh when the standby is idle.
+REPLICA_STANDBY_SETTINGS = {'cluster_name': 'standby1', 'wal_receiver_status_interval': '1s'}
+
+
+@pytest.fixture(scope='module')
+def replica_pair(pg_base_dir):
+    """(primary, standby): a primary (wal_level logical) and a standby streaming
+    from it as application_name standby1, both running; destroyed after the
+    module, even when it fails.  Tests that pause, delay or stop the standby
+    put it back themselves."""
+    from daemon import wait_for
+    servers = []
+    try:
+        primary = PgServer(pg_base_dir, name='replprimary', settings=REPLICA_PRIMARY_SETTINGS)
+        servers.append(primary)
+        primary.init().start()
+        standby = PgServer(pg_base_dir, name='standby1', settings=REPLICA_STANDBY_SETTINGS)
+        servers.append(standby)
+        standby.init_standby(primary).start()
+        with primary.connect('postgres') as conn:
+            wait_for(lambda: conn.execute(
+                "SELECT 1 FROM pg_stat_replication WHERE application_name = 'standby1' "
+                "AND state = 'streaming'").fetchone(), 60,
+                what='standby1 streaming from the primary')
+        yield primary, standby
+    finally:
+        for server in reversed(servers):
+            server.destroy()
