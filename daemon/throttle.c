@@ -139,11 +139,19 @@ static void eval_standbys(eval *e, const bf_sample *s, const bf_limits *l)
 {
 	for (int i = 0; i < s->nstandbys; i++) {
 		const bf_standby_sample *sb = &s->standbys[i];
-		const char *name = sb->name[0] ? sb->name : "(unnamed)";
-		char key[96];
+		char name[80], key[128];
+		int same = 0;
+
+		/* Standbys left at the default application_name share it:
+		 * number them, so that each keeps its own hysteresis. */
+		for (int j = 0; j < i; j++)
+			same += strcmp(s->standbys[j].name, sb->name) == 0;
+		snprintf(name, sizeof(name), "%s", sb->name[0] ? sb->name : "(unnamed)");
+		if (same)
+			snprintf(name + strlen(name), sizeof(name) - strlen(name), "#%d", same + 1);
 
 		/* A base backup in progress is not a standby to wait for. */
-		if (strcmp(sb->state, "backup") == 0 && !bf_list_has(l->expected_standbys, name))
+		if (strcmp(sb->state, "backup") == 0 && !bf_list_has(l->expected_standbys, sb->name))
 			continue;
 		if (sb->lag_bytes < 0) {
 			if (strcmp(sb->state, "streaming") != 0 && strcmp(sb->state, "catchup") != 0)

@@ -32,7 +32,7 @@ int bf_window_parse_one(const char *text, int *start, int *end, char *err, size_
 	while (*p == ' ')
 		p++;
 	*start = parse_clock(&p);
-	if (*start >= 0) {
+	if (*start >= 0 && *start < DAY_MINUTES) {
 		while (*p == ' ')
 			p++;
 		if (*p == '-') {
@@ -85,8 +85,10 @@ int bf_windows_parse(bf_windows *ws, const char *list, char *err, size_t errlen)
 			return -1;
 		ws->n++;
 		p += n;
-		if (*p == ',')
-			p++;
+		if (*p == ',' && !*++p) {
+			snprintf(err, errlen, "time window list \"%s\" ends with a comma", list);
+			return -1;
+		}
 	}
 	return 0;
 }

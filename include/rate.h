@@ -17,7 +17,7 @@ typedef struct bf_rate {
 
 void bf_rate_init(bf_rate *r, int64_t rows_per_s);
 
-/* A new limit (0: none) keeps what was already reserved. */
+/* A new limit keeps what was already reserved; 0 (no limit) forgets it. */
 void bf_rate_set(bf_rate *r, int64_t rows_per_s);
 
 /* Nanoseconds to wait at now_ns before the next batch may start (0: now). */
