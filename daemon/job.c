@@ -1139,8 +1139,10 @@ void bf_job_on_replay(bf_job *job, const bf_sample *poll)
 	if (!job->replay_waiting || job->phase == BF_JOB_CLOSING || poll->error[0])
 		return;
 	if (!job->replay_target) {
-		/* Taken after our commit: at or past its WAL position. */
-		job->replay_target = poll->current_lsn;
+		/* Only a poll asked after our commit is at or past its WAL
+		 * position; one already in flight may predate it. */
+		if (poll->asked_ns > job->replay_since_ns)
+			job->replay_target = poll->current_lsn;
 		return;
 	}
 	if (!job_replayed(job, poll, job->replay_target, behind, sizeof(behind))) {

@@ -204,6 +204,7 @@ static void sample_timer_cb(uv_timer_t *timer)
 		return;
 	s->sample_busy = 1;
 	memset(&s->next, 0, sizeof(s->next));
+	s->next.asked_ns = uv_hrtime();
 	bf_monitor_query(s->monitor, bf_sampler_replication_sql, 0, NULL, sample_replication_done,
 			 s);
 }
@@ -299,6 +300,7 @@ static void replay_polled(bf_pg *pg, const bf_pg_result *r, void *arg)
 	else
 		bf_sampler_parse(r->res, &s->replay);
 	s->replay.taken_ns = uv_hrtime();
+	s->replay.asked_ns = s->replay_asked_ns;
 	s->ops.on_replay(&s->replay, s->arg);
 	if (s->ops.replay_wanted(s->arg))
 		uv_timer_start(&s->replay_timer, replay_timer_cb, REPLAY_POLL_MS, 0);
@@ -311,6 +313,7 @@ static void replay_timer_cb(uv_timer_t *timer)
 	if (s->replay_busy || s->closing || !s->ops.replay_wanted(s->arg))
 		return;
 	s->replay_busy = 1;
+	s->replay_asked_ns = uv_hrtime();
 	bf_monitor_query(s->monitor, bf_sampler_replication_sql, 0, NULL, replay_polled, s);
 }
 

@@ -58,6 +58,7 @@ typedef struct bf_sampler {
 
 	uv_timer_t sample_timer, lock_timer, replay_timer;
 	int sample_busy, lock_busy, replay_busy;
+	uint64_t replay_asked_ns;
 	int closing, closes_pending;
 	void (*on_closed)(void *arg);
 } bf_sampler;

@@ -42,6 +42,7 @@ typedef struct bf_slot_sample {
 
 typedef struct bf_sample {
 	uint64_t taken_ns; /* 0: none taken yet */
+	uint64_t asked_ns; /* when its query was sent */
 	char error[400];   /* non-empty: this sample failed (fail closed) */
 	char role[64];	   /* the monitor's role */
 	int privileged;	   /* may read others' replication positions (pg_monitor) */
