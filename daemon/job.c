@@ -736,11 +736,13 @@ static void job_fix_bound(bf_job *job)
 /* The batch scanned `scanned` of the rows it reserved: give back the rest. */
 static void job_rates_settle(bf_job *job, int64_t scanned)
 {
-	if (!job->reserved)
-		return;
-	bf_rate_settle(&job->rate, job->reserved, scanned);
-	bf_rate_settle(bf_engine_rate(job->engine), job->reserved, scanned);
-	job->reserved = 0;
+	if (job->reserved)
+		bf_rate_settle(&job->rate, job->reserved, scanned);
+	/* A turn claimed but never used is given back too. */
+	if (job->overall_reserved)
+		bf_rate_settle(bf_engine_rate(job->engine), job->overall_reserved, scanned);
+	job->reserved = job->overall_reserved = 0;
+	job->overall_slot_ns = 0;
 }
 
 static void job_log_progress(bf_job *job, int force)
@@ -877,8 +879,9 @@ static void job_batch(bf_job *job)
 		uint64_t now = uv_hrtime();
 
 		bf_rate_reserve(&job->rate, now, limit);
-		bf_rate_reserve(bf_engine_rate(job->engine), now, limit);
 		job->reserved = limit;
+		/* The daemon's rate: the turn claimed while holding (job_hold). */
+		job->overall_slot_ns = 0;
 		bf_sampler_batch_started(bf_engine_sampler(job->engine));
 	}
 }
@@ -1217,8 +1220,12 @@ static int job_hold(bf_job *job, int batches)
 		if ((w = bf_rate_wait_ns(&job->rate, now)) > 0)
 			HOLD(w / 1000000 + 1, "max_rows_per_s: at the limit of %" PRId64 " rows/s",
 			     job->rate.rows_per_s);
-		if ((w = bf_rate_wait_ns(overall, now)) > 0)
-			HOLD(w / 1000000 + 1,
+		if (overall->rows_per_s && !job->overall_slot_ns) {
+			job->overall_reserved = bf_batch_size_get(&job->batch_size);
+			job->overall_slot_ns = bf_rate_claim(overall, now, job->overall_reserved);
+		}
+		if (overall->rows_per_s && job->overall_slot_ns > now)
+			HOLD((job->overall_slot_ns - now) / 1000000 + 1,
 			     "overall max_rows_per_s: at the limit of %" PRId64
 			     " rows/s for every job of this daemon",
 			     overall->rows_per_s);
@@ -1443,6 +1450,7 @@ static void job_close(bf_job *job)
 {
 	if (job->phase == BF_JOB_CLOSING)
 		return;
+	job_rates_settle(job, 0);
 	job->phase = BF_JOB_CLOSING;
 	job->closes_pending = 2;
 	uv_close((uv_handle_t *)&job->timer, job_timer_closed);

@@ -37,6 +37,14 @@ void bf_rate_reserve(bf_rate *r, uint64_t now_ns, int64_t rows)
 	r->next_ns = from + rows_ns(r, rows);
 }
 
+uint64_t bf_rate_claim(bf_rate *r, uint64_t now_ns, int64_t rows)
+{
+	uint64_t start = r->next_ns > now_ns ? r->next_ns : now_ns;
+
+	bf_rate_reserve(r, now_ns, rows);
+	return start;
+}
+
 void bf_rate_settle(bf_rate *r, int64_t reserved, int64_t scanned)
 {
 	if (!r->rows_per_s || scanned >= reserved)

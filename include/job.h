@@ -106,7 +106,9 @@ struct bf_job {
 	char hold_reasons[10][BF_THROTTLE_REASON_LEN]; /* every reason of that wait */
 	int nhold_reasons;
 	int window_held;    /* outside the time windows (logged once) */
-	int64_t reserved;   /* rows the batch in flight reserved of the rates */
+	int64_t reserved;   /* rows the batch in flight reserved of its own rate */
+	int64_t overall_reserved; /* ... of the daemon's rate (claimed while waiting) */
+	uint64_t overall_slot_ns; /* when its turn under the daemon's rate comes; 0: none */
 	int replay_waiting; /* strict mode: the last batch is not on the standbys yet */
 	uint64_t replay_target, replay_since_ns;
 

@@ -26,6 +26,12 @@ uint64_t bf_rate_wait_ns(const bf_rate *r, uint64_t now_ns);
 /* A batch starting at now_ns may scan up to rows: reserve them. */
 void bf_rate_reserve(bf_rate *r, uint64_t now_ns, int64_t rows);
 
+/* Takes the next slot for a batch of up to rows, asked at now_ns: returns
+ * when it may start (now_ns or later) and reserves its rows from then.
+ * Several jobs sharing one limit take turns in the order they asked,
+ * instead of the quickest to come back taking every slot. */
+uint64_t bf_rate_claim(bf_rate *r, uint64_t now_ns, int64_t rows);
+
 /* The batch reserved `reserved` rows and scanned `scanned`: give back the rest. */
 void bf_rate_settle(bf_rate *r, int64_t reserved, int64_t scanned);
 
