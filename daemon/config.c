@@ -777,6 +777,18 @@ static int bf_check_marks(struct bf_parse *p)
 	return 0;
 }
 
+/* Each window was checked as it was read; the list as a whole must fit. */
+static int bf_check_windows(struct bf_parse *p)
+{
+	size_t key = bf_key_at(offsetof(bf_config, throttle_windows));
+	bf_windows ws;
+	char why[256];
+
+	if (bf_windows_parse(&ws, p->cfg->throttle_windows, why, sizeof why) == 0)
+		return 0;
+	return bf_fail(p, &p->keys[key].mark, "\"throttle.windows\": %s", why);
+}
+
 int bf_config_load_buffer(bf_config *cfg, const char *name, const char *buf, size_t len, char *err,
 			  size_t errlen)
 {
@@ -795,6 +807,8 @@ int bf_config_load_buffer(bf_config *cfg, const char *name, const char *buf, siz
 		rc = bf_check_orders(&p);
 	if (rc == 0)
 		rc = bf_check_marks(&p);
+	if (rc == 0)
+		rc = bf_check_windows(&p);
 
 	yaml_event_delete(&p.event);
 	yaml_parser_delete(&p.parser);

@@ -82,7 +82,7 @@ uint64_t bf_engine_window_wait(bf_engine *engine, char *reason, size_t len)
 		 "%dh%02dm)",
 		 engine->windows.text, local.tm_hour, local.tm_min, wait / 60, wait % 60);
 	/* Look again at the start of the next minute. */
-	return (uint64_t)(60 - local.tm_sec) * 1000;
+	return (uint64_t)(60 - (local.tm_sec > 59 ? 59 : local.tm_sec)) * 1000;
 }
 
 struct bf_monitor *bf_engine_monitor(bf_engine *engine)
@@ -645,11 +645,14 @@ static const bf_sampler_ops engine_sampler_ops = {
 static void engine_limits(bf_engine *engine)
 {
 	char err[256];
+	bf_windows windows;
 
-	/* Checked when the configuration was loaded: cannot fail here. */
-	if (bf_windows_parse(&engine->windows, engine->cfg->throttle_windows, err, sizeof(err)) !=
-	    0)
-		bf_error("throttle.windows: %s", err);
+	/* Checked when the configuration was loaded, so this cannot fail; if
+	 * it did, the old windows stay (never "no window": always allowed). */
+	if (bf_windows_parse(&windows, engine->cfg->throttle_windows, err, sizeof(err)) == 0)
+		engine->windows = windows;
+	else
+		bf_error("throttle.windows: %s; keeping the windows in effect", err);
 	bf_rate_set(&engine->rate, engine->cfg->throttle_max_rows_per_s);
 }
 

@@ -134,6 +134,7 @@ static void job_throttle_end(bf_job *job)
 	}
 	job->wait_reason[0] = '\0';
 	job->held = 0;
+	job->replay_wait_active = 0;
 }
 
 /* Waits delay_ms, then takes the next step. A reason makes the wait a
@@ -402,8 +403,10 @@ static void job_knobs_defaults(job_knobs *k, const bf_config *cfg)
 	};
 }
 
-/* The knobs' combinations that make no sense; -1 with the reason in error. */
-static int job_knobs_check(const job_knobs *k, char *error, size_t len)
+/* The knobs' combinations that make no sense: batch bounds the wrong way
+ * round fail (-1, the reason in error); a low mark above its high mark is
+ * lowered to it. */
+static int job_knobs_check(job_knobs *k, char *error, size_t len)
 {
 	static const struct {
 		const char *lo, *hi;
@@ -422,14 +425,20 @@ static int job_knobs_check(const job_knobs *k, char *error, size_t len)
 	};
 
 	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
-		long long lo = *(const long long *)((const char *)k + pairs[i].lo_off);
+		long long *lo = (long long *)((char *)k + pairs[i].lo_off);
 		long long hi = *(const long long *)((const char *)k + pairs[i].hi_off);
 
-		if (lo > hi && !(pairs[i].hi_zero_is_off && hi == 0)) {
+		if (*lo <= hi || (pairs[i].hi_zero_is_off && hi == 0))
+			continue;
+		if (!pairs[i].hi_zero_is_off) {
 			snprintf(error, len, "settings: %s (%lld) is greater than %s (%lld)",
-				 pairs[i].lo, lo, pairs[i].hi, hi);
+				 pairs[i].lo, *lo, pairs[i].hi, hi);
 			return -1;
 		}
+		/* A job's high mark below the configuration's low mark (or
+		 * a reload that lowered a high mark under the job's low one):
+		 * the job resumes at its high mark, rather than fail. */
+		*lo = hi;
 	}
 	return 0;
 }
@@ -484,11 +493,16 @@ static int job_apply_settings(bf_job *job, const char *text, int batch_size_colu
 				key);
 			goto invalid;
 		}
-		if (!json_is_integer(value)) {
+		long long v;
+
+		if (json_is_boolean(value) && knob->min == 0 && knob->max == 1) {
+			v = json_is_true(value); /* {"wait_for_replay": true} */
+		} else if (!json_is_integer(value)) {
 			snprintf(error, sizeof(error), "settings: %s must be an integer", key);
 			goto invalid;
+		} else {
+			v = json_integer_value(value);
 		}
-		long long v = json_integer_value(value);
 
 		if (bf_knob_check(knob, v, error, sizeof(error)) != 0)
 			goto invalid;
@@ -793,6 +807,14 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		" updated in %.1f ms, checkpoint %s",
 		job->batches, done, updated, busy_ms, job->checkpoint ? job->checkpoint : "-");
 
+	if (done > 0 && job->wait_for_replay) {
+		/* Strict mode: the next batch waits until this one is on the
+		 * standbys (the poll takes the WAL position after our commit). */
+		job->replay_waiting = 1;
+		job->replay_target = 0;
+		job->replay_since_ns = uv_hrtime();
+		bf_sampler_replay_wanted(bf_engine_sampler(job->engine));
+	}
 	if (done < page) {
 		/* Cut: a row changed between the snapshot and its lock. The
 		 * next batch locks it in its first statement, so it gets
@@ -818,14 +840,6 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	job->cuts = 0;
 	job_succeeded_step(job);
 	job_sample(job);
-	if (job->wait_for_replay) {
-		/* Strict mode: the next batch waits until this one is on the
-		 * standbys (the poll takes the WAL position after our commit). */
-		job->replay_waiting = 1;
-		job->replay_target = 0;
-		job->replay_since_ns = uv_hrtime();
-		bf_sampler_replay_wanted(bf_engine_sampler(job->engine));
-	}
 	/* Fewer rows than asked for: nothing is left up to the bound. */
 	if (page < job->batch_limit) {
 		job->walk_done = 1;
@@ -969,8 +983,10 @@ static void job_refresh_session(bf_job *job)
 {
 	char sql[768];
 
-	bf_engine_session_sql(sql, sizeof(sql), job->cfg, 1);
-	job_send(job, "applying reloaded settings", sql, 0, NULL, job_session_refreshed);
+	/* The job's own timeouts, which may differ from the configuration's. */
+	bf_engine_batch_session_sql(sql, sizeof(sql), job->cfg, job->lock_timeout_ms,
+				    job->statement_timeout_ms);
+	job_send(job, "applying session settings", sql, 0, NULL, job_session_refreshed);
 }
 
 void bf_job_reconfigure(bf_job *job)
@@ -991,32 +1007,54 @@ void bf_job_reconfigure(bf_job *job)
 
 /* ---- cancelling the batch in flight ---- */
 
+/* Which cancel a reply is for: the job may be gone by then. */
+typedef struct job_cancel {
+	bf_engine *engine;
+	int64_t id;
+	int64_t batches; /* the batch it was for */
+} job_cancel;
+
 static void job_cancel_sent(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
+	job_cancel *c = arg;
+	bf_job *job = bf_engine_find_job(c->engine, c->id);
+	int hit = r->ok && PQntuples(r->res) > 0 && strcmp(PQgetvalue(r->res, 0, 0), "t") == 0;
+
 	(void)pg;
-	(void)arg;
 	if (!r->ok)
 		bf_warning("could not cancel a batch in flight: %s; it finishes or is fenced out",
 			   r->message);
+	/* Nothing cancelled while the same batch is still in flight: let the
+	 * next look (pause --now, the lock check) try again. */
+	if (!hit && job && job->cancel_requested && job->in_batch && job->batches == c->batches &&
+	    job->phase == BF_JOB_QUERY)
+		job->cancel_requested = 0;
+	free(c);
 }
 
-/* Asks the server, from the monitor connection, to cancel the batch in
- * flight. The cancel runs later, from the monitor's queue: only an active
- * batch is hit (its text starts with the lock statement), never the
- * re-read or the lease release that may follow it by then. */
-static void job_cancel_in_flight(bf_job *job)
+/* Asks the server, from the monitor connection and ahead of its queue, to
+ * cancel the batch in flight. Only an active batch is hit (its text starts
+ * with the lock statement), never the re-read or the lease release that may
+ * follow it by then; with the batch's transaction start known, never the
+ * next batch either. */
+static void job_cancel_in_flight(bf_job *job, const char *xact_start)
 {
 	char pid[16];
-	const char *params[1] = {pid};
+	const char *params[2] = {pid, xact_start && *xact_start ? xact_start : NULL};
+	job_cancel *c = malloc(sizeof(*c));
 
+	if (!c)
+		return;
+	*c = (job_cancel){job->engine, job->id, job->batches};
 	job->cancel_requested = 1;
 	snprintf(pid, sizeof(pid), "%d", job->pg.backend_pid);
 	job_log(job, BF_LOG_NOTICE, "cancelling the batch in flight (backend pid %s)", pid);
-	bf_monitor_query(bf_engine_monitor(job->engine),
-			 "SELECT pg_cancel_backend(pid) FROM pg_stat_activity\n"
-			 "WHERE pid = $1 AND state = 'active'\n"
-			 "  AND left(query, 29) = 'SELECT count(*) FROM (SELECT '",
-			 1, params, job_cancel_sent, NULL);
+	bf_monitor_query_first(bf_engine_monitor(job->engine),
+			       "SELECT pg_cancel_backend(pid) FROM pg_stat_activity\n"
+			       "WHERE pid = $1 AND state = 'active'\n"
+			       "  AND left(query, 29) = 'SELECT count(*) FROM (SELECT '\n"
+			       "  AND ($2::text IS NULL OR xact_start = $2::timestamptz)",
+			       2, params, job_cancel_sent, c);
 }
 
 void bf_job_cancel_batch(bf_job *job)
@@ -1026,7 +1064,7 @@ void bf_job_cancel_batch(bf_job *job)
 	/* The fence already keeps a paused job's batch from committing; the
 	 * cancel only spares waiting for it. */
 	job->cancel_blocking = 0;
-	job_cancel_in_flight(job);
+	job_cancel_in_flight(job, NULL);
 }
 
 int64_t bf_job_on_blocked(bf_job *job, const bf_blocked *b)
@@ -1046,7 +1084,7 @@ int64_t bf_job_on_blocked(bf_job *job, const bf_blocked *b)
 			 (double)job->lock_wait_max_ms / 1000.0);
 	job_log(job, BF_LOG_NOTICE, "blocking: %s", job->blocking);
 	job->cancel_blocking = 1;
-	job_cancel_in_flight(job);
+	job_cancel_in_flight(job, b->xact_start);
 	return 0;
 }
 
@@ -1149,7 +1187,7 @@ void bf_job_on_replay(bf_job *job, const bf_sample *poll)
 		return;
 	}
 	if (!job_replayed(job, poll, job->replay_target, behind, sizeof(behind))) {
-		if (job->phase == BF_JOB_WAITING && job->wait_reason[0])
+		if (job->phase == BF_JOB_WAITING && job->replay_wait_active)
 			snprintf(job->wait_reason, sizeof(job->wait_reason),
 				 "wait_for_replay: standby %s has not replayed batch %" PRId64
 				 " (WAL %X/%X) yet",
@@ -1158,7 +1196,7 @@ void bf_job_on_replay(bf_job *job, const bf_sample *poll)
 		return;
 	}
 	job->replay_waiting = 0;
-	if (job->phase == BF_JOB_WAITING) {
+	if (job->phase == BF_JOB_WAITING && job->replay_wait_active) {
 		uv_timer_stop(&job->timer);
 		job_step(job);
 	}
@@ -1183,6 +1221,7 @@ static int job_wait_replay(bf_job *job)
 		 "wait_for_replay: waiting for the standbys to replay batch %" PRId64,
 		 job->batches);
 	job_wait_for(job, (uint64_t)job->replay_wait_timeout_ms - waited_ms, reason);
+	job->replay_wait_active = 1;
 	bf_sampler_replay_wanted(bf_engine_sampler(job->engine));
 	return 1;
 }

@@ -96,8 +96,8 @@ int bf_monitor_up(const bf_monitor *m, const char **why)
 	return 0;
 }
 
-void bf_monitor_query(bf_monitor *m, const char *sql, int nparams, const char *const *params,
-		      bf_pg_query_cb cb, void *arg)
+static void monitor_enqueue(bf_monitor *m, const char *sql, int nparams,
+			    const char *const *params, bf_pg_query_cb cb, void *arg, int first)
 {
 	bf_monitor_item *q = calloc(1, sizeof(*q));
 	int oom = !q;
@@ -126,13 +126,37 @@ void bf_monitor_query(bf_monitor *m, const char *sql, int nparams, const char *c
 		cb(&m->pg, &r, arg);
 		return;
 	}
-	if (m->tail)
-		m->tail->next = q;
-	else
+	if (first && m->head && bf_pg_is_busy(&m->pg)) {
+		/* Right after the query in flight (the head). */
+		q->next = m->head->next;
+		m->head->next = q;
+		if (m->tail == m->head)
+			m->tail = q;
+	} else if (first) {
+		q->next = m->head;
 		m->head = q;
-	m->tail = q;
+		if (!m->tail)
+			m->tail = q;
+	} else if (m->tail) {
+		m->tail->next = q;
+		m->tail = q;
+	} else {
+		m->head = m->tail = q;
+	}
 	m->queued++;
 	monitor_next(m);
+}
+
+void bf_monitor_query(bf_monitor *m, const char *sql, int nparams, const char *const *params,
+		      bf_pg_query_cb cb, void *arg)
+{
+	monitor_enqueue(m, sql, nparams, params, cb, arg, 0);
+}
+
+void bf_monitor_query_first(bf_monitor *m, const char *sql, int nparams,
+			    const char *const *params, bf_pg_query_cb cb, void *arg)
+{
+	monitor_enqueue(m, sql, nparams, params, cb, arg, 1);
 }
 
 static void monitor_event(bf_pg *pg, int up, void *arg)

@@ -9,9 +9,12 @@ void bf_rate_init(bf_rate *r, int64_t rows_per_s)
 
 void bf_rate_set(bf_rate *r, int64_t rows_per_s)
 {
-	r->rows_per_s = rows_per_s > 0 ? rows_per_s : 0;
-	if (!r->rows_per_s)
+	rows_per_s = rows_per_s > 0 ? rows_per_s : 0;
+	/* What was reserved at the old rate would make a raised limit wait
+	 * out the old one: start afresh (a burst of at most one batch). */
+	if (rows_per_s != r->rows_per_s)
 		r->next_ns = 0;
+	r->rows_per_s = rows_per_s;
 }
 
 uint64_t bf_rate_wait_ns(const bf_rate *r, uint64_t now_ns)

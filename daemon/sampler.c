@@ -13,45 +13,56 @@
 
 /* One query, three kinds of rows: ourselves (role, privilege, WAL position),
  * every physical standby (logical walsenders are slots' consumers, counted
- * by slot), and every logical slot. NULL replay_lag means caught up. */
+ * by slot), and every logical slot that still retains WAL (an invalidated
+ * one, wal_status 'lost', retains none). NULL replay_lag means caught up.
+ * Standbys come in a stable order, so that those sharing a name keep their
+ * numbers from one sample to the next. */
 const char bf_sampler_replication_sql[] =
 	"SELECT 'self' AS kind, current_user::text AS name,\n"
 	"  CASE WHEN pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')\n"
 	"       THEN 'privileged' ELSE '' END AS state,\n"
-	"  NULL::bigint AS lag_bytes, NULL::bigint AS lag_ms, pg_current_wal_lsn()::text AS lsn\n"
+	"  NULL::bigint AS lag_bytes, NULL::bigint AS lag_ms, pg_current_wal_lsn()::text AS lsn,\n"
+	"  '' AS addr\n"
 	"UNION ALL\n"
 	"SELECT 'standby', coalesce(r.application_name, ''), coalesce(r.state, ''),\n"
 	"  pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::bigint,\n"
-	"  coalesce((extract(epoch FROM r.replay_lag) * 1000)::bigint, 0), r.replay_lsn::text\n"
+	"  coalesce((extract(epoch FROM r.replay_lag) * 1000)::bigint, 0), r.replay_lsn::text,\n"
+	"  coalesce(host(r.client_addr), '') || ':' || coalesce(r.client_port, 0)\n"
 	"FROM pg_stat_replication r\n"
 	"WHERE r.pid NOT IN (SELECT active_pid FROM pg_replication_slots\n"
 	"                    WHERE slot_type = 'logical' AND active_pid IS NOT NULL)\n"
 	"UNION ALL\n"
 	"SELECT 'slot', s.slot_name::text, CASE WHEN s.active THEN 'active' ELSE '' END,\n"
-	"  pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint, NULL, NULL\n"
-	"FROM pg_replication_slots s WHERE s.slot_type = 'logical'";
+	"  pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint, NULL, NULL, ''\n"
+	"FROM pg_replication_slots s\n"
+	"WHERE s.slot_type = 'logical' AND s.wal_status IS DISTINCT FROM 'lost'\n"
+	"ORDER BY 1, 2, 7";
 
-/* Sessions waiting on a lock that one of our batches ($1) holds. Only
- * sessions that wait on a lock at all are asked pg_blocking_pids (it takes
- * the lock manager's locks). Our own sessions wait with a lock_timeout of
- * their own and are left alone. A relation lock in a mode that conflicts
- * with ROW EXCLUSIVE is DDL (or LOCK TABLE): it stalls the whole table. */
+/* Sessions waiting on a lock that one of our batches ($1) holds. pg_locks
+ * is readable by every role (pg_stat_activity hides others' wait events
+ * without pg_read_all_stats); only waiting sessions are asked
+ * pg_blocking_pids (it takes the lock manager's locks). Our own sessions
+ * wait with a lock_timeout of their own and are left alone. A relation
+ * lock in a mode that conflicts with ROW EXCLUSIVE is DDL (or LOCK TABLE):
+ * it stalls the whole table. The blocker's transaction start tells the
+ * batch apart from the next one on the same connection. */
 const char bf_sampler_locks_sql[] =
-	"SELECT b.blocker, a.pid,\n"
-	"  (extract(epoch FROM clock_timestamp() -\n"
-	"     coalesce(l.waitstart, a.query_start, clock_timestamp())) * 1000)::bigint,\n"
-	"  coalesce(l.locktype, '') = 'relation' AND coalesce(l.mode, '') IN\n"
+	"SELECT b.blocker, l.pid,\n"
+	"  (extract(epoch FROM clock_timestamp() - coalesce(l.waitstart, clock_timestamp()))\n"
+	"     * 1000)::bigint,\n"
+	"  l.locktype = 'relation' AND l.mode IN\n"
 	"    ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'),\n"
-	"  format('pid %s (%s) waiting for a %s %s', a.pid,\n"
+	"  format('pid %s (%s) waiting for a %s %s', l.pid,\n"
 	"         coalesce(nullif(a.application_name, ''), a.usename::text, '?'),\n"
-	"         coalesce(l.locktype, 'lock'), coalesce(l.mode, '?'))\n"
-	"FROM pg_stat_activity a\n"
-	"CROSS JOIN LATERAL unnest(pg_blocking_pids(a.pid)) AS b(blocker)\n"
-	"LEFT JOIN LATERAL (SELECT locktype, mode, waitstart FROM pg_locks\n"
-	"                   WHERE pid = a.pid AND NOT granted LIMIT 1) l ON true\n"
-	"WHERE a.wait_event_type = 'Lock' AND a.pid <> pg_backend_pid()\n"
-	"  AND coalesce(a.application_name, '') NOT LIKE 'backfilld %'\n"
-	"  AND b.blocker = ANY ($1::int[])";
+	"         l.locktype, l.mode),\n"
+	"  (SELECT x.xact_start::text FROM pg_stat_activity x WHERE x.pid = b.blocker)\n"
+	"FROM (SELECT DISTINCT ON (pid) pid, locktype, mode, waitstart FROM pg_locks\n"
+	"      WHERE NOT granted AND pid IS NOT NULL AND pid <> pg_backend_pid()\n"
+	"      ORDER BY pid, waitstart) l\n"
+	"CROSS JOIN LATERAL unnest(pg_blocking_pids(l.pid)) AS b(blocker)\n"
+	"LEFT JOIN pg_stat_activity a ON a.pid = l.pid\n"
+	"WHERE b.blocker = ANY ($1::int[])\n"
+	"  AND coalesce(a.application_name, '') NOT LIKE 'backfilld %'";
 
 static const char *col(const PGresult *res, int row, int c)
 {
@@ -71,7 +82,7 @@ int bf_sampler_parse(const PGresult *res, bf_sample *out)
 	out->privileged = 0;
 	out->role[0] = '\0';
 	out->current_lsn = 0;
-	if (PQnfields(res) < 6) {
+	if (PQnfields(res) < 7) {
 		snprintf(out->error, sizeof(out->error), "unexpected result shape");
 		return -1;
 	}
@@ -111,6 +122,7 @@ static void sample_publish(bf_sampler *s)
 {
 	s->sample_busy = 0;
 	s->next.taken_ns = uv_hrtime();
+	snprintf(s->next.locks_error, sizeof(s->next.locks_error), "%s", s->locks_error);
 	s->sample = s->next;
 	if (s->ops.on_sample)
 		s->ops.on_sample(s->arg);
@@ -174,13 +186,11 @@ static void sample_replication_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		bf_sampler_parse(r->res, &s->next);
 	if (!s->next.error[0] && s->cfg->throttle_query && *s->cfg->throttle_query) {
 		/* The operator's query shares the monitor with status and
-		 * cancels: bounded by its own statement_timeout, set for the
-		 * implicit transaction of this one query string. */
-		int timeout = s->cfg->throttle_sample_interval_ms;
+		 * cancels: bounded by a statement_timeout of its own (1 s), set
+		 * for the implicit transaction of this one query string. */
+		int timeout = 1000;
 		char *sql = NULL;
 
-		if (timeout < 1000)
-			timeout = 1000;
 		if (asprintf(&sql, "SELECT set_config('statement_timeout', '%dms', true);\n%s",
 			     timeout, s->cfg->throttle_query) < 0) {
 			snprintf(s->next.error, sizeof(s->next.error), "out of memory");
@@ -232,10 +242,16 @@ static void lock_check_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	if (s->closing)
 		return;
 	if (!r->ok) {
-		if (r->res)
+		/* Fail closed: jobs hold until the check works again (the
+		 * next sample carries the error; the log says it once). */
+		if (!s->locks_error[0])
 			bf_warning("checking for sessions blocked by our batches failed: %s",
 				   r->message);
+		snprintf(s->locks_error, sizeof(s->locks_error), "%s", r->message);
 	} else {
+		if (s->locks_error[0])
+			bf_notice("checking for sessions blocked by our batches works again");
+		s->locks_error[0] = '\0';
 		for (int i = 0; i < PQntuples(r->res); i++) {
 			bf_blocked b = {
 				.blocker_pid = (int)col_int(r->res, i, 0, 0),
@@ -245,6 +261,8 @@ static void lock_check_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 			};
 			snprintf(b.what, sizeof(b.what), "%s",
 				 col(r->res, i, 4) ? col(r->res, i, 4) : "?");
+			snprintf(b.xact_start, sizeof(b.xact_start), "%s",
+				 col(r->res, i, 5) ? col(r->res, i, 5) : "");
 			int64_t again = s->ops.on_blocked(&b, s->arg);
 
 			if (again > 0 && (!soonest || again < soonest))

@@ -64,8 +64,8 @@ static int64_t over(const eval *e, const char *key, int64_t value, int64_t high,
 {
 	if (high <= 0)
 		return 0; /* the signal is off */
-	if (low > high)
-		low = high;
+	if (low <= 0 || low > high)
+		low = high; /* no low mark: resume at the high mark */
 	if (value > high)
 		return high;
 	if (hold_find(e->holds, key) >= 0 && value > low)
@@ -154,7 +154,11 @@ static void eval_standbys(eval *e, const bf_sample *s, const bf_limits *l)
 		if (strcmp(sb->state, "backup") == 0 && !bf_list_has(l->expected_standbys, sb->name))
 			continue;
 		if (sb->lag_bytes < 0) {
-			if (strcmp(sb->state, "streaming") != 0 && strcmp(sb->state, "catchup") != 0)
+			/* No replay position: a standby just starting, or a WAL
+			 * receiver that applies nothing (pg_receivewal, Barman, a
+			 * base backup's WAL stream). Only an expected standby
+			 * must report one. */
+			if (!bf_list_has(l->expected_standbys, sb->name))
 				continue;
 			snprintf(key, sizeof(key), "replay_lag_bytes %s", name);
 			hold(e, key, "replay_lag_bytes %s unknown (no replay position reported yet)",
@@ -216,6 +220,10 @@ int bf_throttle_eval(const bf_sample *s, const bf_limits *l, bf_holds *holds, ui
 			eval_standbys(&e, s, l);
 		}
 		eval_slots(&e, s, l);
+		if (s->locks_error[0])
+			hold(&e, "blocking check",
+			     "blocking check: cannot look for sessions blocked by our batches: %s",
+			     s->locks_error);
 		if (s->query_set && s->query_holds)
 			hold(&e, "throttle query", "throttle query: %s", s->query_reason);
 	}

@@ -62,11 +62,6 @@ int bf_windows_parse(bf_windows *ws, const char *list, char *err, size_t errlen)
 	memset(ws, 0, sizeof(*ws));
 	if (!list || !*list)
 		return 0;
-	if (strlen(list) >= sizeof(ws->text)) {
-		snprintf(err, errlen, "too many time windows (at most %d)", BF_WINDOWS_MAX);
-		return -1;
-	}
-	snprintf(ws->text, sizeof(ws->text), "%s", list);
 	for (const char *p = list; *p;) {
 		size_t n = strcspn(p, ",");
 
@@ -83,6 +78,13 @@ int bf_windows_parse(bf_windows *ws, const char *list, char *err, size_t errlen)
 		if (bf_window_parse_one(one, &ws->w[ws->n].start, &ws->w[ws->n].end, err, errlen) !=
 		    0)
 			return -1;
+		/* As status shows it: "22:00-06:00,12:00-13:00", at most 16 x 11
+		 * characters and the commas. */
+		size_t used = strlen(ws->text);
+
+		snprintf(ws->text + used, sizeof(ws->text) - used, "%s%02d:%02d-%02d:%02d",
+			 ws->n ? "," : "", ws->w[ws->n].start / 60, ws->w[ws->n].start % 60,
+			 ws->w[ws->n].end / 60, ws->w[ws->n].end % 60);
 		ws->n++;
 		p += n;
 		if (*p == ',' && !*++p) {

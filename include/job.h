@@ -100,16 +100,17 @@ struct bf_job {
 
 	/* Throttling: what the latest sample says, and the holds it keeps. */
 	bf_holds holds;
-	char signals[8][BF_THROTTLE_REASON_LEN];
+	char signals[12][BF_THROTTLE_REASON_LEN];
 	int nsignals;
 	int held;	    /* waiting because of holds (not a retry backoff) */
-	char hold_reasons[10][BF_THROTTLE_REASON_LEN]; /* every reason of that wait */
+	char hold_reasons[16][BF_THROTTLE_REASON_LEN]; /* every reason of that wait */
 	int nhold_reasons;
 	int window_held;    /* outside the time windows (logged once) */
 	int64_t reserved;   /* rows the batch in flight reserved of its own rate */
 	int64_t overall_reserved; /* ... of the daemon's rate (claimed while waiting) */
 	uint64_t overall_slot_ns; /* when its turn under the daemon's rate comes; 0: none */
 	int replay_waiting; /* strict mode: the last batch is not on the standbys yet */
+	int replay_wait_active; /* the job's current wait is that one */
 	uint64_t replay_target, replay_since_ns;
 
 	/* What status shows. */

@@ -31,6 +31,11 @@ void bf_monitor_start(bf_monitor *m);
 void bf_monitor_query(bf_monitor *m, const char *sql, int nparams, const char *const *params,
 		      bf_pg_query_cb cb, void *arg);
 
+/* The same, ahead of everything queued (after the query in flight): for
+ * cancels, which an application session waits on. */
+void bf_monitor_query_first(bf_monitor *m, const char *sql, int nparams,
+			    const char *const *params, bf_pg_query_cb cb, void *arg);
+
 /* 1 when connected; else why not in *why (never NULL). */
 int bf_monitor_up(const bf_monitor *m, const char **why);
 

@@ -17,7 +17,8 @@ typedef struct bf_rate {
 
 void bf_rate_init(bf_rate *r, int64_t rows_per_s);
 
-/* A new limit keeps what was already reserved; 0 (no limit) forgets it. */
+/* A new limit forgets what was reserved at the old one (the same limit
+ * keeps it: a reload that changes nothing changes nothing). */
 void bf_rate_set(bf_rate *r, int64_t rows_per_s);
 
 /* Nanoseconds to wait at now_ns before the next batch may start (0: now). */

@@ -25,7 +25,8 @@ typedef struct bf_blocked {
 	int pid;
 	int64_t waited_ms;
 	int ddl; /* it asks for a relation lock that conflicts with our writes */
-	char what[200]; /* "pid 123 (psql) waiting 1.2 s for a transactionid ShareLock" */
+	char what[200]; /* "pid 123 (psql) waiting for a transactionid ShareLock" */
+	char xact_start[64]; /* the blocking batch's transaction start; "" unknown */
 } bf_blocked;
 
 typedef struct bf_sampler_ops {
@@ -59,6 +60,7 @@ typedef struct bf_sampler {
 	uv_timer_t sample_timer, lock_timer, replay_timer;
 	int sample_busy, lock_busy, replay_busy;
 	uint64_t replay_asked_ns;
+	char locks_error[200]; /* the lock check fails: "" when it works */
 	int closing, closes_pending;
 	void (*on_closed)(void *arg);
 } bf_sampler;

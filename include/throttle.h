@@ -16,7 +16,7 @@
 
 #define BF_SAMPLE_MAX_STANDBYS 32
 #define BF_SAMPLE_MAX_SLOTS 32
-#define BF_THROTTLE_REASON_LEN 320
+#define BF_THROTTLE_REASON_LEN 512
 #define BF_THROTTLE_MAX_HOLDS 24
 
 /* Which logical replication slots count. */
@@ -29,7 +29,8 @@ typedef enum bf_slot_mode {
 typedef struct bf_standby_sample {
 	char name[64];	   /* application_name */
 	char state[16];	   /* streaming, catchup, startup, backup, stopping */
-	int64_t lag_bytes; /* -1: no replay position reported */
+	int64_t lag_bytes; /* -1: no replay position reported (a starting standby, or a WAL
+			    * receiver that applies nothing: pg_receivewal, a backup) */
 	int64_t lag_ms;	   /* replay_lag; NULL (idle, caught up) is 0 */
 	uint64_t replay_lsn; /* 0: unknown */
 } bf_standby_sample;
@@ -52,6 +53,7 @@ typedef struct bf_sample {
 	bf_slot_sample slots[BF_SAMPLE_MAX_SLOTS];
 	int nslots;
 	/* The operator's throttle query: configured, holds, and its words. */
+	char locks_error[200]; /* the blocking check fails (fail closed) */
 	int query_set;
 	int query_holds;
 	char query_reason[256];

@@ -38,6 +38,22 @@ static const bf_config spec_defaults = {
 	.retry_max_ms = 30000,
 	.retry_max_failures = 5,
 	.log_level = BF_LOG_INFO,
+	.throttle_sample_interval_ms = 1000,
+	.throttle_expected_standbys = "",
+	.throttle_replay_lag_high_bytes = 64LL << 20,
+	.throttle_replay_lag_low_bytes = 16LL << 20,
+	.throttle_replay_lag_high_ms = 5000,
+	.throttle_replay_lag_low_ms = 1000,
+	.throttle_logical_slots = 0,
+	.throttle_slot_lag_high_bytes = 1LL << 30,
+	.throttle_slot_lag_low_bytes = 256LL << 20,
+	.throttle_wait_for_replay = 0,
+	.throttle_replay_wait_timeout_ms = 10000,
+	.throttle_lock_wait_max_ms = 1000,
+	.throttle_lock_check_interval_ms = 200,
+	.throttle_max_rows_per_s = 0,
+	.throttle_windows = "",
+	.throttle_query = "",
 };
 
 static int load(bf_config *cfg, const char *text, char *err, size_t errlen)
@@ -72,6 +88,22 @@ static void check_config(const bf_config *got, const bf_config *want)
 	UNIT_CHECK_INT(got->retry_max_ms, want->retry_max_ms);
 	UNIT_CHECK_INT(got->retry_max_failures, want->retry_max_failures);
 	UNIT_CHECK_INT(got->log_level, want->log_level);
+	UNIT_CHECK_INT(got->throttle_sample_interval_ms, want->throttle_sample_interval_ms);
+	UNIT_CHECK_STR(got->throttle_expected_standbys, want->throttle_expected_standbys);
+	UNIT_CHECK_INT(got->throttle_replay_lag_high_bytes, want->throttle_replay_lag_high_bytes);
+	UNIT_CHECK_INT(got->throttle_replay_lag_low_bytes, want->throttle_replay_lag_low_bytes);
+	UNIT_CHECK_INT(got->throttle_replay_lag_high_ms, want->throttle_replay_lag_high_ms);
+	UNIT_CHECK_INT(got->throttle_replay_lag_low_ms, want->throttle_replay_lag_low_ms);
+	UNIT_CHECK_INT(got->throttle_logical_slots, want->throttle_logical_slots);
+	UNIT_CHECK_INT(got->throttle_slot_lag_high_bytes, want->throttle_slot_lag_high_bytes);
+	UNIT_CHECK_INT(got->throttle_slot_lag_low_bytes, want->throttle_slot_lag_low_bytes);
+	UNIT_CHECK_INT(got->throttle_wait_for_replay, want->throttle_wait_for_replay);
+	UNIT_CHECK_INT(got->throttle_replay_wait_timeout_ms, want->throttle_replay_wait_timeout_ms);
+	UNIT_CHECK_INT(got->throttle_lock_wait_max_ms, want->throttle_lock_wait_max_ms);
+	UNIT_CHECK_INT(got->throttle_lock_check_interval_ms, want->throttle_lock_check_interval_ms);
+	UNIT_CHECK_INT(got->throttle_max_rows_per_s, want->throttle_max_rows_per_s);
+	UNIT_CHECK_STR(got->throttle_windows, want->throttle_windows);
+	UNIT_CHECK_STR(got->throttle_query, want->throttle_query);
 }
 
 /* err must start with "PREFIX" and contain substring. */
@@ -157,7 +189,24 @@ static void test_full_file(void)
 		"  max_ms: 100\n"
 		"  max_failures: 1000\n"
 		"log:\n"
-		"  level: Debug\n";
+		"  level: Debug\n"
+		"throttle:\n"
+		"  sample_interval_ms: 250\n"
+		"  expected_standbys: [standby1, dr-site]\n"
+		"  replay_lag_high_bytes: 32MB\n"
+		"  replay_lag_low_bytes: 512 kB\n"
+		"  replay_lag_high_ms: 0\n"
+		"  replay_lag_low_ms: 20000\n"
+		"  logical_slots: active\n"
+		"  slot_lag_high_bytes: 2gb\n"
+		"  slot_lag_low_bytes: 1048576\n"
+		"  wait_for_replay: yes\n"
+		"  replay_wait_timeout_ms: 3000\n"
+		"  lock_wait_max_ms: 250\n"
+		"  lock_check_interval_ms: 50\n"
+		"  max_rows_per_s: 10000\n"
+		"  windows: [22:00-06:00, '12:00-13:30']\n"
+		"  query: SELECT false\n";
 	const bf_config want = {
 		.conninfo = "host=db1 port=5433 dbname=app user=backfill",
 		.connect_timeout_ms = 2500,
@@ -184,6 +233,22 @@ static void test_full_file(void)
 		.retry_max_ms = 100,
 		.retry_max_failures = 1000,
 		.log_level = BF_LOG_DEBUG,
+		.throttle_sample_interval_ms = 250,
+		.throttle_expected_standbys = "standby1,dr-site",
+		.throttle_replay_lag_high_bytes = 32LL << 20,
+		.throttle_replay_lag_low_bytes = 512LL << 10,
+		.throttle_replay_lag_high_ms = 0, /* off: the low mark may exceed it */
+		.throttle_replay_lag_low_ms = 20000,
+		.throttle_logical_slots = 1,
+		.throttle_slot_lag_high_bytes = 2LL << 30,
+		.throttle_slot_lag_low_bytes = 1048576,
+		.throttle_wait_for_replay = 1,
+		.throttle_replay_wait_timeout_ms = 3000,
+		.throttle_lock_wait_max_ms = 250,
+		.throttle_lock_check_interval_ms = 50,
+		.throttle_max_rows_per_s = 10000,
+		.throttle_windows = "22:00-06:00,12:00-13:30",
+		.throttle_query = "SELECT false",
 	};
 	char err[256] = "";
 	bf_config cfg;
