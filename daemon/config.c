@@ -192,13 +192,22 @@ static const struct bf_key bf_keys[] = {
 
 #define BF_NKEYS (sizeof bf_keys / sizeof bf_keys[0])
 
-/* Pairs checked after loading: the first key must not exceed the second. */
+/* Pairs checked after loading: the first key must not exceed the second
+ * (unless the second is 0 and that turns a signal off). */
 static const struct {
 	size_t lo, hi;
+	bool zero_is_off;
 } bf_orders[] = {
-	{offsetof(bf_config, batch_size_min), offsetof(bf_config, batch_size)},
-	{offsetof(bf_config, batch_size), offsetof(bf_config, batch_size_max)},
-	{offsetof(bf_config, retry_initial_ms), offsetof(bf_config, retry_max_ms)},
+	{offsetof(bf_config, batch_size_min), offsetof(bf_config, batch_size), false},
+	{offsetof(bf_config, batch_size), offsetof(bf_config, batch_size_max), false},
+	{offsetof(bf_config, retry_initial_ms), offsetof(bf_config, retry_max_ms), false},
+	/* Low marks: a job resumes at or below them. */
+	{offsetof(bf_config, throttle_replay_lag_low_bytes),
+	 offsetof(bf_config, throttle_replay_lag_high_bytes), true},
+	{offsetof(bf_config, throttle_replay_lag_low_ms),
+	 offsetof(bf_config, throttle_replay_lag_high_ms), true},
+	{offsetof(bf_config, throttle_slot_lag_low_bytes),
+	 offsetof(bf_config, throttle_slot_lag_high_bytes), true},
 };
 
 static const char *const bf_log_level_names[] = {
@@ -712,14 +721,21 @@ static int bf_parse_stream(struct bf_parse *p)
 	return 0;
 }
 
+/* An integer or byte count key's value. */
+static long long bf_number(struct bf_parse *p, size_t key)
+{
+	if (bf_keys[key].type == BF_KEY_BYTES)
+		return *(int64_t *)bf_field(p->cfg, &bf_keys[key]);
+	return *(int *)bf_field(p->cfg, &bf_keys[key]);
+}
+
 static int bf_check_orders(struct bf_parse *p)
 {
 	for (size_t i = 0; i < sizeof bf_orders / sizeof bf_orders[0]; i++) {
 		size_t lo = bf_key_at(bf_orders[i].lo), hi = bf_key_at(bf_orders[i].hi);
-		int lo_value = *(int *)bf_field(p->cfg, &bf_keys[lo]);
-		int hi_value = *(int *)bf_field(p->cfg, &bf_keys[hi]);
+		long long lo_value = bf_number(p, lo), hi_value = bf_number(p, hi);
 
-		if (lo_value <= hi_value)
+		if (lo_value <= hi_value || (bf_orders[i].zero_is_off && hi_value == 0))
 			continue;
 		/* Blame the key the file set last: it broke the pair. The
 		 * defaults are consistent, so at least one was set. */
@@ -729,48 +745,7 @@ static int bf_check_orders(struct bf_parse *p)
 				       : lo;
 
 		return bf_fail(p, &p->keys[blame].mark,
-			       "\"%s.%s\" (%d) must not be greater than \"%s.%s\" (%d)",
-			       bf_keys[lo].section, bf_keys[lo].name, lo_value, bf_keys[hi].section,
-			       bf_keys[hi].name, hi_value);
-	}
-	return 0;
-}
-
-/* Low marks must not exceed their high marks (unless the signal is off). */
-static int bf_check_marks(struct bf_parse *p)
-{
-	static const struct {
-		size_t lo, hi;
-	} marks[] = {
-		{offsetof(bf_config, throttle_replay_lag_low_bytes),
-		 offsetof(bf_config, throttle_replay_lag_high_bytes)},
-		{offsetof(bf_config, throttle_replay_lag_low_ms),
-		 offsetof(bf_config, throttle_replay_lag_high_ms)},
-		{offsetof(bf_config, throttle_slot_lag_low_bytes),
-		 offsetof(bf_config, throttle_slot_lag_high_bytes)},
-	};
-
-	for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
-		size_t lo = bf_key_at(marks[i].lo), hi = bf_key_at(marks[i].hi);
-		long long lo_value, hi_value;
-
-		if (bf_keys[lo].type == BF_KEY_BYTES) {
-			lo_value = *(int64_t *)bf_field(p->cfg, &bf_keys[lo]);
-			hi_value = *(int64_t *)bf_field(p->cfg, &bf_keys[hi]);
-		} else {
-			lo_value = *(int *)bf_field(p->cfg, &bf_keys[lo]);
-			hi_value = *(int *)bf_field(p->cfg, &bf_keys[hi]);
-		}
-		if (hi_value == 0 || lo_value <= hi_value)
-			continue;
-		size_t blame = !p->keys[lo].set || (p->keys[hi].set &&
-						    p->keys[hi].mark.index > p->keys[lo].mark.index)
-				       ? hi
-				       : lo;
-
-		return bf_fail(p, &p->keys[blame].mark,
-			       "\"%s.%s\" (%lld) must not be greater than \"%s.%s\" (%lld): the "
-			       "job resumes below the low mark",
+			       "\"%s.%s\" (%lld) must not be greater than \"%s.%s\" (%lld)",
 			       bf_keys[lo].section, bf_keys[lo].name, lo_value, bf_keys[hi].section,
 			       bf_keys[hi].name, hi_value);
 	}
@@ -805,8 +780,6 @@ int bf_config_load_buffer(bf_config *cfg, const char *name, const char *buf, siz
 	rc = bf_parse_stream(&p);
 	if (rc == 0)
 		rc = bf_check_orders(&p);
-	if (rc == 0)
-		rc = bf_check_marks(&p);
 	if (rc == 0)
 		rc = bf_check_windows(&p);
 
