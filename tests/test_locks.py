@@ -1,17 +1,23 @@
 """Lock waits: a batch that makes a session wait too long for one of its rows
 is cancelled (rolled back), shrunk and backed off; a DDL lock queued behind a
 batch cancels it at once; a lock a batch cannot get within lock_timeout is
-waited out and retried, never a failure; and a short wait behind a batch is
-just a wait.
+waited out and retried, never a failure (with the job's own lock_timeout_ms
+when its row sets one); and a short wait behind a batch is just a wait.
+Blocked sessions are found even when the daemon's role sees nothing of the
+application's sessions (no pg_monitor, no pg_read_all_stats).
 
 The batches here are slow on purpose (test_pause() in the SET clause), so that
 a batch holds its rows for seconds: every time bound asserted is far below what
 the batch itself takes, so that a daemon that does not cancel fails the test.
 """
 
+import json
 import re
 import threading
 import time
+
+import psycopg
+import pytest
 
 from daemon import job_row, merge_config, wait_for
 from workload import assert_each_row_once, counter_job, counter_table, wait_succeeded
@@ -253,3 +259,121 @@ def test_a_short_wait_behind_a_batch_is_not_cancelled(db, daemon_factory):
     assert conn.execute('SELECT payload FROM items WHERE id = %s', (key,)).fetchone()[0] == 'app'
     assert not log_lines(daemon, 'cancelling the batch in flight')
     assert not log_lines(daemon, BLOCKING_RE)
+
+
+# -- a daemon role that sees no other role's wait events --------------------
+
+@pytest.fixture
+def plain_role(pg):
+    """A plain login role (not superuser, no pg_monitor, no
+    pg_read_all_stats); dropped after the test's database (requested before
+    db, so torn down after it, daemons stopped first), even on failure."""
+    role = 'bf_plain_owner'
+    with pg.connect('postgres') as conn:
+        conn.execute(f'DROP ROLE IF EXISTS {role}')
+        conn.execute(f'CREATE ROLE {role} LOGIN')
+    yield role
+    with pg.connect('postgres') as conn:
+        conn.execute(f'DROP ROLE IF EXISTS {role}')
+
+
+def test_blocking_is_detected_for_a_role_without_pg_monitor(plain_role, db, daemon_factory):
+    conn = db.conn
+    role = plain_role
+    # The role owns the database (the daemon creates its schema there) and
+    # the table; everything else here runs as the superuser postgres.
+    conn.execute(f'ALTER DATABASE {db.name} OWNER TO {role}')
+    counter_table(conn, rows=ROWS)
+    conn.execute(f'ALTER TABLE items OWNER TO {role}')
+    assert conn.execute(
+        "SELECT rolsuper, pg_has_role(oid, 'pg_monitor', 'MEMBER'), "
+        "pg_has_role(oid, 'pg_read_all_stats', 'MEMBER') FROM pg_roles WHERE rolname = %s",
+        (role,)).fetchone() == (False, False, False)
+    server = db.server
+    conninfo = f'host={server.host} port={server.port} user={role} dbname={db.name}'
+    with psycopg.connect(conninfo, autocommit=True) as plain:
+        # What the daemon's role sees of another role's session: no wait
+        # event (postgres sees this idle session wait on its client).
+        pid = conn.info.backend_pid
+        sql_wait = 'SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s'
+        assert plain.execute(sql_wait, (pid,)).fetchone() == (None,)
+    with db.connect() as other:
+        assert other.execute(sql_wait, (pid,)).fetchone() == ('Client',)
+
+    daemon = daemon_factory(server, db.name, overrides=merge_config(
+        config(lock_wait_max_ms=500, lock_check_interval_ms=100),
+        {'database': {'conninfo': conninfo}}))
+    counter_job(conn, 'j', pause_ms=PAUSE_MS)
+    wait_for(lambda: job_row(conn, 'j')['batches'] >= 1, 30, what='a first batch')
+    assert conn.execute("SELECT usename FROM pg_stat_activity WHERE application_name = %s",
+                        ('backfilld job j',)).fetchone() == (role,)
+
+    key, batch_pid = key_in_flight(conn, 'j')
+    with db.connect() as app:            # the application: postgres, another role
+        app.execute("SET statement_timeout = '30s'")
+        row, waited, seen = run_waiting(
+            conn, app, "UPDATE items SET payload = 'app' WHERE id = %s RETURNING counter",
+            (key,), batch_pid)
+    print(f'key {key}: the application waited {waited:.2f} s')
+    assert seen, f'the application statement on key {key} never waited on the batch'
+    assert waited < (500 + 2000) / 1000, (
+        f'the application waited {waited:.2f} s on the batch (threshold 0.5 s): the daemon, '
+        f'as {role}, did not see it blocked')
+    assert row == (0,), f'the application saw counter {row}: the batch was not rolled back'
+    wait_for(lambda: log_lines(daemon, 'cancelling the batch in flight'), 10,
+             what='the cancel in the log')
+
+    wait_succeeded(conn, 'j', timeout=120)
+    assert_each_row_once(conn, rows=ROWS)
+    assert conn.execute('SELECT payload FROM items WHERE id = %s', (key,)).fetchone()[0] == 'app'
+    assert not log_lines(daemon, 'blocking check: cannot'), 'the blocking check failed'
+
+
+# -- per-job lock_timeout ----------------------------------------------------
+
+def status_reasons(daemon, name):
+    """(state, throttle_reasons) of the job in status, or None if status fails."""
+    result = daemon.ctl('status', name, '--json')
+    if result.returncode != 0:
+        return None
+    [job] = json.loads(result.stdout)['jobs']
+    return job['state'], job['throttle_reasons']
+
+
+def test_per_job_lock_timeout_applies_to_the_live_session(db, daemon_factory):
+    conn = db.conn
+    rows = 500
+    counter_table(conn, rows=rows)
+    # The configuration's lock_timeout (20 s) is far beyond every bound below:
+    # only the job's own 300 ms can explain a lock_timeout reason in time.
+    daemon = daemon_factory(db.server, db.name, overrides={'batch': {'lock_timeout_ms': 20000}})
+    reasons, states = set(), set()
+    with db.connect(autocommit=False) as holder:
+        holder.execute("SET LOCAL lock_timeout = '30s'")
+        holder.execute('LOCK TABLE items IN ACCESS EXCLUSIVE MODE')
+        counter_job(conn, 'j', settings='{"lock_timeout_ms": 300}')
+        inserted = time.monotonic()
+
+        def lock_timeout_reason():
+            found = status_reasons(daemon, 'j')
+            if found:
+                states.add(found[0])
+                reasons.update(found[1])
+            return [r for r in reasons if r.startswith('lock_timeout')]
+        hits = wait_for(lock_timeout_reason, 3.0, interval=0.03,
+                        what=lambda: f'a lock_timeout reason (reasons seen: {reasons}, '
+                                     f'states: {states})')
+        print(f'lock_timeout reason after {time.monotonic() - inserted:.2f} s: {hits}')
+        assert any('300 ms' in r for r in hits), (
+            f'the reason does not name the job\'s 300 ms: {hits}')
+        # Held 4 s in all: nothing done, and never a failure.
+        while time.monotonic() < inserted + 4.0:
+            states.add(job_row(conn, 'j')['state'])
+            time.sleep(0.1)
+        assert job_row(conn, 'j')['rows_scanned'] == 0
+        holder.commit()
+
+    assert states <= {'pending', 'running'}, f'the job went through {states}'
+    wait_succeeded(conn, 'j', timeout=30)
+    assert_each_row_once(conn, rows=rows)
+    assert job_row(conn, 'j')['settings'] == {'lock_timeout_ms': 300}

@@ -2,7 +2,8 @@
 
 Lag is induced for real: pg_wal_replay_pause() on the standby (byte lag grows
 with every batch), recovery_min_apply_delay (time lag), stopping the standby
-(an expected standby missing), a logical slot nobody consumes. Then the
+(an expected standby missing), a logical slot nobody consumes, pg_receivewal
+(a WAL receiver that replays nothing). Then the
 operator's own limits: the throttle query, time windows (the daemon's clock
 set with TZ) and the overall rate limit.
 
@@ -11,9 +12,17 @@ that pauses, delays or stops it puts it back in a finally block, and every
 test starts by waiting until the standby streams and has replayed everything.
 """
 
+import contextlib
 import datetime
+import os
+import pwd
 import re
+import shutil
+import signal
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,7 +30,7 @@ from psycopg import sql
 
 from conftest import _stop_daemons
 from daemon import job_row, merge_config, wait_for
-from pgserver import Database
+from pgserver import PG_BIN, PG_USER, Database, _pg_command
 from workload import assert_each_row_once, counter_job, counter_table, wait_succeeded
 
 SAMPLE_MS = 200
@@ -304,6 +313,92 @@ def test_an_expected_standby_that_never_was_holds_at_once(rdb, daemon_factory):
     assert job_row(conn, 'closed')['rows_scanned'] == 0
 
 
+ARCHIVER = 'walarchiver'
+
+
+@contextlib.contextmanager
+def wal_receiver(primary, name, timeout=30):
+    """pg_receivewal streaming from primary as application_name name, run as
+    postgres (like pgserver's commands), into a directory of its own: in
+    pg_stat_replication, streaming, with no replay position. Stopped (and its
+    walsender gone) when the block ends, even on failure."""
+    wal_dir = Path(tempfile.mkdtemp(prefix=f'{name}-', dir=primary.dir))
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam(PG_USER)
+        os.chown(wal_dir, pw.pw_uid, pw.pw_gid)
+    out_path = wal_dir.parent / f'{wal_dir.name}.out'
+    cmd = _pg_command([PG_BIN / 'pg_receivewal', '-D', wal_dir, '--no-loop',
+                       '--status-interval=1', '-d',
+                       f'{primary.conninfo("postgres")} application_name={name}'])
+    with open(out_path, 'wb') as out:
+        # Its own process group: runuser and pg_receivewal are stopped together.
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with primary.connect('postgres') as conn:
+            def streaming():
+                assert proc.poll() is None, (
+                    f'pg_receivewal exited {proc.returncode}: {out_path.read_text()}')
+                return conn.execute(
+                    "SELECT 1 FROM pg_stat_replication WHERE application_name = %s "
+                    "AND state = 'streaming'", (name,)).fetchone()
+            wait_for(streaming, timeout, interval=0.1,
+                     what=lambda: f'{name} streaming: {out_path.read_text()}')
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        print(f'pg_receivewal output: {out_path.read_text(errors="replace")}')
+        with primary.connect('postgres') as conn:
+            wait_for(lambda: not conn.execute(
+                'SELECT 1 FROM pg_stat_replication WHERE application_name = %s',
+                (name,)).fetchone(), 10, what=f'{name} gone from pg_stat_replication')
+        shutil.rmtree(wal_dir, ignore_errors=True)
+        out_path.unlink(missing_ok=True)
+
+
+def test_a_wal_receiver_that_applies_nothing_does_not_hold(rdb, daemon_factory):
+    conn = rdb.conn
+    rows = 2000
+    counter_table(conn, table='first', rows=rows)
+    counter_table(conn, table='second', rows=rows)
+    with wal_receiver(rdb.server, ARCHIVER):
+        # Streaming, but it replays nothing: no replay position at all.
+        state = replication(conn, ARCHIVER)
+        print(f'{ARCHIVER} in pg_stat_replication (state, lag bytes, lag s): {state}')
+        assert state[:2] == ('streaming', None), state
+        daemon = daemon_factory(rdb.server, rdb.name, overrides())      # standby1 expected
+        counter_job(conn, 'archived', table='first', pause_ms=1)
+        wait_succeeded(conn, 'archived', timeout=30)
+        assert_each_row_once(conn, 'first', rows=rows)
+        assert replication(conn, ARCHIVER)[:2] == ('streaming', None)
+        assert not log_lines(daemon, 'throttled:'), daemon.log()
+
+        # Expected, it must report a replay position: until it does, held.
+        daemon.config = merge_config(daemon.config, {
+            'throttle': {'expected_standbys': [STANDBY, ARCHIVER]}})
+        daemon.reload()
+        counter_job(conn, 'held', table='second')
+        job = wait_reason(daemon, 'held', f'replay_lag_bytes {ARCHIVER}', 'unknown')
+        assert not reasons_matching(job, f'replay_lag_bytes {STANDBY}'), job
+        assert not reasons_matching(job, f'standby {ARCHIVER}'), job
+        assert_still(conn, 'held', 0, 1.5)
+        assert log_lines(daemon, 'throttled:', 'replay_lag_bytes', ARCHIVER), daemon.log()
+
+        daemon.config = merge_config(daemon.config, {
+            'throttle': {'expected_standbys': [STANDBY]}})
+        daemon.reload()
+        wait_succeeded(conn, 'held', timeout=60)
+        assert_each_row_once(conn, 'second', rows=rows)
+        assert log_lines(daemon, 'throttle ended:', ARCHIVER), daemon.log()
+
+
 # -- replication: logical slots --------------------------------------------------
 
 def test_unconsumed_logical_slot_holds_the_job(rdb, daemon_factory):
@@ -351,15 +446,20 @@ def test_unconsumed_logical_slot_holds_the_job(rdb, daemon_factory):
 
 # -- strict mode -------------------------------------------------------------------
 
-def test_wait_for_replay_stops_after_one_batch(rdb, standby, daemon_factory):
+STRICT_MARKS_OFF = {'replay_lag_high_bytes': 0, 'replay_lag_low_bytes': 0,
+                    'replay_lag_high_ms': 0, 'replay_lag_low_ms': 0}
+
+
+def strict_mode_stops_after_one_batch(rdb, standby, daemon_factory, throttle, **job):
+    """With the lag marks off, only strict mode can hold the job: replay
+    paused, it makes at most one more batch, says wait_for_replay, and ends
+    once replay resumes."""
     conn = rdb.conn
     rows = 1800
     counter_table(conn, rows=rows)
-    daemon = daemon_factory(rdb.server, rdb.name, overrides({
-        'wait_for_replay': True, 'replay_wait_timeout_ms': 60000,
-        'replay_lag_high_bytes': 0, 'replay_lag_low_bytes': 0,
-        'replay_lag_high_ms': 0, 'replay_lag_low_ms': 0}, batch_size=200))
-    counter_job(conn, 'strict', pause_ms=1)
+    daemon = daemon_factory(rdb.server, rdb.name, overrides(
+        dict(STRICT_MARKS_OFF, replay_wait_timeout_ms=60000, **throttle), batch_size=200))
+    counter_job(conn, 'strict', pause_ms=1, **job)
     wait_batches(conn, 'strict', 1)
     standby_conn = standby.connect('postgres')
     try:
@@ -378,6 +478,17 @@ def test_wait_for_replay_stops_after_one_batch(rdb, standby, daemon_factory):
         standby_conn.close()
     wait_succeeded(conn, 'strict', timeout=90)
     assert_each_row_once(conn, rows=rows)
+
+
+def test_wait_for_replay_stops_after_one_batch(rdb, standby, daemon_factory):
+    strict_mode_stops_after_one_batch(rdb, standby, daemon_factory, {'wait_for_replay': True})
+
+
+def test_wait_for_replay_accepts_true_in_the_row(rdb, standby, daemon_factory):
+    # Off in the configuration, on in the row as a JSON boolean (not 1).
+    strict_mode_stops_after_one_batch(rdb, standby, daemon_factory, {'wait_for_replay': False},
+                                      settings='{"wait_for_replay": true}')
+    assert job_row(rdb.conn, 'strict')['settings'] == {'wait_for_replay': True}
 
 
 # -- fail closed on permissions ------------------------------------------------------
