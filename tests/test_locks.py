@@ -20,7 +20,8 @@ import psycopg
 import pytest
 
 from daemon import job_row, merge_config, wait_for
-from workload import assert_each_row_once, counter_job, counter_table, wait_succeeded
+from workload import (assert_each_row_once, counter_job, counter_table, login_role,
+                      wait_succeeded)
 
 # Full batches of 200 rows, allowed to shrink to 20; a target far above what
 # a batch takes, so that only a cancel or a timeout shrinks them.
@@ -100,6 +101,21 @@ def run_waiting(watch, app, statement, params, batch_pid, timeout=40):
     return out['row'], out['elapsed'], seen
 
 
+
+def application_update_in_batch(db, conn, name):
+    """The application updates a row (key) of job `name`'s batch in flight, on a
+    connection of its own (postgres); returns (its RETURNING row, seconds it
+    waited, the key) after checking that it really waited on the batch."""
+    key, batch_pid = key_in_flight(conn, name)
+    with db.connect() as app:
+        app.execute("SET statement_timeout = '30s'")
+        row, waited, seen = run_waiting(
+            conn, app, "UPDATE items SET payload = 'app' WHERE id = %s RETURNING counter",
+            (key,), batch_pid)
+    print(f'key {key}: the application waited {waited:.2f} s')
+    assert seen, f'the application statement on key {key} never waited on the batch'
+    return row, waited, key
+
 def test_a_batch_blocking_the_application_is_cancelled_and_shrunk(db, daemon_factory):
     conn = db.conn
     counter_table(conn, rows=ROWS)
@@ -114,14 +130,7 @@ def test_a_batch_blocking_the_application_is_cancelled_and_shrunk(db, daemon_fac
         'a batch was cancelled with no application session around'
     assert daemon.ctl_json('status', 'j')['jobs'][0]['batch_size'] == 200
 
-    key, batch_pid = key_in_flight(conn, 'j')
-    with db.connect() as app:
-        app.execute("SET statement_timeout = '30s'")
-        row, waited, seen = run_waiting(
-            conn, app, "UPDATE items SET payload = 'app' WHERE id = %s RETURNING counter",
-            (key,), batch_pid)
-    print(f'key {key}: the application waited {waited:.2f} s')
-    assert seen, f'the application statement on key {key} never waited on the batch'
+    row, waited, key = application_update_in_batch(db, conn, "j")
     # The contract: a session waits at most lock_wait_max_ms (500 ms) plus
     # the time to notice and cancel, not the 5 s the batch would take.
     assert waited < (500 + 2000) / 1000, \
@@ -243,14 +252,7 @@ def test_a_short_wait_behind_a_batch_is_not_cancelled(db, daemon_factory):
     # 200 rows x 8 ms: a batch holds its rows about 1.6 s, well under 5 s.
     counter_job(conn, 'j', pause_ms=8)
 
-    key, batch_pid = key_in_flight(conn, 'j')
-    with db.connect() as app:
-        app.execute("SET statement_timeout = '30s'")
-        row, waited, seen = run_waiting(
-            conn, app, "UPDATE items SET payload = 'app' WHERE id = %s RETURNING counter",
-            (key,), batch_pid)
-    print(f'key {key}: the application waited {waited:.2f} s')
-    assert seen, f'the application statement on key {key} never waited on the batch'
+    row, waited, key = application_update_in_batch(db, conn, "j")
     # It waited for the batch to commit, then updated the batch's version.
     assert row == (1,), f'the application saw counter {row}: the batch did not commit first'
 
@@ -268,13 +270,8 @@ def plain_role(pg):
     """A plain login role (not superuser, no pg_monitor, no
     pg_read_all_stats); dropped after the test's database (requested before
     db, so torn down after it, daemons stopped first), even on failure."""
-    role = 'bf_plain_owner'
-    with pg.connect('postgres') as conn:
-        conn.execute(f'DROP ROLE IF EXISTS {role}')
-        conn.execute(f'CREATE ROLE {role} LOGIN')
-    yield role
-    with pg.connect('postgres') as conn:
-        conn.execute(f'DROP ROLE IF EXISTS {role}')
+    with login_role(pg, 'bf_plain_owner') as role:
+        yield role
 
 
 def test_blocking_is_detected_for_a_role_without_pg_monitor(plain_role, db, daemon_factory):
@@ -308,14 +305,8 @@ def test_blocking_is_detected_for_a_role_without_pg_monitor(plain_role, db, daem
     assert conn.execute("SELECT usename FROM pg_stat_activity WHERE application_name = %s",
                         ('backfilld job j',)).fetchone() == (role,)
 
-    key, batch_pid = key_in_flight(conn, 'j')
-    with db.connect() as app:            # the application: postgres, another role
-        app.execute("SET statement_timeout = '30s'")
-        row, waited, seen = run_waiting(
-            conn, app, "UPDATE items SET payload = 'app' WHERE id = %s RETURNING counter",
-            (key,), batch_pid)
-    print(f'key {key}: the application waited {waited:.2f} s')
-    assert seen, f'the application statement on key {key} never waited on the batch'
+    # The application: postgres, another role than the daemon's.
+    row, waited, key = application_update_in_batch(db, conn, "j")
     assert waited < (500 + 2000) / 1000, (
         f'the application waited {waited:.2f} s on the batch (threshold 0.5 s): the daemon, '
         f'as {role}, did not see it blocked')

@@ -31,7 +31,8 @@ from psycopg import sql
 from conftest import _stop_daemons
 from daemon import job_row, merge_config, wait_for
 from pgserver import PG_BIN, PG_USER, Database, _pg_command
-from workload import assert_each_row_once, counter_job, counter_table, wait_succeeded
+from workload import (assert_each_row_once, counter_job, counter_table, login_role,
+                      wait_succeeded)
 
 SAMPLE_MS = 200
 SAMPLE_S = SAMPLE_MS / 1000.0
@@ -496,13 +497,8 @@ def test_wait_for_replay_accepts_true_in_the_row(rdb, standby, daemon_factory):
 @pytest.fixture
 def nomon_role(primary):
     """A login role without pg_monitor; dropped after the test's database."""
-    role = 'bf_nomon'
-    with primary.connect('postgres') as conn:
-        conn.execute(f'DROP ROLE IF EXISTS {role}')
-        conn.execute(f'CREATE ROLE {role} LOGIN')
-    yield role
-    with primary.connect('postgres') as conn:
-        conn.execute(f'DROP ROLE IF EXISTS {role}')
+    with login_role(primary, 'bf_nomon') as role:
+        yield role
 
 
 def test_role_without_pg_monitor_holds_until_granted(nomon_role, rdb, daemon_factory):

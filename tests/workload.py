@@ -71,6 +71,21 @@ def steer(conn, name, state, min_batches=2):
 
 
 @contextlib.contextmanager
+def login_role(server, role):
+    """A plain login role on server (not superuser, no pg_monitor) for the
+    block; dropped afterwards, even on failure. Use it from a fixture
+    requested before `db`, so the role outlives the test's database."""
+    with server.connect('postgres') as conn:
+        conn.execute(f'DROP ROLE IF EXISTS {role}')
+        conn.execute(f'CREATE ROLE {role} LOGIN')
+    try:
+        yield role
+    finally:
+        with server.connect('postgres') as conn:
+            conn.execute(f'DROP ROLE IF EXISTS {role}')
+
+
+@contextlib.contextmanager
 def application(db, step, sessions=1, seed=0):
     """The application writing while a backfill runs: step(conn, rng) in a
     loop, on `sessions` connections of its own, for as long as the
