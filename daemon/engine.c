@@ -40,7 +40,11 @@ static void session_sql(char *buf, size_t len, const bf_config *cfg, int batches
 		snprintf(buf + strlen(buf), len - strlen(buf),
 			 " set_config('idle_in_transaction_session_timeout', '%dms', false),"
 			 " set_config('DateStyle', 'ISO', false),"
-			 " set_config('extra_float_digits', '3', false)",
+			 " set_config('extra_float_digits', '3', false),"
+			 /* A batch is short and planned afresh each time: JIT
+			  * would compile for tens of milliseconds per batch
+			  * (large row estimates trigger it) to save less. */
+			 " set_config('jit', 'off', false)",
 			 cfg->idle_in_transaction_timeout_ms);
 }
 

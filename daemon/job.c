@@ -1034,7 +1034,7 @@ static void job_cancel_sent(bf_pg *pg, const bf_pg_result *r, void *arg)
 
 /* Asks the server, from the monitor connection and ahead of its queue, to
  * cancel the batch in flight. Only an active batch is hit (its text starts
- * with the lock statement), never the re-read or the lease release that may
+ * with BF_KEYSET_BATCH_MARK), never the re-read or the lease release that may
  * follow it by then; with the batch's transaction start known, never the
  * next batch either. */
 static void job_cancel_in_flight(bf_job *job, const char *xact_start)
@@ -1052,7 +1052,7 @@ static void job_cancel_in_flight(bf_job *job, const char *xact_start)
 	bf_monitor_query_first(bf_engine_monitor(job->engine),
 			       "SELECT pg_cancel_backend(pid) FROM pg_stat_activity\n"
 			       "WHERE pid = $1 AND state = 'active'\n"
-			       "  AND left(query, 29) = 'SELECT count(*) FROM (SELECT '\n"
+			       "  AND starts_with(query, '" BF_KEYSET_BATCH_MARK "')\n"
 			       "  AND ($2::text IS NULL OR xact_start = $2::timestamptz)",
 			       2, params, job_cancel_sent, c);
 }

@@ -70,6 +70,7 @@ static void last_key(bf_strbuf *sb, const bf_walk *w, const char *from)
 #define CTE_DONE   "\"backfill done\""
 #define CTE_WORK   "\"backfill work\""
 #define CTE_CKPT   "\"backfill checkpoint\""
+#define CTE_LAST   "\"backfill last\""
 
 /* (a, b) IN (SELECT a, b FROM <from>): in the subquery the key names
  * resolve to <from>'s columns, outside it to the enclosing query's. */
@@ -90,12 +91,13 @@ static void keys_of(bf_strbuf *sb, const bf_walk *w, const char *alias)
 }
 
 /* <from> p, LATERAL (SELECT <what> FROM table WHERE (a, b) = (p.a, p.b)
- * [AND (<where_clause>)] FOR NO KEY UPDATE) l -- one locked index probe per
+ * [AND (<where_clause>)] [FOR NO KEY UPDATE]) l -- one (locked) index probe per
  * page key, whatever the statistics say: a plain IN (...) is planned as a
  * hash join over a sequential scan once pages are large, and the cost of a
  * batch would grow with the table. Unqualified names inside resolve to the
  * table first, so the operator's where_clause reads the table's columns. */
-static void lock_rows(bf_strbuf *sb, const bf_walk *w, const char *from, const char *what)
+static void lock_rows(bf_strbuf *sb, const bf_walk *w, const char *from, const char *what,
+		      int lock)
 {
 	bf_strbuf_printf(sb, "%s p,\n  LATERAL (SELECT %s", from, what);
 	keys_list(sb, w, "");
@@ -107,13 +109,13 @@ static void lock_rows(bf_strbuf *sb, const bf_walk *w, const char *from, const c
 	/* The operator's clause may end in a "--" comment. */
 	if (w->where_clause && w->where_clause[0])
 		bf_strbuf_printf(sb, "\n    AND (%s\n    )", w->where_clause);
-	bf_strbuf_append(sb, "\n    FOR NO KEY UPDATE) l");
+	bf_strbuf_append(sb, lock ? "\n    FOR NO KEY UPDATE) l" : ") l");
 }
 
-/* 1: lock the page's rows that match where_clause. The lock waits (and
- * the EvalPlanQual re-reads after them) happen here, where their results
- * are not used; rows that do not match are never written. */
-static void lock_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a)
+/* 1: lock the page's rows that match where_clause (or only count them). The
+ * lock waits (and the EvalPlanQual re-reads after them) happen here, where
+ * their results are not used; rows that do not match are never written. */
+static void lock_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a, int lock)
 {
 	bf_strbuf page;
 
@@ -126,15 +128,107 @@ static void lock_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args 
 		return;
 	}
 	bf_strbuf_append(sb, "SELECT count(*) FROM ");
-	lock_rows(sb, w, page.data, "");
+	lock_rows(sb, w, page.data, "", lock);
 	bf_strbuf_free(&page);
 }
 
-static void work_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a)
+/* The end of every batch statement: the checkpoint is the last key of
+ * `done` (the keys the batch covered, in key order; last_of holds it too,
+ * cheaper to read), written fenced, and the one row the daemon reads back.
+ * An empty batch (the walk ended exactly on a full page, or the cut came
+ * first) is no batch. dry_run (plan): the same without the write. */
+static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a,
+			    const char *done, const char *last_of, const char *updated)
+{
+	if (a->dry_run) {
+		bf_strbuf_append(sb, CTE_CKPT " AS (\n  SELECT ");
+		last_key(sb, w, last_of);
+		bf_strbuf_printf(sb,
+				 " AS checkpoint\n)\n"
+				 "SELECT (SELECT count(*) FROM " CTE_PAGE "),\n"
+				 "       (SELECT count(*) FROM %s),\n"
+				 "       %s,\n"
+				 "       (SELECT checkpoint FROM " CTE_CKPT ")",
+				 done, updated);
+		return;
+	}
+	bf_strbuf_append(sb,
+			 CTE_CKPT " AS (\n  UPDATE backfill.jobs SET\n    checkpoint = coalesce(");
+	last_key(sb, w, last_of);
+	bf_strbuf_printf(sb,
+			 ", checkpoint),\n"
+			 "    rows_scanned = rows_scanned + (SELECT count(*) FROM %s),\n"
+			 "    rows_updated = rows_updated + %s,\n"
+			 "    batches = batches + (SELECT least(count(*), 1) FROM %s)\n"
+			 "  WHERE id = %" PRId64 " AND owner = %s AND lease_epoch = %" PRId64 "\n"
+			 "    AND state = 'running' AND batches = %" PRId64 "\n"
+			 "    AND NOT coalesce((SELECT paused FROM backfill.control), false)\n"
+			 "  RETURNING checkpoint, batches, rows_scanned, rows_updated\n"
+			 ")\n"
+			 "SELECT backfill.checkpoint_fence(count(*)),\n"
+			 "       (SELECT count(*) FROM " CTE_PAGE "),\n"
+			 "       (SELECT count(*) FROM %s),\n"
+			 "       %s,\n"
+			 "       max(c.batches),\n"
+			 "       max(c.checkpoint),\n"
+			 "       max(c.rows_scanned),\n"
+			 "       max(c.rows_updated)\n"
+			 "FROM " CTE_CKPT " c",
+			 done, updated, done, a->job_id, a->owner, a->lease_epoch, a->batches, done,
+			 updated);
+}
+
+/* kind update: ONE statement. The page fixes the batch's key range (up to
+ * its last key, which becomes the checkpoint); the UPDATE then covers that
+ * range with a plain index range scan. Rows an application changes while
+ * the batch waits for their locks are handled by the UPDATE itself: READ
+ * COMMITTED re-checks the range and where_clause on the newest version and
+ * computes set_clause from it (EvalPlanQual), so a row moved out of the
+ * range or no longer matching is left alone, and nothing is computed from a
+ * stale version. No separate locking pass: it would write a lock WAL record
+ * per row and cost as much as the update itself. */
+static void update_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a)
+{
+	if (a->dry_run)
+		bf_strbuf_append(sb, "EXPLAIN (ANALYZE, BUFFERS)\n");
+	bf_strbuf_append(sb, "WITH " CTE_PAGE " AS MATERIALIZED (\n  ");
+	page_query(sb, w, a, "");
+	bf_strbuf_append(sb, "\n),\n" CTE_LAST " AS MATERIALIZED (\n  SELECT ");
+	keys_list(sb, w, "");
+	bf_strbuf_append(sb, " FROM " CTE_PAGE " ORDER BY ");
+	keys_list(sb, w, " DESC");
+	bf_strbuf_append(sb, " LIMIT 1\n),\n");
+
+	/* The last key as an InitPlan parameter: the range is an index
+	 * condition, whatever the statistics say about the table. */
+	bf_strbuf_printf(sb, CTE_WORK " AS (\n  UPDATE %s SET %s\n  WHERE ", w->table,
+			 w->set_clause);
+	if (a->lower) {
+		bf_strbuf_append(sb, "(");
+		keys_list(sb, w, "");
+		bf_strbuf_append(sb, ") > ");
+		keys_from_array(sb, w, a->lower);
+		bf_strbuf_append(sb, " AND ");
+	}
+	bf_strbuf_append(sb, "(");
+	keys_list(sb, w, "");
+	bf_strbuf_append(sb, ") <= (SELECT ");
+	keys_list(sb, w, "");
+	bf_strbuf_append(sb, " FROM " CTE_LAST ")");
+	/* The operator's clause may end in a "--" comment. */
+	if (w->where_clause && w->where_clause[0])
+		bf_strbuf_printf(sb, "\n    AND (%s\n    )", w->where_clause);
+	bf_strbuf_append(sb, "\n  RETURNING 1\n),\n");
+
+	checkpoint_tail(sb, w, a, CTE_PAGE, CTE_LAST, "(SELECT count(*) FROM " CTE_WORK ")");
+}
+
+/* kind sql: the operator's statement reads the keys from "batch"; its rows
+ * are locked first and read in a snapshot taken after the lock waits. */
+static void sql_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a)
 {
 	bf_sql_with with = {0};
-	int hoist = w->kind == BF_KIND_SQL && w->statement &&
-		    bf_sql_split_with(w->statement, &with) == 1;
+	int hoist = w->statement && bf_sql_split_with(w->statement, &with) == 1;
 
 	if (a->dry_run)
 		bf_strbuf_append(sb, "EXPLAIN (ANALYZE, BUFFERS)\n");
@@ -149,7 +243,7 @@ static void work_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args 
 	bf_strbuf_append(sb, "\n),\n");
 
 	bf_strbuf_append(sb, CTE_LOCKED " AS MATERIALIZED (\n  SELECT l.* FROM ");
-	lock_rows(sb, w, CTE_PAGE, "ctid AS \"backfill ctid\", ");
+	lock_rows(sb, w, CTE_PAGE, "ctid AS \"backfill ctid\", ", 1);
 	bf_strbuf_append(sb, "\n),\n");
 
 	/* A locked row whose version is not the snapshot's was changed by
@@ -180,12 +274,7 @@ static void work_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args 
 	keys_in(sb, w, CTE_DONE);
 	bf_strbuf_append(sb, "),\n");
 
-	if (w->kind == BF_KIND_UPDATE) {
-		bf_strbuf_printf(sb, CTE_WORK " AS (\n  UPDATE %s SET %s\n  WHERE ", w->table,
-				 w->set_clause);
-		keys_in(sb, w, "batch");
-		bf_strbuf_append(sb, "\n  RETURNING 1\n),\n");
-	} else if (hoist) {
+	if (hoist) {
 		/* A data-modifying WITH may only stand at the top level: the
 		 * statement's own CTEs join ours (after batch, which they read). */
 		bf_strbuf_printf(sb, "%.*s,\n" CTE_WORK " AS (\n%s\n),\n",
@@ -195,57 +284,44 @@ static void work_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args 
 		bf_strbuf_printf(sb, CTE_WORK " AS (\n%s\n),\n", w->statement);
 	}
 
-	/* The operator's statement may lack RETURNING, so for kind sql the
-	 * count is the keys it was given. */
-	const char *updated = w->kind == BF_KIND_UPDATE ? "(SELECT count(*) FROM " CTE_WORK ")"
-							: "(SELECT count(*) FROM batch)";
-
-	/* The checkpoint is the last key done, fenced. An empty batch (the walk
-	 * ended exactly on a full page, or the cut came first) is no batch. */
-	if (a->dry_run) {
-		/* plan: the same batch without the checkpoint; rolled back. */
-		bf_strbuf_append(sb, CTE_CKPT " AS (\n  SELECT ");
-		last_key(sb, w, CTE_DONE);
-		bf_strbuf_printf(sb,
-				 " AS checkpoint\n)\n"
-				 "SELECT (SELECT count(*) FROM " CTE_PAGE "),\n"
-				 "       (SELECT count(*) FROM " CTE_DONE "),\n"
-				 "       %s,\n"
-				 "       (SELECT checkpoint FROM " CTE_CKPT ")",
-				 updated);
-		return;
-	}
-	bf_strbuf_append(sb,
-			 CTE_CKPT " AS (\n  UPDATE backfill.jobs SET\n    checkpoint = coalesce(");
-	last_key(sb, w, CTE_DONE);
-	bf_strbuf_printf(sb,
-			 ", checkpoint),\n"
-			 "    rows_scanned = rows_scanned + (SELECT count(*) FROM " CTE_DONE "),\n"
-			 "    rows_updated = rows_updated + %s,\n"
-			 "    batches = batches + (SELECT least(count(*), 1) FROM " CTE_DONE ")\n"
-			 "  WHERE id = %" PRId64 " AND owner = %s AND lease_epoch = %" PRId64 "\n"
-			 "    AND state = 'running' AND batches = %" PRId64 "\n"
-			 "    AND NOT coalesce((SELECT paused FROM backfill.control), false)\n"
-			 "  RETURNING checkpoint, batches, rows_scanned, rows_updated\n"
-			 ")\n"
-			 "SELECT backfill.checkpoint_fence(count(*)),\n"
-			 "       (SELECT count(*) FROM " CTE_PAGE "),\n"
-			 "       (SELECT count(*) FROM " CTE_DONE "),\n"
-			 "       %s,\n"
-			 "       max(c.batches),\n"
-			 "       max(c.checkpoint),\n"
-			 "       max(c.rows_scanned),\n"
-			 "       max(c.rows_updated)\n"
-			 "FROM " CTE_CKPT " c",
-			 updated, a->job_id, a->owner, a->lease_epoch, a->batches, updated);
+	/* The operator's statement may lack RETURNING: the count is the keys
+	 * it was given. */
+	checkpoint_tail(sb, w, a, CTE_DONE, CTE_DONE, "(SELECT count(*) FROM batch)");
 }
 
-char *bf_keyset_lock_sql(const bf_walk *w, const bf_batch_args *a)
+static void work_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a)
+{
+	if (w->kind == BF_KIND_UPDATE)
+		update_statement(sb, w, a);
+	else
+		sql_statement(sb, w, a);
+}
+
+int bf_keyset_locks_first(const bf_walk *w)
+{
+	return w->kind == BF_KIND_SQL;
+}
+
+char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
 {
 	bf_strbuf sb;
 
 	bf_strbuf_init(&sb);
-	lock_statement(&sb, w, a);
+	bf_strbuf_append(&sb, BF_KEYSET_BATCH_MARK "\n");
+	if (bf_keyset_locks_first(w)) {
+		lock_statement(&sb, w, a, 1);
+		bf_strbuf_append(&sb, ";\n");
+	}
+	work_statement(&sb, w, a);
+	return bf_strbuf_finish(&sb);
+}
+
+char *bf_keyset_matching_sql(const bf_walk *w, const bf_batch_args *a)
+{
+	bf_strbuf sb;
+
+	bf_strbuf_init(&sb);
+	lock_statement(&sb, w, a, bf_keyset_locks_first(w));
 	return bf_strbuf_finish(&sb);
 }
 
@@ -254,17 +330,6 @@ char *bf_keyset_work_sql(const bf_walk *w, const bf_batch_args *a)
 	bf_strbuf sb;
 
 	bf_strbuf_init(&sb);
-	work_statement(&sb, w, a);
-	return bf_strbuf_finish(&sb);
-}
-
-char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a)
-{
-	bf_strbuf sb;
-
-	bf_strbuf_init(&sb);
-	lock_statement(&sb, w, a);
-	bf_strbuf_append(&sb, ";\n");
 	work_statement(&sb, w, a);
 	return bf_strbuf_finish(&sb);
 }

@@ -230,7 +230,7 @@ static void plan_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 			[PLAN_RESOLVE] = "resolving the table",
 			[PLAN_BOUND] = "finding the walk's upper bound",
 			[PLAN_BEGIN] = "starting the transaction",
-			[PLAN_LOCK] = "locking the batch's rows",
+			[PLAN_LOCK] = "reading (and locking) the batch's rows",
 			[PLAN_EXPLAIN] = "running the batch",
 			[PLAN_ROLLBACK] = "rolling back",
 		};
@@ -333,7 +333,7 @@ static void plan_send(bf_plan *plan)
 
 		if (upper && (lower || !plan->checkpoint))
 			text = sql = plan->step == PLAN_LOCK
-					     ? bf_keyset_lock_sql(&plan->walk, &args)
+					     ? bf_keyset_matching_sql(&plan->walk, &args)
 					     : bf_keyset_work_sql(&plan->walk, &args);
 		free(upper);
 		free(lower);

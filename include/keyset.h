@@ -38,30 +38,48 @@ typedef struct bf_batch_args {
 	int dry_run; /* plan: EXPLAIN ANALYZE, no checkpoint, no fence (bf_keyset_work_sql) */
 } bf_batch_args;
 
-/* Two statements for the simple query protocol, one round trip, run by the
- * server as ONE implicit transaction (any error rolls both back):
+/* The batch: one round trip of the simple query protocol, run by the server
+ * as ONE implicit transaction (any error rolls it all back).
+ *
+ * kind update, one statement: read the next page of keys in key order, and
+ * UPDATE the key range it spans (up to its last key) where where_clause
+ * holds. Rows changed meanwhile are re-checked by the UPDATE itself on
+ * their newest version (READ COMMITTED's EvalPlanQual).
+ *
+ * kind sql, two statements (bf_keyset_locks_first):
  *  1. lock the next page's rows that match where_clause (FOR NO KEY UPDATE,
  *     never SKIP LOCKED); the lock waits happen here;
  *  2. with a fresh snapshot taken after those waits, re-read the page in
  *     key order without locks, lock its matching rows (where_clause
  *     re-checked on the locked versions), cut the batch before the first
  *     locked row whose version is not the snapshot's (changed meanwhile: the
- *     next batch locks it first), run the work on the rest (CTE "batch"),
- *     and advance the checkpoint to the last key before the cut, fenced by
- *     owner, lease epoch, state and batch count (backfill.checkpoint_fence
- *     raises BF001).
- * Statement 2 returns one row: fence, page rows, rows done (before the cut),
- * updated, and the row's new batches, checkpoint (text[]), rows_scanned,
- * rows_updated. Requires READ COMMITTED (a fresh snapshot per statement).
+ *     next batch locks it first), and run the operator's statement on the
+ *     rest (CTE "batch"): it may read any column of those rows, or other
+ *     tables, and sees them as of after the waits.
+ * Either way the checkpoint advances to the last key done, fenced by owner,
+ * lease epoch, state and batch count (backfill.checkpoint_fence raises
+ * BF001), and the last statement returns one row: fence, page rows, rows
+ * done, updated, and the row's new batches, checkpoint (text[]),
+ * rows_scanned, rows_updated. Requires READ COMMITTED.
  * Returns a malloc'd string, NULL when out of memory. */
 char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a);
 
-/* The two statements apart, for backfillctl plan: with a->dry_run the
- * second is EXPLAIN (ANALYZE, BUFFERS) of the batch without the checkpoint
- * write (owner, epoch and batches are ignored); run it in a transaction and
- * roll it back. Its non-dry form returns page rows, rows done, updated and
+/* Every batch's text starts with this comment: a cancel aimed at a batch
+ * (pg_stat_activity.query) never hits another statement of the job, and an
+ * operator sees at a glance which sessions run batches. */
+#define BF_KEYSET_BATCH_MARK "/* backfilld batch */"
+
+/* Whether a batch of this walk starts with the locking statement. */
+int bf_keyset_locks_first(const bf_walk *w);
+
+/* The statements apart, for backfillctl plan. The first counts the page's
+ * rows that match where_clause, locking them as a batch would when the walk
+ * locks first. With a->dry_run the work statement is EXPLAIN (ANALYZE,
+ * BUFFERS) of the batch without the checkpoint write (owner, epoch and
+ * batches are ignored); run both in a transaction and roll it back. The
+ * work statement's non-dry form returns page rows, rows done, updated and
  * the checkpoint it would write. */
-char *bf_keyset_lock_sql(const bf_walk *w, const bf_batch_args *a);
+char *bf_keyset_matching_sql(const bf_walk *w, const bf_batch_args *a);
 char *bf_keyset_work_sql(const bf_walk *w, const bf_batch_args *a);
 
 /* The largest key of the table, as text[]: fixed as the upper bound when a

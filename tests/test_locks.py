@@ -44,18 +44,20 @@ def log_lines(daemon, pattern):
 
 def sleeping_batch(conn, name):
     """(pid, xact_start) of the job's batch while it runs its SET clause (it
-    sleeps in test_pause), or None."""
+    sleeps in test_pause), once it has run for 0.3 s, or None."""
     return conn.execute(
         "SELECT pid, xact_start FROM pg_stat_activity "
-        "WHERE application_name = %s AND state = 'active' AND wait_event = 'PgSleep'",
+        "WHERE application_name = %s AND state = 'active' AND wait_event = 'PgSleep' "
+        "AND clock_timestamp() - xact_start > interval '300 ms'",
         (f'backfilld job {name}',)).fetchone()
 
 
 def key_in_flight(conn, name, timeout=30):
-    """(key, batch pid): a key of the batch in flight, whose rows are all
-    locked by now (the batch locks its page before the work statement, which
-    is what sleeps). The batch covers the keys just above the checkpoint it
-    started from: the first of them is in it, whatever its size."""
+    """(key, batch pid): a key of the batch in flight that it has locked by
+    now. The batch covers the keys just above the checkpoint it started
+    from, in key order, one test_pause each: after 0.3 s its first key has
+    long been updated (and stays locked until the batch ends), whatever the
+    batch size."""
     def probe():
         before = sleeping_batch(conn, name)
         if not before:

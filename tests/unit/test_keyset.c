@@ -79,15 +79,52 @@ static void test_next_batch_is_a_row_value_range(void)
 	free(sql);
 }
 
-static void test_locks_first_then_works_on_a_fresh_page(void)
+static void test_update_is_one_range_statement(void)
 {
 	bf_walk w = walk_one();
 	bf_batch_args a = args(0, 10);
 	char *sql = bf_keyset_batch_sql(&w, &a);
 
+	UNIT_CHECK_INT(bf_keyset_locks_first(&w), 0);
+	/* One statement: the page in key order, then its last key... */
+	UNIT_CHECK(strncmp(sql, "/* backfilld batch */\nWITH \"backfill page\" AS MATERIALIZED (\n"
+				"  SELECT id FROM public.orders WHERE (id) > ",
+			   100) == 0);
+	UNIT_CHECK(strchr(sql, ';') == NULL);
+	UNIT_CHECK_CONTAINS(sql, "\"backfill last\" AS MATERIALIZED (\n  SELECT id FROM "
+				 "\"backfill page\" ORDER BY id DESC LIMIT 1\n)");
+	/* ...and an UPDATE of the key range up to it, where_clause re-checked by
+	 * the UPDATE itself; no separate locking pass. */
+	UNIT_CHECK_CONTAINS(sql, "UPDATE public.orders SET total_cents = (total * 100)::bigint\n"
+				 "  WHERE (id) > (('{3}'::text[])[1]::bigint) AND (id) <= "
+				 "(SELECT id FROM \"backfill last\")\n"
+				 "    AND (total_cents IS NULL\n    )\n  RETURNING 1");
+	UNIT_CHECK(strstr(sql, "FOR NO KEY UPDATE") == NULL);
+	UNIT_CHECK(strstr(sql, "SKIP LOCKED") == NULL);
+	free(sql);
+
+	/* The first batch has no lower bound in the UPDATE either. */
+	a = args(1, 10);
+	sql = bf_keyset_batch_sql(&w, &a);
+	UNIT_CHECK_CONTAINS(sql, "  WHERE (id) <= (SELECT id FROM \"backfill last\")\n");
+	free(sql);
+}
+
+static void test_sql_kind_locks_first_then_works_on_a_fresh_page(void)
+{
+	bf_walk w = walk_one();
+	bf_batch_args a = args(0, 10);
+
+	w.kind = BF_KIND_SQL;
+	w.statement = "INSERT INTO copies SELECT id FROM batch";
+	char *sql = bf_keyset_batch_sql(&w, &a);
+
+	UNIT_CHECK_INT(bf_keyset_locks_first(&w), 1);
 	/* Statement 1 locks the page's matching rows, one index probe each... */
-	UNIT_CHECK(strncmp(sql, "SELECT count(*) FROM (SELECT id FROM public.orders WHERE (id) > ",
-			   64) == 0);
+	UNIT_CHECK(strncmp(sql,
+			   "/* backfilld batch */\n"
+			   "SELECT count(*) FROM (SELECT id FROM public.orders WHERE (id) > ",
+			   86) == 0);
 	UNIT_CHECK_CONTAINS(
 		sql,
 		" ORDER BY id LIMIT 10) p,\n  LATERAL (SELECT id FROM public.orders WHERE (id) = (p.id)\n"
@@ -114,33 +151,38 @@ static void test_locks_first_then_works_on_a_fresh_page(void)
 	UNIT_CHECK_CONTAINS(
 		sql,
 		"batch AS (SELECT id FROM \"backfill locked\" WHERE (id) IN (SELECT id FROM \"backfill done\"))");
-	UNIT_CHECK_CONTAINS(sql, "UPDATE public.orders SET total_cents = (total * 100)::bigint\n"
-				 "  WHERE (id) IN (SELECT id FROM batch)\n  RETURNING 1");
+	UNIT_CHECK_CONTAINS(sql, "rows_scanned = rows_scanned + (SELECT count(*) FROM \"backfill done\")");
 	UNIT_CHECK(strstr(sql, "SKIP LOCKED") == NULL);
 	free(sql);
 }
 
-static void test_checkpoint_is_the_last_key_done_and_fenced(void)
+static void test_checkpoint_is_the_last_key_scanned_and_fenced(void)
 {
 	bf_walk w = walk_two();
 	bf_batch_args a = args(0, 10);
 	char *sql = bf_keyset_batch_sql(&w, &a);
 
-	/* From the page read in key order (up to the cut), never from locked
-	 * or returned rows. */
+	/* From the page read in key order, never from returned rows. */
 	UNIT_CHECK_CONTAINS(
 		sql,
-		"checkpoint = coalesce((SELECT ARRAY[tenant::text, \"Order No\"::text] FROM \"backfill done\""
+		"\"backfill last\" AS MATERIALIZED (\n  SELECT tenant, \"Order No\" FROM \"backfill page\""
+		" ORDER BY tenant DESC, \"Order No\" DESC LIMIT 1\n)");
+	UNIT_CHECK_CONTAINS(
+		sql,
+		"checkpoint = coalesce((SELECT ARRAY[tenant::text, \"Order No\"::text] FROM \"backfill last\""
 		" ORDER BY tenant DESC, \"Order No\" DESC LIMIT 1), checkpoint)");
 	UNIT_CHECK_CONTAINS(sql, "WHERE id = 42 AND owner = 'host:1:ab' AND lease_epoch = 7\n"
 				 "    AND state = 'running' AND batches = 5\n"
 				 "    AND NOT coalesce((SELECT paused FROM backfill.control), false)");
 	UNIT_CHECK_CONTAINS(sql, "SELECT backfill.checkpoint_fence(count(*)),");
-	UNIT_CHECK_CONTAINS(sql, "(p.tenant, p.\"Order No\") = (l.tenant, l.\"Order No\")");
+	/* A composite key is one row-value range in the UPDATE too. */
+	UNIT_CHECK_CONTAINS(sql, "  WHERE (tenant, \"Order No\") > (('{3}'::text[])[1]::integer, "
+				 "('{3}'::text[])[2]::text) AND (tenant, \"Order No\") <= "
+				 "(SELECT tenant, \"Order No\" FROM \"backfill last\")");
 	UNIT_CHECK_CONTAINS(
 		sql, "rows_updated = rows_updated + (SELECT count(*) FROM \"backfill work\")");
 	UNIT_CHECK_CONTAINS(
-		sql, "rows_scanned = rows_scanned + (SELECT count(*) FROM \"backfill done\")");
+		sql, "rows_scanned = rows_scanned + (SELECT count(*) FROM \"backfill page\")");
 	free(sql);
 }
 
@@ -153,7 +195,37 @@ static void test_no_where_clause(void)
 	char *sql = bf_keyset_batch_sql(&w, &a);
 
 	UNIT_CHECK(strstr(sql, "    AND (") == NULL);
+	UNIT_CHECK_CONTAINS(sql, "(SELECT id FROM \"backfill last\")\n  RETURNING 1");
+	free(sql);
+
+	w.kind = BF_KIND_SQL;
+	w.statement = "INSERT INTO copies SELECT id FROM batch";
+	sql = bf_keyset_batch_sql(&w, &a);
+	UNIT_CHECK(strstr(sql, "    AND (") == NULL);
 	UNIT_CHECK_CONTAINS(sql, "WHERE (id) = (p.id)\n    FOR NO KEY UPDATE) l\n)");
+	free(sql);
+}
+
+static void test_plan_reads_without_locking_for_update(void)
+{
+	bf_walk w = walk_one();
+	bf_batch_args a = args(0, 10);
+
+	a.dry_run = 1;
+	char *sql = bf_keyset_matching_sql(&w, &a);
+
+	UNIT_CHECK(strstr(sql, "FOR NO KEY UPDATE") == NULL);
+	UNIT_CHECK_CONTAINS(sql, "AND (total_cents IS NULL\n    )) l");
+	free(sql);
+	sql = bf_keyset_work_sql(&w, &a);
+	UNIT_CHECK(strncmp(sql, "EXPLAIN (ANALYZE, BUFFERS)\nWITH \"backfill page\"", 45) == 0);
+	UNIT_CHECK(strstr(sql, "backfill.jobs") == NULL);
+	free(sql);
+
+	w.kind = BF_KIND_SQL;
+	w.statement = "INSERT INTO copies SELECT id FROM batch";
+	sql = bf_keyset_matching_sql(&w, &a);
+	UNIT_CHECK_CONTAINS(sql, "FOR NO KEY UPDATE) l");
 	free(sql);
 }
 
@@ -274,9 +346,11 @@ int main(void)
 {
 	UNIT_RUN(test_first_batch_has_no_lower_bound);
 	UNIT_RUN(test_next_batch_is_a_row_value_range);
-	UNIT_RUN(test_locks_first_then_works_on_a_fresh_page);
-	UNIT_RUN(test_checkpoint_is_the_last_key_done_and_fenced);
+	UNIT_RUN(test_update_is_one_range_statement);
+	UNIT_RUN(test_sql_kind_locks_first_then_works_on_a_fresh_page);
+	UNIT_RUN(test_checkpoint_is_the_last_key_scanned_and_fenced);
 	UNIT_RUN(test_no_where_clause);
+	UNIT_RUN(test_plan_reads_without_locking_for_update);
 	UNIT_RUN(test_sql_kind_wraps_statement);
 	UNIT_RUN(test_semicolons);
 	UNIT_RUN(test_mentions);
