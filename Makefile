@@ -4,6 +4,7 @@
 #   make check           every test: C unit tests, then pytest against real PostgreSQL
 #   make check SANITIZE=address,undefined
 #   make demo            a throwaway PostgreSQL, a million rows, one job, watched to the end
+#   make bench           backfilld against the alternatives (BENCH_ARGS="--rows 10m")
 #   make install         PREFIX=/usr/local DESTDIR=
 #   make deps            install the Debian packages the build and the tests need
 
@@ -22,6 +23,7 @@ CC         ?= cc
 PKG_CONFIG ?= pkg-config
 PYTHON     ?= /usr/bin/python3
 PYTEST_ARGS ?= tests
+BENCH_ARGS ?=
 PKGS       := libpq libuv yaml-0.1 libsystemd jansson
 MANDIR     ?= $(PREFIX)/share/man
 
@@ -56,7 +58,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 HEADERS   := $(wildcard include/*.h)
 
-.PHONY: all clean check unit pytest demo install deps
+.PHONY: all clean check unit pytest demo bench install deps
 .SECONDARY: $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 
 all: $(BUILD)/backfilld $(BUILD)/backfillctl
@@ -105,6 +107,13 @@ check: deps
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) BACKFILLCTL=$(abspath $(BUILD)/backfillctl) sh scripts/demo.sh
+
+# Never part of `make check` (tests/test_bench.py runs it at a tiny size).
+# An optimized build without sanitizers: the numbers are the product's.
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) BACKFILLCTL=$(abspath $(BUILD)/backfillctl) \
+	    $(PYTHON) bench/bench.py --out $(abspath $(BUILD)/bench) $(BENCH_ARGS)
 
 # The units name the installed paths, whatever PREFIX and SYSCONFDIR are.
 UNIT_SED = -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/bin/|$(BINDIR)/|g' \

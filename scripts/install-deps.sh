@@ -28,6 +28,8 @@ cmd:make                   make
 file:$PYTHON               python3
 py:pytest                  python3-pytest
 py:psycopg                 python3-psycopg
+py:matplotlib              python3-matplotlib
+file:$PG_BIN/pgbench       postgresql-15
 file:$PG_BIN/initdb        postgresql-15
 file:$PG_BIN/psql          postgresql-client-15
 "

@@ -1,0 +1,301 @@
+"""make bench: backfilld measured side by side with the alternatives.
+
+    /usr/bin/python3 bench/bench.py [--rows 1m|10m|N] [--rounds 3] [--out build/bench]
+    /usr/bin/python3 bench/bench.py --tiny      # seconds; what `make check` runs
+
+Everything runs against one throwaway PostgreSQL started here, on data
+generated here; see README.md ("Benchmarks") for what each number means.
+The results go to OUT/results.md, OUT/results.json and OUT/throughput.png.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import control  # noqa: E402
+import impact  # noqa: E402
+import methods  # noqa: E402
+import report  # noqa: E402
+from cluster import Cluster, Daemon, REPO  # noqa: E402
+from procstat import memory_kib, thread_cpu_s  # noqa: E402
+from report import Metric  # noqa: E402
+from sampler import REPLAY_LAG_BYTES, MaxSampler  # noqa: E402
+
+# backfilld's defaults that the comparison depends on (config/backfilld.yaml).
+DEFAULT_BATCH_MAX = 50000       # batch.size_max: its batch size on a fast table
+DEFAULT_LOCK_WAIT_MAX_MS = 1000  # throttle.lock_wait_max_ms
+# A gentler job, for contrast: batches a tenth of the default maximum hold
+# fewer rows for less time (see README, "Benchmarks").
+GENTLE = {'batch_size_max': 5000}
+MIB = 1024 * 1024
+
+
+def parse_rows(text):
+    text = text.strip().lower().replace('_', '')
+    scale = {'k': 1000, 'm': 1000000}.get(text[-1:], 1)
+    number = text[:-1] if scale > 1 else text
+    rows = int(float(number) * scale)
+    if rows < 1000:
+        raise argparse.ArgumentTypeError(f'--rows {text}: at least 1000 rows')
+    return rows
+
+
+def options(argv):
+    p = argparse.ArgumentParser(prog='bench.py', description=__doc__.split('\n')[0])
+    p.add_argument('--rows', type=parse_rows, default=1000000,
+                   help='rows in the table (1m by default; 10m for the large run)')
+    p.add_argument('--rounds', type=int, default=3,
+                   help='rounds of the four-way throughput comparison (medians reported)')
+    p.add_argument('--out', default=str(REPO / 'build' / 'bench'), help='output directory')
+    p.add_argument('--tiny', action='store_true',
+                   help='a seconds-long run on 20,000 rows that only proves the bench works')
+    a = p.parse_args(argv)
+    if a.rounds < 1:
+        p.error('--rounds must be at least 1')
+    a.pgbench_s, a.idle_s, a.pickups, a.lag_high = 15, 30, 20, 16 * MIB
+    if a.tiny:
+        a.rows, a.rounds = 20000, 1
+        a.pgbench_s, a.idle_s, a.pickups, a.lag_high = 2, 2, 3, 1 * MIB
+    return a
+
+
+class Clock:
+    def __init__(self):
+        self.start = time.monotonic()
+
+    def say(self, text):
+        print(f'[{time.monotonic() - self.start:6.1f}s] {text}', flush=True)
+
+
+def throughput(cluster, daemon, a, clock):
+    """Four ways, rotating which goes first, `rounds` times."""
+    ways = ['backfilld', 'single', 'plpgsql', 'offset']
+    runs = {w: [] for w in ways}
+    for r in range(a.rounds):
+        for way in ways[r % 4:] + ways[:r % 4]:
+            table = cluster.fresh_table('bench_t')
+            if way == 'backfilld':
+                out = methods.backfilld(cluster, daemon, table, f'throughput-{r}')
+            elif way == 'single':
+                out = methods.single_update(cluster, table)
+            elif way == 'plpgsql':
+                out = methods.plpgsql_loop(cluster, table, DEFAULT_BATCH_MAX)
+            else:
+                out = methods.offset_loop(cluster, table, DEFAULT_BATCH_MAX, a.rows)
+            left = cluster.unfilled(table)
+            if left:
+                raise RuntimeError(f'{way} left {left} rows unfilled')
+            out['rows_per_s'] = a.rows / out['seconds']
+            runs[way].append(out)
+            clock.say(f'round {r + 1}/{a.rounds}: {way:9} {out["rows_per_s"]:>12,.0f} rows/s '
+                      f'({out["seconds"]:.2f} s)')
+    return runs
+
+
+def median_run(runs):
+    ordered = sorted(runs, key=lambda r: r['seconds'])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def flat_cost(cluster, daemon, a):
+    """A walk at a fixed batch size: mean batch duration in the first and
+    the last 10% of the walk (the final, partial batch left out)."""
+    size = max(100, a.rows // 100)
+    table = cluster.fresh_table('bench_t')
+    out = methods.backfilld(cluster, daemon, table, 'flat-cost',
+                            settings={'batch_size_min': size, 'batch_size_max': size})
+    full = [b for b in out['batches'] if b[1] == size]
+    tenth = max(1, len(full) // 10)
+    first = statistics.mean(b[2] for b in full[:tenth])
+    last = statistics.mean(b[2] for b in full[-tenth:])
+    return {'batch_size': size, 'batches': len(full), 'first_ms': first, 'last_ms': last,
+            'ratio': last / first}
+
+
+def lag(cluster, daemon, a, clock):
+    """A standby that applies every commit 200 ms late, and a job whose
+    replay lag high mark is a.lag_high (low mark a quarter of it)."""
+    cluster.start_standby(apply_delay_ms=200)
+    table = cluster.fresh_table('bench_lag')
+    deadline = time.monotonic() + 120
+    while cluster.conn.execute(REPLAY_LAG_BYTES).fetchone()[0] not in (0, None):
+        if time.monotonic() > deadline:
+            raise RuntimeError('the standby never caught up before the lag run')
+        time.sleep(0.1)
+    clock.say('standby caught up; lag run starts')
+    settings = {'replay_lag_high_bytes': a.lag_high, 'replay_lag_low_bytes': a.lag_high // 4}
+    with MaxSampler(cluster, REPLAY_LAG_BYTES, interval_s=0.005) as sampler:
+        out = methods.backfilld(cluster, daemon, table, 'lag', settings=settings)
+    cluster.stop_standby()
+    biggest = max((b[1] for b in out['batches']), default=0)
+    batch_wal = out['wal_bytes'] / a.rows * biggest
+    return {'max_lag_bytes': sampler.peak, 'samples': sampler.samples,
+            'high_mark_bytes': a.lag_high, 'batch_wal_bytes': batch_wal,
+            'seconds': out['seconds'], 'largest_batch': biggest,
+            'throttled_holds': daemon.log_path.read_text().count('job "lag": throttled:')}
+
+
+def main(argv):
+    a = options(argv)
+    clock = Clock()
+    cluster = Cluster(a.rows)
+    daemon = None
+    raw = {}
+    try:
+        cluster.start()
+        clock.say(f'PostgreSQL on port {cluster.primary.port}; generating {a.rows:,} rows')
+        cluster.make_source()
+        daemon = Daemon(cluster, Path(a.out) / 'daemon').start()
+
+        # Idle first: a daemon that has never run a job.
+        before = thread_cpu_s(daemon.pid)
+        time.sleep(a.idle_s)
+        raw['idle_cpu_s_per_hour'] = (thread_cpu_s(daemon.pid) - before) * 3600 / a.idle_s
+        clock.say(f'idle: {raw["idle_cpu_s_per_hour"]:.3f} CPU s per hour')
+
+        runs = throughput(cluster, daemon, a, clock)
+        raw['throughput'] = {w: [{k: v for k, v in r.items() if k != 'batches'} for r in rs]
+                             for w, rs in runs.items()}
+        raw['flat_cost'] = flat_cost(cluster, daemon, a)
+        clock.say(f'flat cost: last/first {raw["flat_cost"]["ratio"]:.2f}')
+
+        hint = max(r['seconds'] for r in runs['single'] + runs['backfilld']) * 2 + 2
+        app = {}
+        table = cluster.fresh_table('bench_app')
+        app['idle'] = impact.idle(cluster, table, a.rows, a.pgbench_s)
+        table = cluster.fresh_table('bench_app')
+        app['backfilld'] = impact.during_backfilld(cluster, daemon, table, a.rows, hint, 'impact')
+        table = cluster.fresh_table('bench_app')
+        app['gentle'] = impact.during_backfilld(cluster, daemon, table, a.rows, hint * 4,
+                                                'impact-gentle', settings=GENTLE)
+        table = cluster.fresh_table('bench_app')
+        app['single'] = impact.during_single_update(cluster, table, a.rows, hint)
+        raw['application'] = app
+        clock.say('application impact: p99 idle {:.1f} ms, during backfilld {:.1f} ms, '
+                  'during one UPDATE {:.1f} ms'.format(
+                      app['idle']['p99_ms'] or 0, app['backfilld']['p99_ms'] or 0,
+                      app['single']['p99_ms'] or 0))
+
+        raw['lag'] = lag(cluster, daemon, a, clock)
+        clock.say(f'lag: max {raw["lag"]["max_lag_bytes"] / MIB:.1f} MiB')
+
+        per_job = max(1000, a.rows // 8)
+        tables = [cluster.fresh_table(f'bench_c{i}', rows=per_job) for i in range(8)]
+        raw['control'] = control.status_while_jobs_run(cluster, daemon, tables, 'control')
+        clock.say(f'control: {len(raw["control"]["all_running_ms"])} status requests '
+                  'while 8 jobs ran')
+
+        table = cluster.fresh_table('bench_pickup', rows=1000)
+        raw['pickup_ms'] = control.pickup(cluster, daemon, table, 'pickup', a.pickups)
+        clock.say(f'pickup: max {max(raw["pickup_ms"]):.1f} ms')
+
+        raw['memory_kib'] = memory_kib(daemon.pid)
+        version = cluster.conn.execute('SHOW server_version').fetchone()[0]
+        timeline = median_run(runs['backfilld'])['batches']
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        cluster.stop()
+
+    metrics = build_metrics(a, runs, raw)
+    shown = ' '.join(arg for i, arg in enumerate(argv)
+                     if arg != '--out' and (i == 0 or argv[i - 1] != '--out')
+                     and not arg.startswith('--out='))
+    context = {'date': datetime.now(timezone.utc).strftime('%Y-%m-%d'),
+               'command': 'make bench' + (f' BENCH_ARGS="{shown}"' if shown else ''),
+               'machine': report.machine(), 'postgres': version, 'rows': a.rows,
+               'rounds': a.rounds, 'seconds': round(time.monotonic() - clock.start, 1)}
+    out = Path(a.out)
+    report.write(out, metrics, context, raw)
+    png = report.plot(out / 'throughput.png', timeline,
+                      f'backfilld, {a.rows:,} rows: rows/s and batch size per batch')
+    print()
+    print('\n'.join(report.table_lines(metrics)))
+    print(f'\nwritten: {out / "results.md"}, {out / "results.json"}'
+          + (f', {png}' if png else ''))
+    return 0
+
+
+def build_metrics(a, runs, raw):
+    rate = {w: statistics.median(r['rows_per_s'] for r in rs) for w, rs in runs.items()}
+    m = [
+        Metric('throughput: backfilld', rate['backfilld'], 'rows/s'),
+        Metric('throughput: one UPDATE', rate['single'], 'rows/s'),
+        Metric('throughput: PL/pgSQL keyset loop', rate['plpgsql'], 'rows/s',
+               note=f'{DEFAULT_BATCH_MAX:,} rows per commit'),
+        Metric('throughput: OFFSET loop from psql', rate['offset'], 'rows/s',
+               note=f'{DEFAULT_BATCH_MAX:,} rows per commit'),
+        Metric('backfilld / one UPDATE', rate['backfilld'] / rate['single'], 'x', ('>=', 0.9)),
+        Metric('backfilld / PL/pgSQL loop', rate['backfilld'] / rate['plpgsql'], 'x',
+               ('>=', 1.0)),
+        Metric('backfilld / OFFSET loop', rate['backfilld'] / rate['offset'], 'x'),
+    ]
+    flat = raw['flat_cost']
+    m.append(Metric('flat cost: last / first 10% mean batch duration', flat['ratio'], 'x',
+                    ('<=', 1.15), note=f'{flat["batch_size"]:,}-row batches'))
+    offset_ms = median_run(runs['offset'])['statement_ms']
+    if len(offset_ms) >= 2:
+        tenth = max(1, len(offset_ms) // 10)
+        m.append(Metric('flat cost of the OFFSET loop, for contrast',
+                        statistics.mean(offset_ms[-tenth - 1:-1] or offset_ms[-1:]) /
+                        statistics.mean(offset_ms[:tenth]), 'x'))
+    app = raw['application']
+    for phase, label in (('idle', 'idle'), ('backfilld', 'during backfilld'),
+                         ('gentle', f'during backfilld, batch_size_max {GENTLE["batch_size_max"]}'),
+                         ('single', 'during one UPDATE')):
+        m.append(Metric(f'application p50 latency, {label}', app[phase]['p50_ms'], 'ms'))
+        m.append(Metric(f'application p99 latency, {label}', app[phase]['p99_ms'], 'ms'))
+        m.append(Metric(f'application TPS, {label}', app[phase]['tps'], 'tx/s',
+                        note=f'offered {impact.RATE_TPS}'))
+    if app['idle']['p99_ms'] and app['backfilld']['p99_ms']:
+        m.append(Metric('application p99: during backfilld / idle',
+                        app['backfilld']['p99_ms'] / app['idle']['p99_ms'], 'x', ('<=', 1.5)))
+    if app['idle']['p99_ms'] and app['gentle']['p99_ms']:
+        m.append(Metric('application p99: during gentler backfilld / idle',
+                        app['gentle']['p99_ms'] / app['idle']['p99_ms'], 'x',
+                        note=f'{app["gentle"]["backfill_seconds"]:.1f} s instead of '
+                        f'{app["backfilld"]["backfill_seconds"]:.1f} s'))
+    m.append(Metric('longest application wait on a backfilld lock',
+                    app['backfilld']['max_app_lock_wait_ms'], 'ms',
+                    ('<=', DEFAULT_LOCK_WAIT_MAX_MS)))
+    m.append(Metric('longest application wait on the one UPDATE\'s locks',
+                    app['single']['max_app_lock_wait_ms'], 'ms'))
+    lag = raw['lag']
+    bound = lag['high_mark_bytes'] + lag['batch_wal_bytes']
+    m.append(Metric('max replay lag', lag['max_lag_bytes'] / MIB, 'MiB', ('<=', bound / MIB),
+                    note=f'high mark {lag["high_mark_bytes"] / MIB:.0f} MiB + one batch\'s WAL'))
+    daemon_cpu = sum(r['daemon_cpu_s'] for r in runs['backfilld'])
+    db_cpu = sum(r['db_cpu_s'] for r in runs['backfilld'])
+    rows_done = a.rows * len(runs['backfilld'])
+    m += [
+        Metric('daemon peak RSS', raw['memory_kib']['VmHWM'] / 1024.0, 'MiB', ('<', 10),
+               note='of which shared libraries {:.1f} MiB at the end'.format(
+                   raw['memory_kib'].get('RssFile', 0) / 1024.0)),
+        Metric('daemon CPU per million rows', daemon_cpu / rows_done * 1e6, 's'),
+        Metric('daemon CPU / database CPU, same work', 100.0 * daemon_cpu / db_cpu
+               if db_cpu else None, '%', ('<', 5)),
+        Metric('daemon CPU when idle', raw['idle_cpu_s_per_hour'], 's/hour'),
+    ]
+    ctl = raw['control']
+    samples = ctl['all_running_ms'] or ctl['any_ms']
+    note = (f'{len(samples)} requests, 8 jobs running' if ctl['all_running_ms']
+            else f'{len(samples)} requests; the jobs ended before all 8 ran at once')
+    m.append(Metric('status round trip p50', impact.percentile(samples, 50), 'ms', note=note))
+    m.append(Metric('status round trip p99', impact.percentile(samples, 99), 'ms', ('<', 10),
+                    note=note))
+    if ctl['cli_ms']:
+        m.append(Metric('`backfillctl status` command p50', statistics.median(ctl['cli_ms']),
+                        'ms', note='process start included'))
+    m.append(Metric('pickup latency p50', statistics.median(raw['pickup_ms']), 'ms'))
+    m.append(Metric('pickup latency max', max(raw['pickup_ms']), 'ms', ('<', 200),
+                    note=f'{len(raw["pickup_ms"])} jobs'))
+    return m
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
