@@ -24,7 +24,7 @@ import report  # noqa: E402
 from cluster import Cluster, Daemon, REPO  # noqa: E402
 from procstat import memory_kib, thread_cpu_s  # noqa: E402
 from report import Metric  # noqa: E402
-from sampler import REPLAY_LAG_BYTES, MaxSampler  # noqa: E402
+from sampler import REPLAY_LAG_BYTES, max_poller  # noqa: E402
 
 # backfilld's defaults that the comparison depends on (config/backfilld.yaml).
 DEFAULT_BATCH_MAX = 50000       # batch.size_max: its batch size on a fast table
@@ -129,12 +129,12 @@ def lag(cluster, daemon, a, clock):
         time.sleep(0.1)
     clock.say('standby caught up; lag run starts')
     settings = {'replay_lag_high_bytes': a.lag_high, 'replay_lag_low_bytes': a.lag_high // 4}
-    with MaxSampler(cluster, REPLAY_LAG_BYTES, interval_s=0.005) as sampler:
+    with max_poller(cluster, REPLAY_LAG_BYTES, interval_s=0.005) as poller:
         out = methods.backfilld(cluster, daemon, table, 'lag', settings=settings)
     cluster.stop_standby()
     biggest = max((b[1] for b in out['batches']), default=0)
     batch_wal = out['wal_bytes'] / a.rows * biggest
-    return {'max_lag_bytes': sampler.peak, 'samples': sampler.samples,
+    return {'max_lag_bytes': poller.peak, 'polls': poller.polls,
             'high_mark_bytes': a.lag_high, 'batch_wal_bytes': batch_wal,
             'seconds': out['seconds'], 'largest_batch': biggest,
             'throttled_holds': daemon.log_path.read_text().count('job "lag": throttled:')}

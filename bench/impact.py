@@ -16,7 +16,7 @@ from pathlib import Path
 from cluster import job_seconds, schedule, wait_finished
 from methods import single_update
 from pgserver import PG_BIN
-from sampler import APP_LOCK_WAIT_MS, MaxSampler
+from sampler import APP_LOCK_WAIT_MS, max_poller
 
 CLIENTS = 4
 RATE_TPS = 400
@@ -100,7 +100,7 @@ def idle(cluster, table, rows, seconds):
 
 def during_backfilld(cluster, daemon, table, rows, seconds_hint, name, settings=None):
     conn = cluster.conn
-    with MaxSampler(cluster, APP_LOCK_WAIT_MS.format(holder='backfilld job %')) as locks:
+    with max_poller(cluster, APP_LOCK_WAIT_MS.format(holder='backfilld job %')) as locks:
         with Pgbench(cluster, table, rows, seconds_hint + 3) as bench:
             start = time.time()
             schedule(conn, name, table, settings=settings)
@@ -109,12 +109,12 @@ def during_backfilld(cluster, daemon, table, rows, seconds_hint, name, settings=
     result = summarize(bench.transactions(), start, end)
     result['backfill_seconds'] = job_seconds(conn, name)
     result['max_app_lock_wait_ms'] = locks.peak
-    result['lock_samples'] = locks.samples
+    result['lock_polls'] = locks.polls
     return result
 
 
 def during_single_update(cluster, table, rows, seconds_hint):
-    with MaxSampler(cluster, APP_LOCK_WAIT_MS.format(holder='bench single update')) as locks:
+    with max_poller(cluster, APP_LOCK_WAIT_MS.format(holder='bench single update')) as locks:
         with Pgbench(cluster, table, rows, seconds_hint + 3) as bench:
             start = time.time()
             outcome = single_update(cluster, table)

@@ -802,6 +802,10 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		replace_str(&job->checkpoint, col(res, 0, 5));
 	job->rows_scanned = col_int(res, 0, 6, job->rows_scanned);
 	job->rows_updated = col_int(res, 0, 7, job->rows_updated);
+	/* Where the WAL stood after our work: until a sample taken after it,
+	 * every job counts it on top of the sampled lags (job_hold). */
+	if (PQnfields(res) > 8)
+		bf_sampler_note_lsn(bf_engine_sampler(job->engine), bf_lsn_parse(col(res, 0, 8)));
 	job_log(job, BF_LOG_DEBUG,
 		"batch %" PRId64 ": %" PRId64 " rows scanned, %" PRId64
 		" updated in %.1f ms, checkpoint %s",
@@ -1091,8 +1095,9 @@ int64_t bf_job_on_blocked(bf_job *job, const bf_blocked *b)
 /* ---- throttling ---- */
 
 /* Judges a sample against the job's limits; the log gets the holds that
- * start and end, never a line per sample. */
-static void job_judge(bf_job *job, const bf_sample *sample)
+ * start and end, never a line per sample. ahead: the WAL our batches wrote
+ * since the sample, counted on top of its byte lags before a batch. */
+static void job_judge(bf_job *job, const bf_sample *sample, int64_t ahead)
 {
 	bf_throttle_change changes[8];
 	int nchanges = 0;
@@ -1110,12 +1115,13 @@ static void job_judge(bf_job *job, const bf_sample *sample)
 		snprintf(job->signals[0], sizeof(job->signals[0]),
 			 "replication: waiting for the first sample");
 		job->nsignals = 1;
+		job->nestimated = 0;
 		return;
 	}
-	job->nsignals = bf_throttle_eval(sample, &job->limits, &job->holds, uv_hrtime(),
-					 job->signals, (int)(sizeof(job->signals) /
-							     sizeof(job->signals[0])),
-					 changes, 8, &nchanges);
+	job->nsignals = bf_throttle_eval(sample, &job->limits, &job->holds, uv_hrtime(), ahead,
+					 job->signals,
+					 (int)(sizeof(job->signals) / sizeof(job->signals[0])),
+					 &job->nestimated, changes, 8, &nchanges);
 	for (int i = 0; i < nchanges; i++) {
 		if (changes[i].started)
 			job_log(job, BF_LOG_NOTICE, "throttled: %s", changes[i].reason);
@@ -1129,7 +1135,9 @@ void bf_job_on_sample(bf_job *job, const bf_sample *sample)
 {
 	if (job->phase == BF_JOB_CLOSING)
 		return;
-	job_judge(job, sample);
+	/* The sample as it is: a job that would start a batch now adds what
+	 * was written since (job_hold). */
+	job_judge(job, sample, 0);
 	if (job->phase == BF_JOB_WAITING && job->held) {
 		/* Held by the signals (or a rate, a window): look again now. */
 		uv_timer_stop(&job->timer);
@@ -1268,11 +1276,24 @@ static int job_hold(bf_job *job, int batches)
 			     "overall max_rows_per_s: at the limit of %" PRId64
 			     " rows/s for every job of this daemon",
 			     overall->rows_per_s);
-		job_judge(job, &bf_engine_sampler(job->engine)->sample);
+		bf_sampler *sampler = bf_engine_sampler(job->engine);
+
+		/* A sample is up to an interval old, and a batch may write tens
+		 * of MB in a fraction of one: the byte lags count the WAL
+		 * written since. */
+		job_judge(job, &sampler->sample,
+			  bf_throttle_ahead(&sampler->sample, sampler->written_lsn));
 		for (int i = 0; i < job->nsignals; i++)
 			/* A new sample wakes the job sooner (bf_job_on_sample). */
 			HOLD(2ULL * (uint64_t)job->cfg->throttle_sample_interval_ms, "%s",
 			     job->signals[i]);
+		if (job->nestimated) {
+			/* Not a throttle (no "throttled:", no hysteresis): the
+			 * fresh sample, judged as usual, decides. */
+			job_log(job, BF_LOG_DEBUG, "waiting for a fresh sample: %s",
+				job->signals[job->nsignals - job->nestimated]);
+			bf_sampler_sample_now(sampler);
+		}
 	}
 #undef HOLD
 	if (n == 0)

@@ -152,6 +152,12 @@ static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args
 				 done, updated);
 		return;
 	}
+	/* The last column is where the WAL stands after the batch's work, for
+	 * the throttle's estimates until the next sample: evaluated after the
+	 * columns before it, which run the work (an operator's statement that
+	 * no column reads runs after this row: it counts one batch late). The
+	 * insert position: the write position (pg_current_wal_lsn) trails it
+	 * by up to wal_buffers until the commit flushes. */
 	bf_strbuf_append(sb,
 			 CTE_CKPT " AS (\n  UPDATE backfill.jobs SET\n    checkpoint = coalesce(");
 	last_key(sb, w, last_of);
@@ -172,7 +178,8 @@ static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args
 			 "       max(c.batches),\n"
 			 "       max(c.checkpoint),\n"
 			 "       max(c.rows_scanned),\n"
-			 "       max(c.rows_updated)\n"
+			 "       max(c.rows_updated),\n"
+			 "       pg_current_wal_insert_lsn()::text\n"
 			 "FROM " CTE_CKPT " c",
 			 done, updated, done, a->job_id, a->owner, a->lease_epoch, a->batches, done,
 			 updated);

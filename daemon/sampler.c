@@ -122,6 +122,12 @@ static void sample_publish(bf_sampler *s)
 {
 	s->sample_busy = 0;
 	s->next.taken_ns = uv_hrtime();
+	/* Asked after the highest position our batches reported, the sample's
+	 * own position is past it (one server's WAL only moves forward): there
+	 * is nothing ahead of it. Forgetting it also keeps a position from
+	 * before a failover from counting against the new primary forever. */
+	if (!s->next.error[0] && s->next.current_lsn && s->written_ns <= s->next.asked_ns)
+		s->written_lsn = 0;
 	snprintf(s->next.locks_error, sizeof(s->next.locks_error), "%s", s->locks_error);
 	s->sample = s->next;
 	if (s->ops.on_sample)
@@ -217,6 +223,25 @@ static void sample_timer_cb(uv_timer_t *timer)
 	s->next.asked_ns = uv_hrtime();
 	bf_monitor_query(s->monitor, bf_sampler_replication_sql, 0, NULL, sample_replication_done,
 			 s);
+}
+
+void bf_sampler_sample_now(bf_sampler *s)
+{
+	if (s->closing || s->sample_busy)
+		return;
+	/* Through the timer, at once: the monitor may fail the query (and
+	 * publish) within bf_monitor_query, which must not call back into the
+	 * job that is asking. The interval starts over from this sample. */
+	uv_timer_start(&s->sample_timer, sample_timer_cb, 0,
+		       (uint64_t)s->cfg->throttle_sample_interval_ms);
+}
+
+void bf_sampler_note_lsn(bf_sampler *s, uint64_t lsn)
+{
+	if (lsn <= s->written_lsn)
+		return;
+	s->written_lsn = lsn;
+	s->written_ns = uv_hrtime();
 }
 
 /* ---- the lock check ---- */

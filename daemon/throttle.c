@@ -10,8 +10,11 @@
 typedef struct eval {
 	bf_holds *holds;
 	uint64_t now_ns;
+	int64_t ahead; /* WAL written since the sample */
 	char (*reasons)[BF_THROTTLE_REASON_LEN];
 	int max, n;
+	char estimates[BF_THROTTLE_MAX_HOLDS][BF_THROTTLE_REASON_LEN]; /* go after the holds */
+	int nestimates;
 	bf_throttle_change *changes;
 	int maxchanges, nchanges;
 } eval;
@@ -73,6 +76,28 @@ static int64_t over(const eval *e, const char *key, int64_t value, int64_t high,
 	return 0;
 }
 
+/* A byte lag sampled under its high mark, not holding: the WAL written
+ * since the sample may have taken it past the mark, and no standby or
+ * consumer can have confirmed any of it when the sample was taken. Assume
+ * none was replayed since (the lag can only be smaller): if the estimate
+ * reaches the mark, the next batch waits for a fresh sample, which is then
+ * judged as usual. Not a hold: nothing for hysteresis or the log. */
+static void estimate_bytes(eval *e, const char *signal, const char *name, int64_t value,
+			   int64_t high)
+{
+	char v[32], l[32];
+
+	if (high <= 0 || e->ahead <= 0 || e->ahead < high - value)
+		return;
+	bf_format_bytes(v, sizeof(v), e->ahead > INT64_MAX - value ? INT64_MAX : value + e->ahead);
+	bf_format_bytes(l, sizeof(l), high);
+	if (e->nestimates < BF_THROTTLE_MAX_HOLDS)
+		snprintf(e->estimates[e->nestimates++], BF_THROTTLE_REASON_LEN,
+			 "%s %s: about %s estimated (WAL written since the last sample), high mark "
+			 "%s; sampling now",
+			 signal, name, v, l);
+}
+
 static void hold_bytes(eval *e, const char *signal, const char *name, int64_t value,
 		       int64_t high, int64_t low)
 {
@@ -80,8 +105,10 @@ static void hold_bytes(eval *e, const char *signal, const char *name, int64_t va
 	int64_t limit;
 
 	snprintf(key, sizeof(key), "%s %s", signal, name);
-	if (!(limit = over(e, key, value, high, low)))
+	if (!(limit = over(e, key, value, high, low))) {
+		estimate_bytes(e, signal, name, value, high);
 		return;
+	}
 	bf_format_bytes(v, sizeof(v), value);
 	if (limit == high) {
 		bf_format_bytes(l, sizeof(l), high);
@@ -187,10 +214,16 @@ static void eval_slots(eval *e, const bf_sample *s, const bf_limits *l)
 }
 
 int bf_throttle_eval(const bf_sample *s, const bf_limits *l, bf_holds *holds, uint64_t now_ns,
-		     char (*reasons)[BF_THROTTLE_REASON_LEN], int max, bf_throttle_change *changes,
-		     int maxchanges, int *nchanges)
+		     int64_t ahead_bytes, char (*reasons)[BF_THROTTLE_REASON_LEN], int max,
+		     int *nestimated, bf_throttle_change *changes, int maxchanges, int *nchanges)
 {
-	eval e = {holds, now_ns, reasons, max, 0, changes, maxchanges, 0};
+	eval e = {.holds = holds,
+		  .now_ns = now_ns,
+		  .ahead = ahead_bytes,
+		  .reasons = reasons,
+		  .max = max,
+		  .changes = changes,
+		  .maxchanges = maxchanges};
 	int judged = 0;
 
 	for (int i = 0; i < holds->n; i++)
@@ -249,7 +282,24 @@ int bf_throttle_eval(const bf_sample *s, const bf_limits *l, bf_holds *holds, ui
 	holds->n = kept;
 	if (nchanges)
 		*nchanges = e.nchanges;
-	return e.n;
+	int n = e.n;
+
+	for (int i = 0; i < e.nestimates && n < max; i++)
+		memcpy(reasons[n++], e.estimates[i], BF_THROTTLE_REASON_LEN);
+	if (nestimated)
+		*nestimated = n - e.n;
+	return n;
+}
+
+int64_t bf_throttle_ahead(const bf_sample *s, uint64_t written_lsn)
+{
+	/* No position (a failed sample): nothing to measure from; the
+	 * failure holds by itself. */
+	if (!s->current_lsn || written_lsn <= s->current_lsn)
+		return 0;
+	uint64_t ahead = written_lsn - s->current_lsn;
+
+	return ahead > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)ahead;
 }
 
 uint64_t bf_lsn_parse(const char *text)

@@ -102,6 +102,7 @@ struct bf_job {
 	bf_holds holds;
 	char signals[12][BF_THROTTLE_REASON_LEN];
 	int nsignals;
+	int nestimated; /* the last of signals: lags estimated past a mark, sampling now */
 	int held;	    /* waiting because of holds (not a retry backoff) */
 	char hold_reasons[16][BF_THROTTLE_REASON_LEN]; /* every reason of that wait */
 	int nhold_reasons;

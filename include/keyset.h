@@ -60,7 +60,9 @@ typedef struct bf_batch_args {
  * lease epoch, state and batch count (backfill.checkpoint_fence raises
  * BF001), and the last statement returns one row: fence, page rows, rows
  * done, updated, and the row's new batches, checkpoint (text[]),
- * rows_scanned, rows_updated. Requires READ COMMITTED.
+ * rows_scanned, rows_updated, then the WAL insert position after the work
+ * (pg_lsn as text; kind sql: before the operator's statement, which runs
+ * after the row is formed). Requires READ COMMITTED.
  * Returns a malloc'd string, NULL when out of memory. */
 char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a);
 

@@ -4,7 +4,9 @@
  * monitor's queue (never a batch connection):
  *  - the sample: physical standbys, logical slots, the role's privilege and
  *    the operator's throttle query, every throttle.sample_interval_ms while
- *    the daemon runs jobs; each job judges it against its own limits;
+ *    the daemon runs jobs, and at once when a job asks (the WAL our batches
+ *    wrote since the last one may have taken a lag past its high mark); each
+ *    job judges it against its own limits;
  *  - the lock check: sessions waiting on a lock held by one of our batches,
  *    while a batch is in flight; the engine decides which batch to cancel;
  *  - the replay poll (strict mode): where the standbys have replayed to,
@@ -57,6 +59,11 @@ typedef struct bf_sampler {
 	bf_sample next;	  /* being filled */
 	bf_sample replay; /* the latest replay poll */
 
+	/* The highest WAL position a batch of ours reported, and when: what
+	 * the latest sample cannot have counted (bf_throttle_ahead). 0 once a
+	 * sample asked after it has landed. */
+	uint64_t written_lsn, written_ns;
+
 	uv_timer_t sample_timer, lock_timer, replay_timer;
 	int sample_busy, lock_busy, replay_busy;
 	uint64_t replay_asked_ns;
@@ -73,6 +80,18 @@ void bf_sampler_start(bf_sampler *s);
 
 /* The configuration was reloaded: new intervals and throttle query. */
 void bf_sampler_reconfigure(bf_sampler *s);
+
+/* A job would start a batch, but the WAL written since the latest sample
+ * may have taken a lag past its high mark: sample now (from the loop, never
+ * inside this call), and tell the jobs when it lands (on_sample). While a
+ * sample is in flight this does nothing: that one lands soon, and a job
+ * that still needs a fresher one asks again then. */
+void bf_sampler_sample_now(bf_sampler *s);
+
+/* A batch of ours wrote WAL up to lsn (the insert position after its work,
+ * as the batch statement reports it): kept if it is the highest yet, so that
+ * every job counts every job's writes until a sample asked after it lands. */
+void bf_sampler_note_lsn(bf_sampler *s, uint64_t lsn);
 
 /* A batch began: make sure the lock check runs. */
 void bf_sampler_batch_started(bf_sampler *s);

@@ -5,8 +5,12 @@
  * a timer. Each job judges the latest sample against its own limits (the
  * configuration, overridden per job by the row's settings) and keeps its
  * own hysteresis memory: a signal holds above its high mark and keeps
- * holding until it falls below its low mark. Pure code, no I/O: the unit
- * tests drive it with synthetic samples and clocks.
+ * holding until it falls below its low mark. Between samples, the byte
+ * lags are estimated with the WAL our own batches wrote since (a batch of
+ * tens of MB takes a fraction of a second; a sample comes once a second),
+ * and a job whose estimate reaches a high mark waits for a fresh sample
+ * before its next batch. Pure code, no I/O: the unit tests drive it with
+ * synthetic samples and clocks.
  */
 #ifndef BF_THROTTLE_H
 #define BF_THROTTLE_H
@@ -47,6 +51,7 @@ typedef struct bf_sample {
 	char error[400];   /* non-empty: this sample failed (fail closed) */
 	char role[64];	   /* the monitor's role */
 	int privileged;	   /* may read others' replication positions (pg_monitor) */
+	/* pg_current_wal_lsn() when sampled (the lags are measured from it); 0: unknown */
 	uint64_t current_lsn;
 	bf_standby_sample standbys[BF_SAMPLE_MAX_STANDBYS];
 	int nstandbys;
@@ -90,10 +95,25 @@ typedef struct bf_throttle_change {
 /* Judges sample at now_ns against limits, updating holds. Writes every
  * reason that holds the job back into reasons (at most max, each
  * BF_THROTTLE_REASON_LEN bytes) and returns how many; changes (at most
- * maxchanges, may be NULL) receive the holds that started or ended. */
+ * maxchanges, may be NULL) receive the holds that started or ended.
+ *
+ * ahead_bytes is the WAL this daemon wrote since the sample was taken
+ * (bf_throttle_ahead). A byte-lag signal that is not holding, sampled under
+ * its high mark but reaching it with ahead_bytes added, is an estimate, not
+ * a hold: its reason (ending "sampling now") comes after those of the holds,
+ * the last *nestimated (may be NULL) of reasons, and it changes neither
+ * holds nor changes. The job must not start a batch on such a sample: it
+ * waits for a fresh one. */
 int bf_throttle_eval(const bf_sample *sample, const bf_limits *limits, bf_holds *holds,
-		     uint64_t now_ns, char (*reasons)[BF_THROTTLE_REASON_LEN], int max,
-		     bf_throttle_change *changes, int maxchanges, int *nchanges);
+		     uint64_t now_ns, int64_t ahead_bytes, char (*reasons)[BF_THROTTLE_REASON_LEN],
+		     int max, int *nestimated, bf_throttle_change *changes, int maxchanges,
+		     int *nchanges);
+
+/* The WAL from the sample's position up to written_lsn (the highest position
+ * our batches reported): written since the sample, so no standby or slot had
+ * confirmed it then. 0 when written_lsn is not past it, or the sample has no
+ * position. */
+int64_t bf_throttle_ahead(const bf_sample *sample, uint64_t written_lsn);
 
 /* "0/3000060" -> 0x3000060; 0 for NULL or malformed text. */
 uint64_t bf_lsn_parse(const char *text);

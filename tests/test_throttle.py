@@ -1,7 +1,8 @@
 """Throttling against a real primary with a real streaming standby.
 
 Lag is induced for real: pg_wal_replay_pause() on the standby (byte lag grows
-with every batch), recovery_min_apply_delay (time lag), stopping the standby
+with every batch), recovery_min_apply_delay (time lag, and byte lag that a
+sample a second old does not see coming), stopping the standby
 (an expected standby missing), a logical slot nobody consumes, pg_receivewal
 (a WAL receiver that replays nothing). Then the
 operator's own limits: the throttle query, time windows (the daemon's clock
@@ -31,6 +32,7 @@ from psycopg import sql
 from conftest import _stop_daemons
 from daemon import job_row, merge_config, wait_for
 from pgserver import PG_BIN, PG_USER, Database, _pg_command
+from poller import MaxPoller
 from workload import (assert_each_row_once, counter_job, counter_table, login_role,
                       wait_succeeded)
 
@@ -312,6 +314,64 @@ def test_an_expected_standby_that_never_was_holds_at_once(rdb, daemon_factory):
     assert not reasons_matching(job, f'standby {STANDBY}'), job
     assert_still(conn, 'closed', 0, 1.5)
     assert job_row(conn, 'closed')['rows_scanned'] == 0
+
+
+REPLAY_LAG_BYTES = ('SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))::bigint '
+                    'FROM pg_stat_replication')
+
+
+def test_wal_written_since_the_sample_counts_against_the_high_mark(rdb, standby,
+                                                                   daemon_factory):
+    """A sample a second old cannot see the WAL written since: batches of a
+    fraction of a second would write far past the high mark before the next
+    one. Each batch reports where the WAL stands after it; before the next,
+    the job adds what was written since the sample to the sampled lag and, if
+    that reaches the high mark, takes a fresh sample first. So the lag never
+    passes the high mark by more than the batch that crosses it."""
+    conn = rdb.conn
+    rows, high, low, batch = 200000, 4 * 1024 * 1024, 1024 * 1024, 10000
+    counter_table(conn, rows=rows)
+    # The standby replays each commit 500 ms late: the byte lag follows our
+    # writes, about half a second of them (tens of MB unthrottled), and a
+    # sample shows it as it was up to a second ago.
+    set_apply_delay(standby, '500ms')
+    try:
+        wait_caught_up(rdb.server)
+        # The default interval: the one that lets ~100 MB through unseen.
+        # Time lag off: this is about the bytes.
+        daemon = daemon_factory(rdb.server, rdb.name, overrides(
+            {'sample_interval_ms': 1000, 'replay_lag_high_ms': 0, 'replay_lag_low_ms': 0},
+            batch_size=batch))
+        start_lsn = conn.execute('SELECT pg_current_wal_lsn()').fetchone()[0]
+        started = time.monotonic()
+        with MaxPoller(rdb.connect, REPLAY_LAG_BYTES, 0.005) as poller:
+            counter_job(conn, 'ahead', settings=(
+                f'{{"replay_lag_high_bytes": {high}, "replay_lag_low_bytes": {low}}}'))
+            wait_succeeded(conn, 'ahead', timeout=50)
+        elapsed = time.monotonic() - started
+        wal = conn.execute('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)::bigint',
+                           (start_lsn,)).fetchone()[0]
+    finally:
+        set_apply_delay(standby, None)
+    assert_each_row_once(conn, rows=rows)
+    scanned = [int(m.group(1)) for m in
+               re.finditer(r'batch \d+: (\d+) rows scanned', daemon.log())]
+    assert sum(scanned) == rows, scanned
+    batch_wal = wal * max(scanned) // rows
+    bound = high + batch_wal + 1024 * 1024
+    estimates = log_lines(daemon, 'waiting for a fresh sample:', 'replay_lag_bytes', STANDBY)
+    print(f'{len(scanned)} batches, {wal / 2**20:.1f} MB of WAL in {elapsed:.1f}s, '
+          f'{len(estimates)} fresh samples asked for; max lag {poller.peak / 2**20:.2f} MB '
+          f'in {poller.polls} polls, bound {bound / 2**20:.2f} MB (high mark 4 MB + a batch '
+          f'of {batch_wal / 2**20:.2f} MB + 1 MB)')
+    assert poller.polls > 100, poller.polls
+    assert poller.peak <= bound, (
+        f'replay lag reached {poller.peak / 2**20:.2f} MB: more than the high mark plus '
+        f'one batch ({bound / 2**20:.2f} MB)')
+    # The estimate did the work: fresh samples were asked for, and waiting
+    # for one is no throttle (only real holds are logged as such).
+    assert estimates, daemon.log()
+    assert all('about' not in line for line in log_lines(daemon, 'throttled:')), daemon.log()
 
 
 ARCHIVER = 'walarchiver'

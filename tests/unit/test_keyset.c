@@ -183,6 +183,18 @@ static void test_checkpoint_is_the_last_key_scanned_and_fenced(void)
 		sql, "rows_updated = rows_updated + (SELECT count(*) FROM \"backfill work\")");
 	UNIT_CHECK_CONTAINS(
 		sql, "rows_scanned = rows_scanned + (SELECT count(*) FROM \"backfill page\")");
+	/* The row read back, column by column (job_batch_done); the WAL
+	 * position last, after "updated" ran the work. */
+	UNIT_CHECK_CONTAINS(sql, "SELECT backfill.checkpoint_fence(count(*)),\n"
+				 "       (SELECT count(*) FROM \"backfill page\"),\n"
+				 "       (SELECT count(*) FROM \"backfill page\"),\n"
+				 "       (SELECT count(*) FROM \"backfill work\"),\n"
+				 "       max(c.batches),\n"
+				 "       max(c.checkpoint),\n"
+				 "       max(c.rows_scanned),\n"
+				 "       max(c.rows_updated),\n"
+				 "       pg_current_wal_insert_lsn()::text\n"
+				 "FROM \"backfill checkpoint\" c");
 	free(sql);
 }
 
@@ -220,6 +232,7 @@ static void test_plan_reads_without_locking_for_update(void)
 	sql = bf_keyset_work_sql(&w, &a);
 	UNIT_CHECK(strncmp(sql, "EXPLAIN (ANALYZE, BUFFERS)\nWITH \"backfill page\"", 45) == 0);
 	UNIT_CHECK(strstr(sql, "backfill.jobs") == NULL);
+	UNIT_CHECK(strstr(sql, "pg_current_wal") == NULL); /* nothing is written */
 	free(sql);
 
 	w.kind = BF_KIND_SQL;
@@ -243,6 +256,9 @@ static void test_sql_kind_wraps_statement(void)
 		sql,
 		"\"backfill work\" AS (\nINSERT INTO addresses (user_id) SELECT id FROM batch -- copy\n),");
 	UNIT_CHECK_CONTAINS(sql, "rows_updated = rows_updated + (SELECT count(*) FROM batch)");
+	UNIT_CHECK_CONTAINS(sql, "       max(c.rows_updated),\n"
+				 "       pg_current_wal_insert_lsn()::text\n"
+				 "FROM \"backfill checkpoint\" c");
 	UNIT_CHECK(strstr(sql, "UPDATE public.orders") == NULL);
 	free(sql);
 }

@@ -544,16 +544,29 @@ static void add_slot(bf_sample *s, const char *name, int active, int64_t lag_byt
 typedef struct evaluation {
 	int n;
 	char reasons[BF_THROTTLE_MAX_HOLDS][BF_THROTTLE_REASON_LEN];
+	int nestimated;
 	bf_throttle_change changes[BF_THROTTLE_MAX_HOLDS];
 	int nchanges;
 } evaluation;
 
-static int eval(const bf_sample *s, const bf_limits *l, bf_holds *h, uint64_t now, evaluation *e)
+/* Judges s with ahead bytes of WAL written since it was taken. */
+static int eval_ahead(const bf_sample *s, const bf_limits *l, bf_holds *h, uint64_t now,
+		      int64_t ahead, evaluation *e)
 {
 	memset(e, 0, sizeof *e);
-	e->n = bf_throttle_eval(s, l, h, now, e->reasons, BF_THROTTLE_MAX_HOLDS, e->changes,
-				BF_THROTTLE_MAX_HOLDS, &e->nchanges);
+	e->nestimated = -1;
+	e->n = bf_throttle_eval(s, l, h, now, ahead, e->reasons, BF_THROTTLE_MAX_HOLDS,
+				&e->nestimated, e->changes, BF_THROTTLE_MAX_HOLDS, &e->nchanges);
 	return e->n;
+}
+
+static int eval(const bf_sample *s, const bf_limits *l, bf_holds *h, uint64_t now, evaluation *e)
+{
+	int n = eval_ahead(s, l, h, now, 0, e);
+
+	/* Nothing written since the sample: nothing is ever estimated. */
+	UNIT_CHECK_INT(e->nestimated, 0);
+	return n;
 }
 
 /* The reason starting with prefix, or NULL. */
@@ -732,8 +745,8 @@ static void test_eval_changes_start_and_end_once(void)
 
 	sb->lag_bytes = 100 * MB;
 	s.taken_ns = now += S;
-	UNIT_CHECK_INT(bf_throttle_eval(&s, &l, &h, now, e.reasons, BF_THROTTLE_MAX_HOLDS, NULL, 0,
-					&nchanges),
+	UNIT_CHECK_INT(bf_throttle_eval(&s, &l, &h, now, 0, e.reasons, BF_THROTTLE_MAX_HOLDS, NULL,
+					NULL, 0, &nchanges),
 		       1);
 }
 
@@ -951,6 +964,235 @@ static void test_eval_throttle_query(void)
 	UNIT_CHECK_INT(eval(&s, &l, &h, NOW + S, &e), 0);
 }
 
+/* ---- estimates: the WAL written since the sample ----------------------------- */
+
+static void test_eval_estimate_asks_for_a_fresh_sample(void)
+{
+	bf_sample s;
+	bf_limits l = limits_default(); /* replay bytes 64 MB / 16 MB */
+	bf_holds h;
+	evaluation e;
+
+	memset(&h, 0, sizeof h);
+	sample_init(&s, NOW);
+	add_standby(&s, "standby1", "streaming", 30 * MB, 0);
+
+	/* 30 MB sampled, 40 MB written since: about 70 MB, past 64 MB. */
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 40 * MB, &e), 1);
+	UNIT_CHECK_INT(e.nestimated, 1);
+	CHECK_REASON(&e, "replay_lag_bytes standby1: about 70.0 MB estimated");
+	UNIT_CHECK_CONTAINS(e.reasons[0], "64.0 MB");
+	UNIT_CHECK_CONTAINS(e.reasons[0], "sampling now");
+	/* Not a throttle: no hold to remember, nothing to log. */
+	UNIT_CHECK_INT(e.nchanges, 0);
+	UNIT_CHECK_INT(h.n, 0);
+
+	/* Right at the mark is reaching it; a byte short is not. */
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 34 * MB, &e), 1);
+	UNIT_CHECK_INT(e.nestimated, 1);
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 34 * MB - 1, &e), 0);
+	UNIT_CHECK_INT(e.nestimated, 0);
+
+	/* Nothing written since the sample: the sample alone decides. */
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 0, &e), 0);
+	UNIT_CHECK_INT(e.nestimated, 0);
+
+	/* The fresh sample asked for: above the mark it holds for real (and
+	 * is logged once); the estimate no longer counts once held. */
+	s.standbys[0].lag_bytes = 66 * MB;
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW + S, 0, &e), 1);
+	UNIT_CHECK_INT(e.nestimated, 0);
+	UNIT_CHECK_INT(e.nchanges, 1);
+	UNIT_CHECK_INT(e.changes[0].started, 1);
+	CHECK_REASON(&e, "replay_lag_bytes standby1 66.0 MB > 64.0 MB");
+
+	/* Or, below it (the standby replayed meanwhile), the job runs. */
+	memset(&h, 0, sizeof h);
+	s.standbys[0].lag_bytes = 20 * MB;
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW + S, 0, &e), 0);
+	UNIT_CHECK_INT(e.nchanges, 0);
+}
+
+static void test_eval_estimate_leaves_hysteresis_to_the_real_values(void)
+{
+	bf_sample s;
+	bf_limits l = limits_default();
+	bf_holds h;
+	evaluation e;
+	uint64_t now = NOW;
+
+	memset(&h, 0, sizeof h);
+	sample_init(&s, now);
+	bf_standby_sample *sb = add_standby(&s, "standby1", "streaming", 70 * MB, 0);
+
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, now, 0, &e), 1);
+	UNIT_CHECK_INT(e.nchanges, 1);
+	/* Held, between the marks: the hold goes on, as a hold (its reason,
+	 * no estimate, no new start), whatever was written since. */
+	sb->lag_bytes = 30 * MB;
+	s.taken_ns = now += S;
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, now, 100 * MB, &e), 1);
+	UNIT_CHECK_INT(e.nestimated, 0);
+	UNIT_CHECK_INT(e.nchanges, 0);
+	CHECK_REASON(&e, "replay_lag_bytes standby1 30.0 MB, held until at most 16.0 MB");
+	/* Below the low mark: the hold ends on the real value. WAL written
+	 * since still counts against the high mark: a fresh sample first. */
+	sb->lag_bytes = 10 * MB;
+	s.taken_ns = now += S;
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, now, 60 * MB, &e), 1);
+	UNIT_CHECK_INT(e.nestimated, 1);
+	UNIT_CHECK_INT(e.nchanges, 1);
+	UNIT_CHECK_INT(e.changes[0].started, 0);
+	CHECK_REASON(&e, "replay_lag_bytes standby1: about 70.0 MB estimated");
+	UNIT_CHECK_INT(h.n, 0);
+	/* ... and between the marks, not held: the estimate never starts a
+	 * hold, so hysteresis starts only above the high mark. */
+	sb->lag_bytes = 40 * MB;
+	s.taken_ns = now += S;
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, now, 0, &e), 0);
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, now, 30 * MB, &e), 1);
+	UNIT_CHECK_INT(e.nestimated, 1);
+	UNIT_CHECK_INT(e.nchanges, 0);
+	UNIT_CHECK_INT(h.n, 0);
+}
+
+static void test_eval_estimate_slots(void)
+{
+	bf_sample s;
+	bf_limits l = limits_default();
+	bf_holds h;
+	evaluation e;
+
+	l.slot_lag_high_bytes = 100 * MB;
+	l.slot_lag_low_bytes = 50 * MB;
+	memset(&h, 0, sizeof h);
+	sample_init(&s, NOW);
+	add_slot(&s, "consumed", 1, 60 * MB);
+	add_slot(&s, "abandoned", 0, 20 * MB);
+
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 50 * MB, &e), 1);
+	UNIT_CHECK_INT(e.nestimated, 1);
+	CHECK_REASON(&e, "slot_lag_bytes consumed: about 110.0 MB estimated");
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 80 * MB, &e), 2);
+	UNIT_CHECK_INT(e.nestimated, 2);
+	CHECK_REASON(&e, "slot_lag_bytes abandoned: about 100.0 MB estimated");
+	UNIT_CHECK_INT(h.n, 0);
+	/* Slots that do not count are not estimated either. */
+	l.slots = BF_SLOTS_ACTIVE;
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 80 * MB, &e), 1);
+	CHECK_REASON(&e, "slot_lag_bytes consumed: about");
+	l.slots = BF_SLOTS_OFF;
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 80 * MB, &e), 0);
+	s.slots[0].lag_bytes = -1; /* no confirmed position */
+	l.slots = BF_SLOTS_ALL;
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 50 * MB, &e), 0);
+
+	/* Held: hysteresis on the real values, as for standbys. */
+	s.slots[0].lag_bytes = 120 * MB;
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 0, &e), 1);
+	UNIT_CHECK_INT(e.nchanges, 1);
+	s.slots[0].lag_bytes = 70 * MB;
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW + S, 10 * MB, &e), 1);
+	UNIT_CHECK_INT(e.nestimated, 0);
+	CHECK_REASON(&e, "slot_lag_bytes consumed 70.0 MB, held until");
+	s.slots[0].lag_bytes = 40 * MB;
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW + 2 * S, 10 * MB, &e), 0);
+	UNIT_CHECK_INT(e.nchanges, 1);
+	UNIT_CHECK_INT(e.changes[0].started, 0);
+}
+
+static void test_eval_estimate_only_where_a_lag_is_known(void)
+{
+	bf_sample s;
+	bf_limits l = limits_default();
+	bf_holds h;
+	evaluation e;
+
+	/* No standby, no slot: the WAL we write holds nothing. */
+	memset(&h, 0, sizeof h);
+	sample_init(&s, NOW);
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 100 * GB, &e), 0);
+	UNIT_CHECK_INT(e.nestimated, 0);
+
+	/* A WAL receiver that replays nothing is not waited for, estimated
+	 * or not; a standby in base backup neither. */
+	add_standby(&s, "walarchiver", "streaming", -1, 0);
+	add_standby(&s, "backup", "backup", 0, 0);
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 100 * GB, &e), 0);
+
+	/* Time lag is not estimated; bytes off, nothing is. */
+	l.replay_lag_high_bytes = l.replay_lag_low_bytes = 0;
+	sample_init(&s, NOW);
+	add_standby(&s, "standby1", "streaming", 10 * MB, 4900);
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 100 * GB, &e), 0);
+
+	/* A failed sample holds by itself; no estimate on top. */
+	l = limits_default();
+	snprintf(s.error, sizeof s.error, "connection to server lost");
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 100 * GB, &e), 1);
+	UNIT_CHECK_INT(e.nestimated, 0);
+	CHECK_REASON(&e, "replication: cannot sample");
+	memset(&h, 0, sizeof h);
+
+	/* Without pg_monitor the positions are unknown: the privilege holds. */
+	sample_init(&s, NOW);
+	s.privileged = 0;
+	add_standby(&s, "standby1", "streaming", -1, 0);
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 100 * GB, &e), 1);
+	UNIT_CHECK_INT(e.nestimated, 0);
+	CHECK_REASON(&e, "replication: role");
+}
+
+static void test_eval_estimates_come_after_the_holds(void)
+{
+	bf_sample s;
+	bf_limits l = limits_default();
+	bf_holds h;
+	evaluation e;
+
+	memset(&h, 0, sizeof h);
+	sample_init(&s, NOW);
+	add_standby(&s, "standby1", "streaming", 30 * MB, 0);
+	add_standby(&s, "standby2", "streaming", 100 * MB, 0);
+	add_standby(&s, "standby3", "streaming", 50 * MB, 9000);
+	UNIT_CHECK_INT(eval_ahead(&s, &l, &h, NOW, 40 * MB, &e), 4);
+	UNIT_CHECK_INT(e.nestimated, 2);
+	UNIT_CHECK(strncmp(e.reasons[0], "replay_lag_bytes standby2 100.0 MB >", 36) == 0);
+	UNIT_CHECK(strncmp(e.reasons[1], "replay_lag_time standby3", 24) == 0);
+	UNIT_CHECK(strncmp(e.reasons[2], "replay_lag_bytes standby1: about 70.0 MB", 40) == 0);
+	UNIT_CHECK(strncmp(e.reasons[3], "replay_lag_bytes standby3: about 90.0 MB", 40) == 0);
+	UNIT_CHECK_INT(e.nchanges, 2);
+
+	/* Room for only some: the holds first. */
+	int nestimated = -1;
+
+	memset(&h, 0, sizeof h);
+	UNIT_CHECK_INT(bf_throttle_eval(&s, &l, &h, NOW, 40 * MB, e.reasons, 3, &nestimated, NULL,
+					0, NULL),
+		       3);
+	UNIT_CHECK_INT(nestimated, 1);
+	UNIT_CHECK(strncmp(e.reasons[0], "replay_lag_bytes standby2", 25) == 0);
+}
+
+static void test_ahead(void)
+{
+	bf_sample s;
+
+	sample_init(&s, NOW);
+	s.current_lsn = 0x16B374D848ULL;
+	UNIT_CHECK_INT(bf_throttle_ahead(&s, 0x16B374D848ULL + 18 * MB), 18 * MB);
+	/* Written before the sample was taken: it is in the sampled lags. */
+	UNIT_CHECK_INT(bf_throttle_ahead(&s, 0x16B374D848ULL), 0);
+	UNIT_CHECK_INT(bf_throttle_ahead(&s, 0x16B374D848ULL - 1), 0);
+	UNIT_CHECK_INT(bf_throttle_ahead(&s, 0), 0);
+	/* A sample without a position (failed): nothing to measure from. */
+	s.current_lsn = 0;
+	UNIT_CHECK_INT(bf_throttle_ahead(&s, 0x16B374D848ULL), 0);
+	/* Never negative, never wrapped. */
+	s.current_lsn = 1;
+	UNIT_CHECK(bf_throttle_ahead(&s, UINT64_MAX) == INT64_MAX);
+}
+
 static void test_lsn_bytes_lists(void)
 {
 	char buf[64];
@@ -1027,6 +1269,12 @@ int main(void)
 	UNIT_RUN(test_eval_zero_marks_switch_signals_off);
 	UNIT_RUN(test_eval_reports_every_signal);
 	UNIT_RUN(test_eval_throttle_query);
+	UNIT_RUN(test_eval_estimate_asks_for_a_fresh_sample);
+	UNIT_RUN(test_eval_estimate_leaves_hysteresis_to_the_real_values);
+	UNIT_RUN(test_eval_estimate_slots);
+	UNIT_RUN(test_eval_estimate_only_where_a_lag_is_known);
+	UNIT_RUN(test_eval_estimates_come_after_the_holds);
+	UNIT_RUN(test_ahead);
 	UNIT_RUN(test_lsn_bytes_lists);
 	return UNIT_DONE();
 }
