@@ -6,6 +6,9 @@
 #include "sqltext.h"
 #include "strbuf.h"
 
+/* The page's row count, next to its last key (kind update). */
+#define COL_ROWS "\"backfill rows\""
+
 /* "a", "b" -- the key columns, optionally with a suffix (" DESC", "::text"). */
 static void keys_list(bf_strbuf *sb, const bf_walk *w, const char *suffix)
 {
@@ -40,11 +43,18 @@ static void keys_range(bf_strbuf *sb, const bf_walk *w, const char *lower, const
 	keys_from_array(sb, w, upper);
 }
 
-/* SELECT <what>a, b FROM table WHERE <range> ORDER BY a, b LIMIT n */
-static void page_query(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a, const char *what)
+/* SELECT <what>a, b[, row_number() OVER (ORDER BY a, b) AS "backfill rows"]
+ * FROM table WHERE <range> ORDER BY a, b LIMIT n */
+static void page_query(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a, const char *what,
+		       int numbered)
 {
 	bf_strbuf_printf(sb, "SELECT %s", what);
 	keys_list(sb, w, "");
+	if (numbered) {
+		bf_strbuf_append(sb, ", row_number() OVER (ORDER BY ");
+		keys_list(sb, w, "");
+		bf_strbuf_append(sb, ") AS " COL_ROWS);
+	}
 	bf_strbuf_printf(sb, " FROM %s ", w->table);
 	keys_range(sb, w, a->lower, a->upper);
 	bf_strbuf_append(sb, " ORDER BY ");
@@ -121,7 +131,7 @@ static void lock_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args 
 
 	bf_strbuf_init(&page);
 	bf_strbuf_append(&page, "(");
-	page_query(&page, w, a, "");
+	page_query(&page, w, a, "", 0);
 	bf_strbuf_append(&page, ")");
 	if (page.oom) {
 		sb->oom = 1;
@@ -132,24 +142,27 @@ static void lock_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args 
 	bf_strbuf_free(&page);
 }
 
-/* The end of every batch statement: the checkpoint is the last key of
- * `done` (the keys the batch covered, in key order; last_of holds it too,
- * cheaper to read), written fenced, and the one row the daemon reads back.
- * An empty batch (the walk ended exactly on a full page, or the cut came
- * first) is no batch. dry_run (plan): the same without the write. */
+/* The end of every batch statement: the checkpoint is the last key the
+ * batch covered (found in last_of), written fenced, and the one row the
+ * daemon reads back. page, scanned and updated are SQL expressions: the
+ * keys read, the keys the batch covered (fewer than the page when a sql
+ * batch is cut), the rows the work changed. An empty batch (the walk ended
+ * exactly on a full page, or the cut came first) is no batch. dry_run
+ * (plan): the same without the write. */
 static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a,
-			    const char *done, const char *last_of, const char *updated)
+			    const char *page, const char *scanned, const char *last_of,
+			    const char *updated)
 {
 	if (a->dry_run) {
 		bf_strbuf_append(sb, CTE_CKPT " AS (\n  SELECT ");
 		last_key(sb, w, last_of);
 		bf_strbuf_printf(sb,
 				 " AS checkpoint\n)\n"
-				 "SELECT (SELECT count(*) FROM " CTE_PAGE "),\n"
-				 "       (SELECT count(*) FROM %s),\n"
+				 "SELECT %s,\n"
+				 "       %s,\n"
 				 "       %s,\n"
 				 "       (SELECT checkpoint FROM " CTE_CKPT ")",
-				 done, updated);
+				 page, scanned, updated);
 		return;
 	}
 	/* The last column is where the WAL stands after the batch's work, for
@@ -163,17 +176,17 @@ static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args
 	last_key(sb, w, last_of);
 	bf_strbuf_printf(sb,
 			 ", checkpoint),\n"
-			 "    rows_scanned = rows_scanned + (SELECT count(*) FROM %s),\n"
+			 "    rows_scanned = rows_scanned + %s,\n"
 			 "    rows_updated = rows_updated + %s,\n"
-			 "    batches = batches + (SELECT least(count(*), 1) FROM %s)\n"
+			 "    batches = batches + least(%s, 1)\n"
 			 "  WHERE id = %" PRId64 " AND owner = %s AND lease_epoch = %" PRId64 "\n"
 			 "    AND state = 'running' AND batches = %" PRId64 "\n"
 			 "    AND NOT coalesce((SELECT paused FROM backfill.control), false)\n"
 			 "  RETURNING checkpoint, batches, rows_scanned, rows_updated\n"
 			 ")\n"
 			 "SELECT backfill.checkpoint_fence(count(*)),\n"
-			 "       (SELECT count(*) FROM " CTE_PAGE "),\n"
-			 "       (SELECT count(*) FROM %s),\n"
+			 "       %s,\n"
+			 "       %s,\n"
 			 "       %s,\n"
 			 "       max(c.batches),\n"
 			 "       max(c.checkpoint),\n"
@@ -181,30 +194,30 @@ static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args
 			 "       max(c.rows_updated),\n"
 			 "       pg_current_wal_insert_lsn()::text\n"
 			 "FROM " CTE_CKPT " c",
-			 done, updated, done, a->job_id, a->owner, a->lease_epoch, a->batches, done,
-			 updated);
+			 scanned, updated, scanned, a->job_id, a->owner, a->lease_epoch, a->batches,
+			 page, scanned, updated);
 }
 
-/* kind update: ONE statement. The page fixes the batch's key range (up to
- * its last key, which becomes the checkpoint); the UPDATE then covers that
- * range with a plain index range scan. Rows an application changes while
- * the batch waits for their locks are handled by the UPDATE itself: READ
- * COMMITTED re-checks the range and where_clause on the newest version and
- * computes set_clause from it (EvalPlanQual), so a row moved out of the
- * range or no longer matching is left alone, and nothing is computed from a
- * stale version. No separate locking pass: it would write a lock WAL record
- * per row and cost as much as the update itself. */
+/* kind update: ONE statement. One pass over the primary key index finds
+ * the page's last key and how many keys it holds (row_number streams with
+ * the index scan: nothing is stored but the last row); the UPDATE then
+ * covers that key range with a plain index range scan, and the last key
+ * becomes the checkpoint. Rows an application changes while the batch
+ * waits for their locks are handled by the UPDATE itself: READ COMMITTED
+ * re-checks the range and where_clause on the newest version and computes
+ * set_clause from it (EvalPlanQual), so a row moved out of the range or no
+ * longer matching is left alone, and nothing is computed from a stale
+ * version. No separate locking pass: it would write a lock WAL record per
+ * row and cost as much as the update itself. */
 static void update_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a)
 {
 	if (a->dry_run)
 		bf_strbuf_append(sb, "EXPLAIN (ANALYZE, BUFFERS)\n");
-	bf_strbuf_append(sb, "WITH " CTE_PAGE " AS MATERIALIZED (\n  ");
-	page_query(sb, w, a, "");
-	bf_strbuf_append(sb, "\n),\n" CTE_LAST " AS MATERIALIZED (\n  SELECT ");
+	bf_strbuf_append(sb, "WITH " CTE_LAST " AS MATERIALIZED (\n  SELECT ");
 	keys_list(sb, w, "");
-	bf_strbuf_append(sb, " FROM " CTE_PAGE " ORDER BY ");
-	keys_list(sb, w, " DESC");
-	bf_strbuf_append(sb, " LIMIT 1\n),\n");
+	bf_strbuf_append(sb, ", " COL_ROWS " FROM (\n    ");
+	page_query(sb, w, a, "", 1);
+	bf_strbuf_append(sb, "\n  ) p ORDER BY " COL_ROWS " DESC LIMIT 1\n),\n");
 
 	/* The last key as an InitPlan parameter: the range is an index
 	 * condition, whatever the statistics say about the table. */
@@ -227,7 +240,10 @@ static void update_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_arg
 		bf_strbuf_printf(sb, "\n    AND (%s\n    )", w->where_clause);
 	bf_strbuf_append(sb, "\n  RETURNING 1\n),\n");
 
-	checkpoint_tail(sb, w, a, CTE_PAGE, CTE_LAST, "(SELECT count(*) FROM " CTE_WORK ")");
+	const char *scanned = "coalesce((SELECT " COL_ROWS " FROM " CTE_LAST "), 0)";
+
+	checkpoint_tail(sb, w, a, scanned, scanned, CTE_LAST,
+			"(SELECT count(*) FROM " CTE_WORK ")");
 }
 
 /* kind sql: the operator's statement reads the keys from "batch"; its rows
@@ -246,7 +262,7 @@ static void sql_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *
 	 * versions. MATERIALIZED: each runs once, as a whole. */
 	bf_strbuf_printf(sb, "WITH %s" CTE_PAGE " AS MATERIALIZED (\n  ",
 			 with.recursive ? "RECURSIVE " : "");
-	page_query(sb, w, a, "ctid AS \"backfill ctid\", ");
+	page_query(sb, w, a, "ctid AS \"backfill ctid\", ", 0);
 	bf_strbuf_append(sb, "\n),\n");
 
 	bf_strbuf_append(sb, CTE_LOCKED " AS MATERIALIZED (\n  SELECT l.* FROM ");
@@ -293,7 +309,8 @@ static void sql_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *
 
 	/* The operator's statement may lack RETURNING: the count is the keys
 	 * it was given. */
-	checkpoint_tail(sb, w, a, CTE_DONE, CTE_DONE, "(SELECT count(*) FROM batch)");
+	checkpoint_tail(sb, w, a, "(SELECT count(*) FROM " CTE_PAGE ")",
+			"(SELECT count(*) FROM " CTE_DONE ")", CTE_DONE, "(SELECT count(*) FROM batch)");
 }
 
 static void work_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_args *a)
