@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <libpq-fe.h>
 #include <yaml.h>
 
 #include "settings.h"
@@ -764,6 +765,29 @@ static int bf_check_windows(struct bf_parse *p)
 	return bf_fail(p, &p->keys[key].mark, "\"throttle.windows\": %s", why);
 }
 
+/* A conninfo libpq cannot parse would fail every connection attempt, and
+ * libpq's reason quotes the offending part, which may be a password (a URI's
+ * "invalid percent-encoded token: ..." quotes all of it): refused here, and
+ * the reason is not copied into the log. */
+static int bf_check_conninfo(struct bf_parse *p)
+{
+	size_t key = bf_key_at(offsetof(bf_config, conninfo));
+	char *libpq_error = NULL;
+	PQconninfoOption *opts = PQconninfoParse(p->cfg->conninfo, &libpq_error);
+
+	if (opts) {
+		PQconninfoFree(opts);
+		return 0;
+	}
+	if (!libpq_error)
+		return bf_fail(p, &p->keys[key].mark, "out of memory");
+	PQfreemem(libpq_error);
+	return bf_fail(p, &p->keys[key].mark,
+		       "\"database.conninfo\" is not a valid libpq connection string (libpq's "
+		       "reason is not shown, since it may quote a password: try the string with "
+		       "psql)");
+}
+
 int bf_config_load_buffer(bf_config *cfg, const char *name, const char *buf, size_t len, char *err,
 			  size_t errlen)
 {
@@ -782,6 +806,8 @@ int bf_config_load_buffer(bf_config *cfg, const char *name, const char *buf, siz
 		rc = bf_check_orders(&p);
 	if (rc == 0)
 		rc = bf_check_windows(&p);
+	if (rc == 0)
+		rc = bf_check_conninfo(&p);
 
 	yaml_event_delete(&p.event);
 	yaml_parser_delete(&p.parser);

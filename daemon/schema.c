@@ -178,7 +178,12 @@ const char *bf_schema_install_sql(void)
 		"  END IF;\n"
 		"END IF;\n"
 		"PERFORM pg_advisory_xact_lock(hashtext('backfill schema'));\n"
-		"CREATE SCHEMA IF NOT EXISTS backfill;\n"
+		/* Not CREATE SCHEMA IF NOT EXISTS: it checks CREATE on the
+		 * database first, so a role given its schema (config/roles.sql)
+		 * instead of CREATE on the database could never install. */
+		"IF to_regnamespace('backfill') IS NULL THEN\n"
+		"  CREATE SCHEMA backfill;\n"
+		"END IF;\n"
 		"CREATE TABLE IF NOT EXISTS backfill.schema_version (\n"
 		"  version integer PRIMARY KEY,\n"
 		"  applied_at timestamptz NOT NULL DEFAULT now());\n",
