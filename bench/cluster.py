@@ -11,6 +11,7 @@ tracked for the pickup latency.
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,10 +56,16 @@ class Cluster:
         self.conn = self.primary.connect('postgres')
         return self
 
-    def stop(self):
+    def stop(self, keep=False):
+        """Stops the servers; their directory (gigabytes at 10m rows) goes
+        too, unless keep (a failed run: its server logs tell why)."""
         for server in (self.standby, self.primary):
             if server is not None:
                 server.stop(mode='immediate')
+        if keep:
+            print(f'bench: servers and logs kept in {self.base}', file=sys.stderr)
+        else:
+            shutil.rmtree(self.base, ignore_errors=True)
 
     def connect(self, **kwargs):
         return self.primary.connect('postgres', **kwargs)
@@ -120,7 +127,9 @@ class Cluster:
             'shared_buffers': '256MB',
             'cluster_name': 'bench_standby',
         })
-        self.standby.init_standby(self.primary)
+        # Through a slot: the copies made for the next runs write and
+        # recycle WAL faster than a standby that has just started fetches it.
+        self.standby.init_standby(self.primary, slot='bench_standby')
         self.standby.start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -130,10 +139,28 @@ class Cluster:
             time.sleep(0.1)
         raise RuntimeError('the bench standby never started streaming')
 
+    def standby_streaming(self):
+        return self.conn.execute("SELECT count(*) FROM pg_stat_replication "
+                                 "WHERE state = 'streaming'").fetchone()[0] > 0
+
+    def wait_standby_caught_up(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while True:
+            lag = self.conn.execute(
+                "SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)) "
+                "FROM pg_stat_replication WHERE state = 'streaming'").fetchone()[0]
+            if lag == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'the standby has not caught up after {timeout} s '
+                                   f'(lag {lag} bytes)')
+            time.sleep(0.1)
+
     def stop_standby(self):
         if self.standby is not None:
             self.standby.stop(mode='immediate')
             self.standby = None
+            self.conn.execute("SELECT pg_drop_replication_slot('bench_standby')")
 
 
 BATCH_LINE = re.compile(
