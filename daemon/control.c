@@ -303,6 +303,31 @@ static void control_dropped_closed(uv_handle_t *handle)
 	free(handle);
 }
 
+/* Frees the slots of clients that hung up before the loop read their end:
+ * libuv accepts a whole burst of connections in one go, and a burst opened
+ * and closed at once would otherwise fill every slot, and have the next
+ * real client refused as busy, until their EOFs are read. Only clients
+ * waiting for a request (one with a request in hand keeps its slot until
+ * answered); one non-blocking peek each, and only when the slots are full. */
+static void control_reap_hung_up(bf_control *ctl, bf_client *except)
+{
+	bf_client *client, *next;
+
+	for (client = ctl->clients; client; client = next) {
+		uv_os_fd_t fd;
+		char byte;
+
+		next = client->next;
+		if (client == except || client->closed || client->handling || client->writing ||
+		    uv_fileno((uv_handle_t *)&client->pipe, &fd) != 0)
+			continue;
+		ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+			client_close(client);
+	}
+}
+
 static void control_connection(uv_stream_t *server, int status)
 {
 	bf_control *ctl = server->data;
@@ -369,6 +394,8 @@ static void control_connection(uv_stream_t *server, int status)
 		control_refuse(client, BF_ERR_PERMISSION_DENIED, msg);
 		return;
 	}
+	if (ctl->nclients > ctl->max_clients)
+		control_reap_hung_up(ctl, client);
 	if (ctl->nclients > ctl->max_clients) {
 		ctl->refused++;
 		control_refuse(client, BF_ERR_BUSY,

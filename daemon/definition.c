@@ -27,8 +27,11 @@ char *bf_clause_dup(const char *s)
 	return d;
 }
 
-/* Each operator clause is put into a statement of ours; a ';' would end
- * that statement early (and split the batch's transaction). */
+/* Each operator clause is put into a statement of ours, inside parentheses
+ * or a CTE of ours: a ';' would end that statement early (and split the
+ * batch's transaction), and a ')' it did not open would close ours, letting
+ * the rest of the clause run outside the batch (another CTE, say, that
+ * modifies any table). */
 char *bf_definition_check(bf_job_kind kind, const char *set_clause, const char *where_clause,
 			  const char *statement)
 {
@@ -41,11 +44,31 @@ char *bf_definition_check(bf_job_kind kind, const char *set_clause, const char *
 	};
 	char error[256];
 
+	/* The schema requires the clause; a clause of only blanks and ';'
+	 * passes its check but is nothing once they are trimmed. */
+	if (kind == BF_KIND_UPDATE && !set_clause)
+		return strdup("set_clause is empty (only blanks or ';'): give the SET list of "
+			      "a kind update job, e.g. total_cents = (total * 100)::bigint");
+	if (kind == BF_KIND_SQL && !statement)
+		return strdup("statement is empty (only blanks or ';'): give the statement of "
+			      "a kind sql job, reading the batch's keys from \"batch\"");
 	for (size_t i = 0; i < sizeof(clauses) / sizeof(clauses[0]); i++) {
 		int found = clauses[i].text ? bf_sql_has_semicolon(clauses[i].text) : 0;
 
-		if (found == 0)
-			continue;
+		if (found == 0) {
+			int parens = clauses[i].text ? bf_sql_parens(clauses[i].text) : 0;
+
+			if (parens == 0)
+				continue;
+			snprintf(error, sizeof(error),
+				 parens < 0 ? "%s has a ')' without its '(': it would close a "
+					      "parenthesis of the batch statement; balance the "
+					      "clause's parentheses"
+					    : "%s has a '(' that is never closed: balance the "
+					      "clause's parentheses",
+				 clauses[i].column);
+			return strdup(error);
+		}
 		snprintf(
 			error, sizeof(error),
 			found > 0

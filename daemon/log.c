@@ -60,10 +60,15 @@ void bf_log(bf_log_level level, const char *fmt, ...)
 	if (n < 0)
 		return;
 	/* Keep one record one line: a newline inside an error message from
-	 * the server would otherwise start a record without a priority. */
-	for (char *p = line; *p; p++)
+	 * the server (or a job's name) would otherwise start a record without
+	 * a priority; other control characters (a terminal's escapes) are
+	 * shown as '?'. */
+	for (char *p = line; *p; p++) {
 		if (*p == '\n' || *p == '\r')
 			*p = ' ';
+		else if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+			*p = '?';
+	}
 
 	if (log_to_journal) {
 		fprintf(stderr, "<%d>%s\n", log_priority[level], line);

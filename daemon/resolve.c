@@ -42,7 +42,8 @@ const char bf_resolve_sql[] =
 	"                 AND i.indnkeyatts = (SELECT count(*) FROM keys)\n"
 	"                 AND (i.indkey::int2[])[0:i.indnkeyatts - 1]\n"
 	"                     = ARRAY(SELECT k2.attnum FROM keys k2 ORDER BY k2.ord)),\n"
-	"       rel.relkind, rel.relhassubclass\n"
+	"       rel.relkind, rel.relhassubclass,\n"
+	"       $2::text[] IS NOT NULL AND array_position($2::text[], NULL) IS NOT NULL\n"
 	"FROM rel LEFT JOIN keys k ON true\n"
 	"ORDER BY k.ord";
 
@@ -116,6 +117,14 @@ int bf_resolve_table(const PGresult *res, const char *table_name, bf_table *t, c
 		snprintf(error, sizeof(error),
 			 "%s has inheritance children, whose keys its unique index does not cover: "
 			 "run one job per child table instead",
+			 PQgetvalue(res, 0, 0));
+		return resolve_fail(out, error);
+	}
+	/* key_columns = '{NULL}' would otherwise read as "no primary key". */
+	if (n > 0 && strcmp(PQgetvalue(res, 0, 9), "t") == 0) {
+		snprintf(error, sizeof(error),
+			 "key_columns of table %s contains a NULL: give the names of columns "
+			 "that identify a row",
 			 PQgetvalue(res, 0, 0));
 		return resolve_fail(out, error);
 	}

@@ -200,6 +200,21 @@ int bf_sql_has_semicolon(const char *text)
 	return i == (size_t)-1 ? -1 : 0;
 }
 
+int bf_sql_parens(const char *text)
+{
+	size_t i = 0;
+	long depth = 0;
+
+	while ((i = skip_to_plain(text, i)) != (size_t)-1 && text[i]) {
+		if (text[i] == '(')
+			depth++;
+		else if (text[i] == ')' && --depth < 0)
+			return -1;
+		i++;
+	}
+	return depth > 0 ? 1 : 0;
+}
+
 int bf_sql_mentions(const char *text, const char *name)
 {
 	size_t n = strlen(name), i = 0;

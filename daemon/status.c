@@ -152,11 +152,18 @@ static json_t *job_object(const PGresult *res, int row, bf_job *job, int paused_
 
 	if (json_is_array(reasons) && json_array_size(reasons) == 0) {
 		if (strcmp(state, "paused") == 0) {
+			const char *name = cell(res, row, BF_ST_NAME);
+			size_t n = strlen(name);
 			char text[1200];
 
+			/* A name longer than fits is cut on a character
+			 * boundary: json_string refuses broken UTF-8. */
+			if (n > 1000)
+				for (n = 1000; n > 0 && ((unsigned char)name[n] & 0xc0) == 0x80; n--)
+					;
 			snprintf(text, sizeof(text),
-				 "paused: this job is paused (backfillctl resume %s)",
-				 cell(res, row, BF_ST_NAME));
+				 "paused: this job is paused (backfillctl resume %.*s%s)", (int)n,
+				 name, name[n] ? "..." : "");
 			json_array_append_new(reasons, json_string(text));
 		} else if (paused_all && (running || strcmp(state, "pending") == 0)) {
 			json_array_append_new(

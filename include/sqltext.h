@@ -23,6 +23,12 @@ int bf_sql_split_with(const char *stmt, bf_sql_with *out);
  * unterminated (it would swallow what follows it). */
 int bf_sql_has_semicolon(const char *text);
 
+/* 0 if every '(' of text outside quotes and comments is closed by a ')' of
+ * its own; -1 if a ')' closes a parenthesis text did not open (it would
+ * close one of the statement it is put into), 1 if a '(' is never closed.
+ * Call it on text without unterminated quotes (bf_sql_has_semicolon). */
+int bf_sql_parens(const char *text);
+
 /* 1 if text uses the identifier name (case-insensitive bare word, or
  * exactly when double-quoted) outside quotes and comments, 0 if not. */
 int bf_sql_mentions(const char *text, const char *name);

@@ -328,6 +328,17 @@ static void test_semicolons(void)
 	UNIT_CHECK_INT(bf_sql_has_semicolon("x IS NULL /* a /* nested */ closed */"), 0);
 }
 
+static void test_parens(void)
+{
+	UNIT_CHECK_INT(bf_sql_parens("f(a, (b)) = ')' || $$($$ -- )\n /* ( */"), 0);
+	/* Closing a parenthesis of ours: the rest would run outside the batch. */
+	UNIT_CHECK_INT(bf_sql_parens("true) OR (true"), -1);
+	UNIT_CHECK_INT(bf_sql_parens("SELECT 1 FROM batch), evil AS (DELETE FROM victim RETURNING 1"),
+		       -1);
+	UNIT_CHECK_INT(bf_sql_parens("coalesce(x, 0"), 1);
+	UNIT_CHECK_INT(bf_sql_parens("x = \"a)b\" AND y = E'\\')'"), 0);
+}
+
 static void test_mentions(void)
 {
 	UNIT_CHECK_INT(
@@ -373,6 +384,7 @@ int main(void)
 	UNIT_RUN(test_plan_reads_without_locking_for_update);
 	UNIT_RUN(test_sql_kind_wraps_statement);
 	UNIT_RUN(test_semicolons);
+	UNIT_RUN(test_parens);
 	UNIT_RUN(test_mentions);
 	UNIT_RUN(test_upper_bound);
 	UNIT_RUN(test_verify);
