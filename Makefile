@@ -5,8 +5,11 @@
 #   make check SANITIZE=address,undefined
 #   make demo            a throwaway PostgreSQL, a million rows, one job, watched to the end
 #   make bench           backfilld against the alternatives (BENCH_ARGS="--rows 10m")
+#   make valgrind        the core tests with the daemon under valgrind memcheck
 #   make install         PREFIX=/usr/local DESTDIR=
 #   make deps            install the Debian packages the build and the tests need
+#   make fuzz            libFuzzer on the protocol decoder and the config loader
+#                        (FUZZ_SECONDS=300 each); `make check` runs fuzz-short
 
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
@@ -58,7 +61,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 HEADERS   := $(wildcard include/*.h)
 
-.PHONY: all clean check unit pytest demo bench install deps
+.PHONY: all clean check unit pytest demo bench valgrind install deps fuzz fuzz-short
 .SECONDARY: $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 
 all: $(BUILD)/backfilld $(BUILD)/backfillctl
@@ -102,11 +105,22 @@ pytest: $(BUILD)/backfilld $(BUILD)/backfillctl
 
 check: deps
 	$(Q)$(MAKE) --no-print-directory WERROR=1 all unit
+	$(Q)$(MAKE) --no-print-directory WERROR=1 fuzz-short
 	$(Q)$(MAKE) --no-print-directory WERROR=1 pytest
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) BACKFILLCTL=$(abspath $(BUILD)/backfillctl) sh scripts/demo.sh
+
+# The core tests with every daemon under valgrind's memcheck: any invalid
+# access, uninitialised read or leak at exit fails the test (tests/daemon.py).
+# A build without sanitizers (memcheck and ASan do not mix).
+VALGRIND_TESTS ?= tests/test_walk.py tests/test_lifecycle.py tests/test_control.py \
+	tests/test_faults.py tests/test_notify.py
+valgrind: deps
+	$(Q)$(MAKE) --no-print-directory SANITIZE= all
+	$(Q)BACKFILLD_VALGRIND=1 $(MAKE) --no-print-directory SANITIZE= pytest \
+	    PYTEST_ARGS="$(VALGRIND_TESTS) -q"
 
 # Never part of `make check` (tests/test_bench.py runs it at a tiny size).
 # An optimized build without sanitizers: the numbers are the product's.
@@ -114,6 +128,89 @@ bench: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BACKFILLD=$(abspath $(BUILD)/backfilld) BACKFILLCTL=$(abspath $(BUILD)/backfillctl) \
 	    $(PYTHON) bench/bench.py --out $(abspath $(BUILD)/bench) $(BENCH_ARGS)
+
+# Fuzzing with libFuzzer: fuzz/fuzz_TARGET.c and the library sources, built
+# by clang with ASan and UBSan into $(BUILD)/fuzz/ (never mixed with the $(CC)
+# objects; SANITIZE and CFLAGS do not apply). The repository's seed corpus
+# fuzz/corpus/TARGET/ is copied into $(BUILD)/fuzz/corpus-TARGET/, which the
+# fuzzer grows; crash-*, leak-* and timeout-* inputs land in $(BUILD)/fuzz/.
+# To keep new inputs worth having, merge them into the seeds by hand:
+#   $(BUILD)/fuzz/fuzz_proto -merge=1 fuzz/corpus/proto $(BUILD)/fuzz/corpus-proto
+FUZZ_CC       ?= clang-14
+FUZZ_TARGETS  := proto config
+FUZZ_SECONDS  ?= 300
+# Short enough for every `make check` (both targets: well under 40 s).
+FUZZ_SHORT_SECONDS ?= 15
+FUZZ_ARGS     ?=
+FUZZ_DIR      := $(BUILD)/fuzz
+FUZZ_SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS   := -O1 -g -std=c11 -D_GNU_SOURCE $(WARNINGS) -Iinclude -DBF_VERSION='"$(VERSION)"' \
+		 $(FUZZ_SANITIZE) -fsanitize=fuzzer-no-link
+ifneq ($(WERROR),)
+FUZZ_CFLAGS   += -Werror
+endif
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_DIR)/%.o)
+FUZZ_BINS     := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
+.SECONDARY: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz/fuzz_%.o)
+# Per-input limits: a slow or greedy input is a bug too (libFuzzer's
+# default of 20 minutes per input would hide one in a 15 s run). Inputs up
+# to 20 kB: the example config is 19 kB, a request line may be 64 kB (past
+# that, fuzz_proto checks the limit on a padded copy of every input).
+FUZZ_RUN_ARGS := -timeout=10 -rss_limit_mb=2048 -max_len=20000 -print_final_stats=1 \
+		 -artifact_prefix=$(abspath $(FUZZ_DIR))/
+
+# The targets themselves are always held to -Werror.
+$(FUZZ_DIR)/fuzz/%.o: fuzz/%.c $(HEADERS) $(FUZZ_DIR)/.flags
+	$(E) "  CLANG   $<"
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -Werror $(PKG_CFLAGS) -c -o $@ $<
+
+$(FUZZ_LIB_OBJS): $(FUZZ_DIR)/%.o: %.c $(HEADERS) $(FUZZ_DIR)/.flags
+	$(E) "  CLANG   $<"
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(FUZZ_DIR)/.flags: FORCE
+	@mkdir -p $(FUZZ_DIR)
+	@echo '$(FUZZ_CC) $(FUZZ_CFLAGS)' | cmp -s - $@ || echo '$(FUZZ_CC) $(FUZZ_CFLAGS)' > $@
+
+$(FUZZ_DIR)/libbf.a: $(FUZZ_LIB_OBJS)
+	$(E) "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/fuzz/fuzz_%.o $(FUZZ_DIR)/libbf.a
+	$(E) "  LD      $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_SANITIZE) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) -lm
+
+# Each target in turn (one fuzzer at a time), SECONDS each, on the seeds
+# copied over whatever earlier runs found.
+fuzz: $(FUZZ_BINS)
+	$(Q)set -e; for t in $(FUZZ_TARGETS); do \
+	    echo "  FUZZ    $$t ($(FUZZ_SECONDS) s)"; \
+	    mkdir -p $(FUZZ_DIR)/corpus-$$t; \
+	    cp fuzz/corpus/$$t/* $(FUZZ_DIR)/corpus-$$t/; \
+	    $(FUZZ_DIR)/fuzz_$$t $(FUZZ_RUN_ARGS) -dict=fuzz/$$t.dict \
+		-max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS) $(FUZZ_DIR)/corpus-$$t; \
+	done
+
+# Part of `make check`: the seeds (regressions included) and a few seconds of
+# new inputs per target. The log is shown only when the fuzzer fails.
+fuzz-short: $(FUZZ_BINS)
+	$(Q)set -e; for t in $(FUZZ_TARGETS); do \
+	    echo "  FUZZ    $$t ($(FUZZ_SHORT_SECONDS) s)"; \
+	    rm -rf $(FUZZ_DIR)/short-$$t && mkdir -p $(FUZZ_DIR)/short-$$t; \
+	    cp fuzz/corpus/$$t/* $(FUZZ_DIR)/short-$$t/; \
+	    if ! $(FUZZ_DIR)/fuzz_$$t $(FUZZ_RUN_ARGS) -dict=fuzz/$$t.dict \
+		    -max_total_time=$(FUZZ_SHORT_SECONDS) $(FUZZ_ARGS) \
+		    $(FUZZ_DIR)/short-$$t > $(FUZZ_DIR)/short-$$t.log 2>&1; then \
+		tail -n 80 $(FUZZ_DIR)/short-$$t.log; \
+		echo "fuzz-short: fuzz_$$t failed (log: $(FUZZ_DIR)/short-$$t.log)" >&2; \
+		exit 1; \
+	    fi; \
+	    awk '/^stat::number_of_executed_units/ { n = $$2 } \
+		/^stat::average_exec_per_sec/ { r = $$2 } $$2 == "DONE" { c = $$4 " edges covered" } \
+		END { printf "          %s runs, %s/s, %s\n", n, r, c }' $(FUZZ_DIR)/short-$$t.log; \
+	done
 
 # The units name the installed paths, whatever PREFIX and SYSCONFDIR are.
 UNIT_SED = -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/bin/|$(BINDIR)/|g' \

@@ -119,8 +119,9 @@ static int fail(const char **code, const char *what, char *err, size_t errlen, c
 	va_start(ap, fmt);
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
-	/* jansson's parse errors quote the offending token, raw. */
-	for (char *p = err; *p; p++)
+	/* jansson's parse errors quote the offending token, raw. (With
+	 * errlen 0, vsnprintf wrote nothing, not even the terminating NUL.) */
+	for (char *p = err; errlen > 0 && *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
 	return -1;

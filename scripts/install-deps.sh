@@ -25,6 +25,9 @@ cmd:systemd-analyze        systemd
 cmd:cc                     gcc
 file:/usr/include/stdio.h  libc6-dev
 cmd:make                   make
+cmd:clang-14               clang-14
+file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a libclang-rt-14-dev
+cmd:valgrind               valgrind
 file:$PYTHON               python3
 py:pytest                  python3-pytest
 py:psycopg                 python3-psycopg

@@ -42,6 +42,16 @@ SANITIZER_ENV = {
 SANITIZER_MARKERS = ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:')
 
 READY_RE = re.compile(r'\bready\b')
+
+# `make valgrind`: every daemon runs under memcheck (same pid: valgrind runs
+# the program in its own process), and anything memcheck reports -- an
+# invalid access, a use of uninitialised memory, a definite or indirect leak
+# at exit -- is a finding that fails the test.
+VALGRIND = os.environ.get('BACKFILLD_VALGRIND') == '1'
+VALGRIND_ARGS = ['valgrind', '--quiet', '--tool=memcheck', '--leak-check=full',
+                 '--show-leak-kinds=definite,indirect',
+                 '--errors-for-leak-kinds=definite,indirect', '--error-exitcode=97',
+                 '--num-callers=30']
 SUN_PATH_MAX = 107     # sizeof(sockaddr_un.sun_path) - 1 on Linux
 
 
@@ -200,6 +210,8 @@ class Daemon:
             env.pop(key, None)
         env.update(extra_env or {})
         cmd = self.command()
+        if VALGRIND:
+            cmd = VALGRIND_ARGS + [f'--log-file={self.valgrind_log(self.starts)}'] + cmd
         if shell_prefix:
             cmd = ['sh', '-c', f'{shell_prefix} exec "$0" "$@"', *cmd]
 
@@ -331,6 +343,21 @@ class Daemon:
         except FileNotFoundError:
             return ''
 
+    def valgrind_log(self, start):
+        return self.dir / f'valgrind.{start}.log'
+
+    def valgrind_reports(self):
+        """What memcheck wrote, run by run (it writes nothing when clean)."""
+        out = []
+        for start in range(1, self.starts + 1):
+            try:
+                text = self.valgrind_log(start).read_text(errors='replace').strip()
+            except FileNotFoundError:
+                continue
+            if text:
+                out.append(f'valgrind, start #{start}:\n{tail(text, 60)}')
+        return out
+
     def sanitizer_reports(self):
         """Lines of the log in which a sanitizer reported an error."""
         return [line for line in self.log().splitlines()
@@ -343,6 +370,7 @@ class Daemon:
         found += [f'{self.name} exited {code} on SIGTERM'
                   for code in self.sigterm_exit_codes if code != 0]
         found += [f'{self.name}: {line}' for line in self.sanitizer_reports()]
+        found += [f'{self.name}: {report}' for report in self.valgrind_reports()]
         return found
 
 

@@ -272,6 +272,26 @@ static void test_decode_long_field_name_is_cut(void)
 	UNIT_CHECK_CONTAINS(err, "longer than 1000 bytes");
 }
 
+/* A caller's error buffer is never read or written past errlen, even when
+ * it is 0 (found by fuzz/fuzz_proto.c: fail() scanned err for control
+ * characters without a terminating NUL having been written). */
+static void test_decode_small_error_buffer(void)
+{
+	bf_request req;
+	const char *code = NULL;
+	char *none = malloc(1), err[8];
+
+	if (!none)
+		return;
+	none[0] = 'x'; /* no NUL anywhere: a scan would run off the end */
+	UNIT_CHECK_INT(bf_request_decode("", 0, &req, &code, none, 0), -1);
+	UNIT_CHECK_STR(code, BF_ERR_BAD_REQUEST);
+	UNIT_CHECK_INT(none[0], 'x');
+	free(none);
+	UNIT_CHECK_INT(decode("{\"v\":1,\"cmd\":\"a\\tb\"}", &req, &code, err, sizeof err), -1);
+	UNIT_CHECK_STR(err, "unknown");
+}
+
 static void test_response_ok(void)
 {
 	char *line = bf_response_ok(json_pack("{s:s, s:i}", "message", "paused", "n", 2));
@@ -436,6 +456,7 @@ int main(void)
 	UNIT_RUN(test_decode_rejects);
 	UNIT_RUN(test_decode_rejects_nul_and_size);
 	UNIT_RUN(test_decode_long_field_name_is_cut);
+	UNIT_RUN(test_decode_small_error_buffer);
 	UNIT_RUN(test_response_ok);
 	UNIT_RUN(test_response_error);
 	UNIT_RUN(test_response_malformed);
