@@ -390,8 +390,12 @@ static void engine_claimed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job->next = engine->jobs;
 		engine->jobs = job;
 		engine->njobs++;
+		/* A fresh sample for it: it judges none taken before it started
+		 * (job_judge), and the next periodic one may be a second away. */
 		if (engine->njobs == 1)
-			bf_sampler_start(&engine->sampler); /* a fresh sample for it */
+			bf_sampler_start(&engine->sampler);
+		else
+			bf_sampler_sample_now(&engine->sampler);
 	}
 	engine_kick(engine);
 }
