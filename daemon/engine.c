@@ -34,7 +34,11 @@ static void session_sql(char *buf, size_t len, const bf_config *cfg, int batches
 		 "SELECT set_config('lock_timeout', '%dms', false),"
 		 " set_config('statement_timeout', '%dms', false),"
 		 " set_config('default_transaction_isolation', 'read committed', false),"
-		 " set_config('default_transaction_read_only', 'off', false)%s",
+		 " set_config('default_transaction_read_only', 'off', false),"
+		 /* The definition checks read quotes the standard way
+		  * (sqltext.c): so must the server, whatever the database's
+		  * default, or a backslash could hide a ';' from them. */
+		 " set_config('standard_conforming_strings', 'on', false)%s",
 		 lock_ms, statement_ms, batches ? "," : "");
 	if (batches)
 		snprintf(buf + strlen(buf), len - strlen(buf),

@@ -78,6 +78,22 @@ def test_where_clause_leaves_other_rows_alone(db, daemon_factory):
     assert conn.execute('SELECT count(*) FROM orders WHERE total_cents <> id').fetchone()[0] == 0
 
 
+def test_clauses_are_read_with_standard_strings_whatever_the_database_default(db,
+                                                                              daemon_factory):
+    """The definition checks read quotes the standard way (a backslash is
+    just a character), and the daemon makes its sessions do the same: with
+    standard_conforming_strings off, 'a\\' would be an unterminated string to
+    the server, and a ';' after it could pass the checks unseen."""
+    conn = db.conn
+    conn.execute(f'ALTER DATABASE "{db.name}" SET standard_conforming_strings = off')
+    conn.execute('CREATE TABLE notes (id bigint PRIMARY KEY, note text)')
+    conn.execute('INSERT INTO notes (id) SELECT generate_series(1, 50)')
+    daemon_factory(db.server, db.name, SMALL_BATCHES)
+    insert_job(conn, name='backslash', table_name='notes', set_clause="note = 'a\\'")
+    wait_succeeded(conn, 'backslash', timeout=60)
+    assert conn.execute("SELECT DISTINCT note FROM notes").fetchall() == [('a\\',)]
+
+
 def test_sql_job_splits_a_table(db, daemon_factory):
     conn = db.conn
     conn.execute('CREATE TABLE users (id bigint PRIMARY KEY, name text, street text, city text)')
