@@ -305,8 +305,16 @@ static void lock_timer_cb(uv_timer_t *timer)
 	if (s->lock_busy || s->closing)
 		return;
 	pids = s->ops.batch_pids(s->arg);
-	if (!pids || strcmp(pids, "{}") == 0) {
-		/* No batch in flight: idle until the next one starts. */
+	int jobs = !s->ops.sample_wanted || s->ops.sample_wanted(s->arg);
+
+	if (!pids || (strcmp(pids, "{}") == 0 && (!s->locks_error[0] || !jobs))) {
+		/* No batch in flight: idle until the next one starts. But a
+		 * check that failed holds every job, so no batch would start
+		 * to run it again: while there are jobs it is retried with no
+		 * pids (no rows when it works) until it works; without jobs
+		 * there is nothing to hold, and the next batch checks anew. */
+		if (pids && !jobs)
+			s->locks_error[0] = '\0';
 		free(pids);
 		return;
 	}

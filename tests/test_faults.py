@@ -1,9 +1,11 @@
 """Crashes, restarts, concurrency: every row is still processed exactly once."""
 import datetime
 import random
+import re
 import time
 
 import psycopg
+import pytest
 
 from daemon import insert_job, job_row, wait_for
 from workload import (SMALL_BATCHES, application, assert_each_row_once, counter_job, counter_table,
@@ -104,50 +106,101 @@ def test_two_daemons_share_the_jobs_and_survive_one_dying(db, daemon_factory):
     assert conn.execute('SELECT max(lease_epoch) FROM backfill.jobs').fetchone()[0] >= 2
 
 
+def _batch_in_flight(conn, job):
+    return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                        "AND state = 'active' AND starts_with(query, '/* backfilld batch */')",
+                        (f'backfilld job {job}',)).fetchone()[0] > 0
+
+
+# A batch that failed (the server's words) or whose connection broke.
+CUT_BATCH = re.compile(r'job "restarts": batch(?:: | interrupted: )')
+
+
 def test_database_restart_mid_job(own_pg, daemon_factory):
+    """The server restarted (fast: sessions terminated; immediate: a crash
+    and recovery) while a batch is in flight: the daemon reconnects by
+    itself, the cut batch is rolled back, and the walk goes on from the
+    committed checkpoint."""
     own_pg.create_database('app')
     conn = own_pg.connect('app')
-    counter_table(conn, rows=5000)
+    counter_table(conn, rows=3000)
     daemon = daemon_factory(own_pg, 'app', SMALL_BATCHES)
-    counter_job(conn, 'restarts', pause_ms=0.1)
+    # 50 rows x 4 ms: each batch is in flight for about 0.2 s.
+    counter_job(conn, 'restarts', pause_ms=4)
     conn.close()
     for mode in ('fast', 'immediate'):
         conn = own_pg.connect('app')
         wait_for(lambda: conn.execute("SELECT rows_scanned > 0 FROM backfill.jobs").fetchone()[0],
                  30, what='progress before the restart')
+        wait_for(lambda: _batch_in_flight(conn, 'restarts'), 30, what='a batch in flight')
         scanned = conn.execute('SELECT rows_scanned FROM backfill.jobs').fetchone()[0]
-        assert scanned < 5000, 'the job finished before the restart'
+        assert scanned < 3000, 'the job finished before the restart'
         conn.close()
+        cut_before = len(CUT_BATCH.findall(daemon.log()))
         own_pg.restart(mode=mode)
         conn = own_pg.connect('app')
         wait_for(lambda: conn.execute('SELECT rows_scanned FROM backfill.jobs').fetchone()[0] > scanned,
                  30, what=f'progress after the {mode} restart')
         conn.close()
+        # The batch in flight was cut (interrupted, or ended by the
+        # server's shutdown), not lost track of.
+        assert len(CUT_BATCH.findall(daemon.log())) > cut_before, mode
     conn = own_pg.connect('app')
     row = wait_succeeded(conn, 'restarts', timeout=120)
-    assert_each_row_once(conn, rows=5000)
+    assert_each_row_once(conn, rows=3000)
+    assert row['rows_scanned'] == 3000
     assert 'reconnecting' in daemon.log()
+    assert daemon.alive()
     conn.close()
 
 
-def test_sigstop_beyond_the_lease_is_fenced(db, daemon_factory):
+@pytest.mark.parametrize('where', ['mid_batch', 'between_batches'])
+def test_sigstop_beyond_the_lease_is_fenced(db, daemon_factory, where):
+    """A daemon frozen (SIGSTOP) longer than its lease, with a batch in
+    flight or between two batches; another daemon takes the job over; then
+    SIGCONT. The stale daemon's next checkpoint is refused by the fence,
+    it says it lost the lease, and no row is processed twice."""
     conn = db.conn
-    counter_table(conn, rows=4000)
+    server_log_start = len(db.server.log())
+    counter_table(conn, rows=1000)
     overrides = merged(SMALL_BATCHES, FAST_LEASE)
     stalled = daemon_factory(db.server, db.name, overrides, name='stalled')
-    counter_job(conn, 'stalled', pause_ms=0.1)
-    wait_for(lambda: job_row(conn, 'stalled')['rows_scanned'] > 0, 30, what='progress')
+    if where == 'mid_batch':
+        # The fourth batch (keys 151..200) takes 50 x 60 ms = 3 s, longer
+        # than the 2 s lease; the others are quick.
+        insert_job(conn, name='stalled', table_name='items',
+                   set_clause='counter = counter + 1 + test_pause('
+                              'CASE WHEN id BETWEEN 151 AND 200 THEN 60 ELSE 0.1 END)')
+        wait_for(lambda: conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'backfilld job stalled' "
+            "AND state = 'active' AND starts_with(query, '/* backfilld batch */') "
+            "AND query_start < now() - interval '0.3 s'").fetchone()[0] > 0,
+            30, what='the slow batch in flight')
+    else:
+        # Quick batches, half a second apart (100 rows/s, 50-row batches).
+        counter_job(conn, 'stalled', pause_ms=0.1, settings='{"max_rows_per_s": 100}')
+        wait_for(lambda: job_row(conn, 'stalled')['batches'] >= 2, 30, what='some batches')
+        wait_for(lambda: not _batch_in_flight(conn, 'stalled'), 30, what='a gap between batches')
     stalled.sigstop()
-    other = daemon_factory(db.server, db.name, overrides, name='other')
-    wait_for(lambda: job_row(conn, 'stalled')['owner'] not in (None,) and
-             job_row(conn, 'stalled')['lease_epoch'] >= 2, 30, what='the takeover')
+    epoch = job_row(conn, 'stalled')['lease_epoch']
+    other = daemon_factory(db.server, db.name, merged(overrides, {'batch': {'lock_timeout_ms': 10000}}),
+                           name='other')
+    wait_for(lambda: job_row(conn, 'stalled')['lease_epoch'] > epoch, 30, what='the takeover')
+    # The new owner makes progress while the old one is still frozen.
+    taken = job_row(conn, 'stalled')['batches']
+    wait_for(lambda: job_row(conn, 'stalled')['batches'] > taken, 30, what='progress by the new owner')
     stalled.sigcont()
-    row = wait_succeeded(conn, 'stalled', timeout=120)
-    assert_each_row_once(conn, rows=4000)
-    wait_for(lambda: 'lease lost' in stalled.log() or 'fence refused' in stalled.log(), 30,
+    wait_for(lambda: 'lease lost: the job is now owned by' in stalled.log(), 30,
              what='the stalled daemon to notice it lost the lease')
+    assert 'job "stalled": the checkpoint fence refused the batch; re-reading the job row' \
+        in stalled.log()
+    # The server refused it: the batch was rolled back.
+    assert 'ERROR:  backfill checkpoint fence' in db.server.log()[server_log_start:]
+    row = wait_succeeded(conn, 'stalled', timeout=120)
+    assert_each_row_once(conn, rows=1000)
     assert 'taking over' in other.log()
-    assert counters(conn) == {1: 4000}
+    assert counters(conn) == {1: 1000}
+    assert stalled.alive() and other.alive()
 
 
 def _waiting_on_a_lock(conn, job):
@@ -219,7 +272,6 @@ def test_shutdown_grace_ends_cleanly_while_the_job_row_is_locked(db, daemon_fact
 
 
 def test_a_lease_held_in_our_name_for_a_job_we_do_not_run_is_given_back(db, daemon_factory):
-    import re
     conn = db.conn
     counter_table(conn, rows=100)
     daemon = daemon_factory(db.server, db.name, FAST_LEASE)
