@@ -6,6 +6,7 @@
 #   make demo            a throwaway PostgreSQL, a million rows, one job, watched to the end
 #   make bench           backfilld against the alternatives (BENCH_ARGS="--rows 10m")
 #   make valgrind        the core tests with the daemon under valgrind memcheck
+#   make soak            the fault-injection soak for SOAK_SECONDS (600)
 #   make install         PREFIX=/usr/local DESTDIR=
 #   make deps            install the Debian packages the build and the tests need
 #   make fuzz            libFuzzer on the protocol decoder and the config loader
@@ -61,7 +62,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 HEADERS   := $(wildcard include/*.h)
 
-.PHONY: all clean check unit pytest demo bench valgrind install deps fuzz fuzz-short
+.PHONY: all clean check unit pytest demo bench valgrind soak install deps fuzz fuzz-short
 .SECONDARY: $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 
 all: $(BUILD)/backfilld $(BUILD)/backfillctl
@@ -121,6 +122,15 @@ valgrind: deps
 	$(Q)$(MAKE) --no-print-directory SANITIZE= all
 	$(Q)BACKFILLD_VALGRIND=1 $(MAKE) --no-print-directory SANITIZE= pytest \
 	    PYTEST_ARGS="$(VALGRIND_TESTS) -q"
+
+# The long soak: three daemons, eight jobs, random kills, freezes and
+# terminated connections for SOAK_SECONDS; its numbers in $(BUILD)/soak.json.
+# (`make check` runs the same test for 25 s.)
+SOAK_SECONDS ?= 600
+soak: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BACKFILLD_SOAK_SECONDS=$(SOAK_SECONDS) BACKFILLD_SOAK_REPORT=$(abspath $(BUILD)/soak.json) \
+	    $(MAKE) --no-print-directory pytest PYTEST_ARGS="tests/test_chaos.py -k soak -q -s"
 
 # Never part of `make check` (tests/test_bench.py runs it at a tiny size).
 # An optimized build without sanitizers: the numbers are the product's.

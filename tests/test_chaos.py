@@ -2,7 +2,7 @@
 refuses connections or imposes its own timeouts. Whatever happens, every
 row of every job is processed exactly once (its counter ends at 1).
 
-The soak runs BACKFILLD_SOAK_SECONDS (default 40) of random faults from a
+The soak runs BACKFILLD_SOAK_SECONDS (default 25) of random faults from a
 seeded RNG (BACKFILLD_CHAOS_SEED to replay a run; the seed is printed and in
 every failure message); BACKFILLD_SOAK_REPORT=PATH writes its numbers as
 JSON. The database restarted under in-flight batches and a daemon frozen
@@ -50,7 +50,7 @@ def _terminate(conn, like):
 
 # -- 1. the soak ---------------------------------------------------------------
 
-SOAK_SECONDS = float(os.environ.get('BACKFILLD_SOAK_SECONDS') or 40)
+SOAK_SECONDS = float(os.environ.get('BACKFILLD_SOAK_SECONDS') or 25)
 SOAK_JOBS = 8
 SOAK_DAEMONS = 3
 # Rows per table: enough that the jobs run through the whole soak (a batch

@@ -81,7 +81,10 @@ def test_a_thousand_jobs_leave_no_descriptor_connection_or_memory_behind(db, dae
     assert last[0] <= first[0], f'file descriptors grew from {first[0]} to {last[0]}'
     assert last[1] <= first[1], f'server connections grew from {first[1]} to {last[1]}'
     # Memory: allocator caches settle after the first waves; a leak of even
-    # a kilobyte per job would add a megabyte over the last nine hundred.
-    growth = last[2] - max(s[2] for s in samples[:3])
-    assert growth < 1024, f'resident memory grew by {growth} KiB over {JOBS - 3 * WAVE} jobs'
+    # a kilobyte per job would add a megabyte over the last seven hundred.
+    # Not under AddressSanitizer, whose quarantine holds freed memory back
+    # (its leak check at exit covers leaks there).
+    if 'libasan' not in Path(f'/proc/{pid}/maps').read_text():
+        growth = last[2] - max(s[2] for s in samples[:3])
+        assert growth < 1024, f'resident memory grew by {growth} KiB over {JOBS - 3 * WAVE} jobs'
     assert daemon.alive()
