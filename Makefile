@@ -27,6 +27,9 @@ CC         ?= cc
 PKG_CONFIG ?= pkg-config
 PYTHON     ?= /usr/bin/python3
 PYTEST_ARGS ?= tests
+# make check runs the test files on three workers (pytest-xdist), a file per
+# worker: the tests mostly wait on servers and timers, not on the CPU.
+CHECK_PYTEST_ARGS ?= tests -n 3 --dist loadfile
 BENCH_ARGS ?=
 PKGS       := libpq libuv yaml-0.1 libsystemd jansson
 MANDIR     ?= $(PREFIX)/share/man
@@ -107,7 +110,7 @@ pytest: $(BUILD)/backfilld $(BUILD)/backfillctl
 check: deps
 	$(Q)$(MAKE) --no-print-directory WERROR=1 all unit
 	$(Q)$(MAKE) --no-print-directory WERROR=1 fuzz-short
-	$(Q)$(MAKE) --no-print-directory WERROR=1 pytest
+	$(Q)$(MAKE) --no-print-directory WERROR=1 pytest PYTEST_ARGS="$(CHECK_PYTEST_ARGS)"
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all

@@ -30,6 +30,7 @@ file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a lib
 cmd:valgrind               valgrind
 file:$PYTHON               python3
 py:pytest                  python3-pytest
+py:xdist                   python3-pytest-xdist
 py:psycopg                 python3-psycopg
 py:matplotlib              python3-matplotlib
 file:$PG_BIN/pgbench       postgresql-15
