@@ -80,20 +80,22 @@ def tail(text, lines=200):
 
 # -- configuration -----------------------------------------------------------
 
-def merge_config(base, overrides):
-    """base with overrides applied section by section (dict of dicts); a
-    value of None removes the key, and a section of None the whole section."""
+def merge_config(base, *overrides):
+    """base with each of overrides applied in turn, section by section (dict
+    of dicts); a value of None removes the key, and a section of None the
+    whole section."""
     merged = {section: dict(keys) for section, keys in base.items()}
-    for section, keys in (overrides or {}).items():
-        if keys is None:
-            merged.pop(section, None)
-            continue
-        target = merged.setdefault(section, {})
-        for key, value in keys.items():
-            if value is None:
-                target.pop(key, None)
-            else:
-                target[key] = value
+    for override in overrides:
+        for section, keys in (override or {}).items():
+            if keys is None:
+                merged.pop(section, None)
+                continue
+            target = merged.setdefault(section, {})
+            for key, value in keys.items():
+                if value is None:
+                    target.pop(key, None)
+                else:
+                    target[key] = value
     return merged
 
 

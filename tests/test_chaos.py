@@ -19,18 +19,10 @@ import psycopg
 import pytest
 
 from conftest import _stop_daemons
-from daemon import job_row, wait_for
+from daemon import job_row, merge_config, wait_for
 from pgserver import PgServer
 from workload import (assert_each_row_once, counter_job, counter_table, counters,
                       wait_succeeded)
-
-
-def merged(*dicts):
-    out = {}
-    for d in dicts:
-        for section, keys in d.items():
-            out.setdefault(section, {}).update(keys)
-    return out
 
 
 def _backends(conn, like):
@@ -296,7 +288,7 @@ def small_pg(pg_base_dir):
 
 def _role_daemon(daemon_factory, server, overrides=None):
     conninfo = server.conninfo('app').replace('user=postgres', f'user={DAEMON_ROLE}')
-    return daemon_factory(server, 'app', merged(
+    return daemon_factory(server, 'app', merge_config(
         {'database': {'conninfo': conninfo}},
         {'batch': {'size': 50, 'size_min': 50, 'size_max': 50}},
         REFUSED_RETRY, overrides or {}))

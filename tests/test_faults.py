@@ -7,26 +7,18 @@ import time
 import psycopg
 import pytest
 
-from daemon import insert_job, job_row, wait_for
+from daemon import insert_job, job_row, merge_config, wait_for
 from workload import (SMALL_BATCHES, application, assert_each_row_once, counter_job, counter_table,
                       counters, wait_succeeded)
 
 FAST_LEASE = {'engine': {'lease_s': 2, 'poll_interval_ms': 200}}
 
 
-def merged(*dicts):
-    out = {}
-    for d in dicts:
-        for section, keys in d.items():
-            out.setdefault(section, {}).update(keys)
-    return out
-
-
 def test_sigkill_at_random_moments_never_processes_a_row_twice(db, daemon_factory):
     rows = 6000
     conn = db.conn
     counter_table(conn, rows=rows)
-    overrides = merged(SMALL_BATCHES, FAST_LEASE)
+    overrides = merge_config(SMALL_BATCHES, FAST_LEASE)
     rng = random.Random(20261121)
     kills = 0
     for round_no in range(6):
@@ -88,7 +80,7 @@ def test_concurrent_writer_loses_nothing(db, daemon_factory):
 def test_two_daemons_share_the_jobs_and_survive_one_dying(db, daemon_factory):
     conn = db.conn
     tables = [f'part{i}' for i in range(4)]
-    overrides = merged(SMALL_BATCHES, FAST_LEASE, {'engine': {'max_jobs': 2}})
+    overrides = merge_config(SMALL_BATCHES, FAST_LEASE, {'engine': {'max_jobs': 2}})
     first = daemon_factory(db.server, db.name, overrides)
     second = daemon_factory(db.server, db.name, overrides)
     for table in tables:
@@ -163,7 +155,7 @@ def test_sigstop_beyond_the_lease_is_fenced(db, daemon_factory, where):
     conn = db.conn
     server_log_start = len(db.server.log())
     counter_table(conn, rows=1000)
-    overrides = merged(SMALL_BATCHES, FAST_LEASE)
+    overrides = merge_config(SMALL_BATCHES, FAST_LEASE)
     stalled = daemon_factory(db.server, db.name, overrides, name='stalled')
     if where == 'mid_batch':
         # The fourth batch (keys 151..200) takes 50 x 60 ms = 3 s, longer
@@ -183,7 +175,7 @@ def test_sigstop_beyond_the_lease_is_fenced(db, daemon_factory, where):
         wait_for(lambda: not _batch_in_flight(conn, 'stalled'), 30, what='a gap between batches')
     stalled.sigstop()
     epoch = job_row(conn, 'stalled')['lease_epoch']
-    other = daemon_factory(db.server, db.name, merged(overrides, {'batch': {'lock_timeout_ms': 10000}}),
+    other = daemon_factory(db.server, db.name, merge_config(overrides, {'batch': {'lock_timeout_ms': 10000}}),
                            name='other')
     wait_for(lambda: job_row(conn, 'stalled')['lease_epoch'] > epoch, 30, what='the takeover')
     # The new owner makes progress while the old one is still frozen.
@@ -249,7 +241,7 @@ def test_a_sql_job_copies_what_was_committed_during_its_lock_wait(db, daemon_fac
 def test_shutdown_grace_ends_cleanly_while_the_job_row_is_locked(db, daemon_factory):
     conn = db.conn
     counter_table(conn, rows=2000)
-    daemon = daemon_factory(db.server, db.name, merged(SMALL_BATCHES, {
+    daemon = daemon_factory(db.server, db.name, merge_config(SMALL_BATCHES, {
         'engine': {'shutdown_grace_ms': 1000, 'lease_s': 3},
         'batch': {'lock_timeout_ms': 30000}}))
     counter_job(conn, 'held', pause_ms=0.1)
@@ -266,7 +258,7 @@ def test_shutdown_grace_ends_cleanly_while_the_job_row_is_locked(db, daemon_fact
     finally:
         operator.rollback()
         operator.close()
-    daemon_factory(db.server, db.name, merged(SMALL_BATCHES, FAST_LEASE), name='next')
+    daemon_factory(db.server, db.name, merge_config(SMALL_BATCHES, FAST_LEASE), name='next')
     row = wait_succeeded(conn, 'held', timeout=60)
     assert_each_row_once(conn, rows=2000)
 
