@@ -57,7 +57,7 @@ def options(argv):
     a = p.parse_args(argv)
     if a.rounds < 1:
         p.error('--rounds must be at least 1')
-    a.pgbench_s, a.idle_s, a.pickups, a.lag_high = 15, 30, 20, 16 * MIB
+    a.pgbench_s, a.idle_s, a.pickups, a.lag_high = 10, 30, 20, 16 * MIB
     if a.tiny:
         a.rows, a.rounds = 20000, 1
         a.pgbench_s, a.idle_s, a.pickups, a.lag_high = 2, 2, 3, 1 * MIB
@@ -140,6 +140,25 @@ def lag(cluster, daemon, a, clock):
             'throttled_holds': daemon.log_path.read_text().count('job "lag": throttled:')}
 
 
+def application(cluster, daemon, a, hint):
+    """pgbench idle, during backfilld and during a gentler backfilld, in
+    turn, `rounds` times, each phase's rounds pooled; during one UPDATE once
+    (it is nowhere near). Every run on a fresh table."""
+    rounds = {'idle': [], 'backfilld': [], 'gentle': []}
+    for r in range(a.rounds):
+        rounds['idle'].append(impact.idle(cluster, cluster.fresh_table('bench_app'),
+                                          a.rows, a.pgbench_s))
+        rounds['backfilld'].append(impact.during_backfilld(
+            cluster, daemon, cluster.fresh_table('bench_app'), a.rows, hint, f'impact-{r}'))
+        rounds['gentle'].append(impact.during_backfilld(
+            cluster, daemon, cluster.fresh_table('bench_app'), a.rows, hint * 4,
+            f'impact-gentle-{r}', settings=GENTLE))
+    app = {phase: impact.pooled(runs) for phase, runs in rounds.items()}
+    app['single'] = impact.pooled([impact.during_single_update(
+        cluster, cluster.fresh_table('bench_app'), a.rows, hint)])
+    return app
+
+
 def main(argv):
     a = options(argv)
     clock = Clock()
@@ -166,17 +185,7 @@ def main(argv):
         clock.say(f'flat cost: last/first {raw["flat_cost"]["ratio"]:.2f}')
 
         hint = max(r['seconds'] for r in runs['single'] + runs['backfilld']) * 2 + 2
-        app = {}
-        table = cluster.fresh_table('bench_app')
-        app['idle'] = impact.idle(cluster, table, a.rows, a.pgbench_s)
-        table = cluster.fresh_table('bench_app')
-        app['backfilld'] = impact.during_backfilld(cluster, daemon, table, a.rows, hint, 'impact')
-        table = cluster.fresh_table('bench_app')
-        app['gentle'] = impact.during_backfilld(cluster, daemon, table, a.rows, hint * 4,
-                                                'impact-gentle', settings=GENTLE)
-        table = cluster.fresh_table('bench_app')
-        app['single'] = impact.during_single_update(cluster, table, a.rows, hint)
-        raw['application'] = app
+        app = raw['application'] = application(cluster, daemon, a, hint)
         clock.say('application impact: p99 idle {:.1f} ms, during backfilld {:.1f} ms, '
                   'during one UPDATE {:.1f} ms'.format(
                       app['idle']['p99_ms'] or 0, app['backfilld']['p99_ms'] or 0,
@@ -251,7 +260,10 @@ def build_metrics(a, runs, raw):
                          ('gentle', f'during backfilld, batch_size_max {GENTLE["batch_size_max"]}'),
                          ('single', 'during one UPDATE')):
         m.append(Metric(f'application p50 latency, {label}', app[phase]['p50_ms'], 'ms'))
-        m.append(Metric(f'application p99 latency, {label}', app[phase]['p99_ms'], 'ms'))
+        m.append(Metric(f'application p99 latency, {label}', app[phase]['p99_ms'], 'ms',
+                        note=f'{app[phase]["transactions"]:,} transactions'
+                        + (f' in {app[phase]["rounds"]} rounds' if app[phase]['rounds'] > 1
+                           else '')))
         m.append(Metric(f'application TPS, {label}', app[phase]['tps'], 'tx/s',
                         note=f'offered {impact.RATE_TPS}'))
     if app['idle']['p99_ms'] and app['backfilld']['p99_ms']:

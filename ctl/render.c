@@ -236,7 +236,7 @@ static void render_job_details(FILE *out, const json_t *job, const bf_term *term
 	const json_t *reasons = json_object_get(job, "throttle_reasons");
 	const char *last_error = jstr(job, "last_error"), *owner = jstr(job, "owner");
 	json_t *here = json_object_get(job, "here");
-	double throttled_s, share;
+	double throttled_s, share, v;
 
 	if (jtrue(job, "throttled")) {
 		size_t n = json_is_array(reasons) ? json_array_size(reasons) : 0, shown = 0;
@@ -264,6 +264,9 @@ static void render_job_details(FILE *out, const json_t *job, const bf_term *term
 			fprintf(out, " (%.0f%% of its run time)", share * 100);
 		fputc('\n', out);
 	}
+	if (jnum(job, "sessions_waited", &v) && v >= 1)
+		fprintf(out, "  application sessions that waited on its batches: %.0f"
+			" (batch size kept small while they do)\n", v);
 	if (last_error && *last_error) {
 		fprintf(out, "  %slast error: ", term->color ? BF_SGR_RED : "");
 		put_clean(out, last_error, 0);

@@ -781,6 +781,35 @@ static void job_log_progress(bf_job *job, int force)
 			bf_batch_size_get(&job->batch_size));
 }
 
+/* The batch's size for next time. Sessions that waited on its row locks
+ * (counted at its end: they wait until the commit) show the application
+ * writes where we walk: the size halves and grows back slowly
+ * (batch_size.c), however short the batches are. Otherwise its duration
+ * steers it toward the target. A run of contention is logged where it
+ * starts and where it ends, not at every batch. */
+static void job_size_next(bf_job *job, int64_t rows, double busy_ms, int64_t waiters)
+{
+	int was = bf_batch_size_is_contended(&job->batch_size);
+
+	if (waiters > 0) {
+		job->sessions_held += waiters;
+		bf_batch_size_contended(&job->batch_size, (int)rows);
+		if (!was)
+			job_log(job, BF_LOG_INFO,
+				"%" PRId64 " application session%s waited on a batch's row locks"
+				" until it committed; batch size now %d, growing slowly while"
+				" the application writes where the job walks",
+				waiters, waiters == 1 ? "" : "s", bf_batch_size_get(&job->batch_size));
+		return;
+	}
+	bf_batch_size_observe(&job->batch_size, (int)rows, busy_ms, 0);
+	if (was && !bf_batch_size_is_contended(&job->batch_size))
+		job_log(job, BF_LOG_INFO,
+			"no application session waited on the last batches; the batch size"
+			" (%d) grows at the usual pace again",
+			bf_batch_size_get(&job->batch_size));
+}
+
 static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	bf_job *job = arg;
@@ -806,10 +835,13 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	 * every job counts it on top of the sampled lags (job_hold). */
 	if (PQnfields(res) > 8)
 		bf_sampler_note_lsn(bf_engine_sampler(job->engine), bf_lsn_parse(col(res, 0, 8)));
+	int64_t waiters = PQnfields(res) > 9 ? col_int(res, 0, 9, 0) : 0;
+
 	job_log(job, BF_LOG_DEBUG,
 		"batch %" PRId64 ": %" PRId64 " rows scanned, %" PRId64
-		" updated in %.1f ms, checkpoint %s",
-		job->batches, done, updated, busy_ms, job->checkpoint ? job->checkpoint : "-");
+		" updated in %.1f ms, checkpoint %s%s",
+		job->batches, done, updated, busy_ms, job->checkpoint ? job->checkpoint : "-",
+		waiters > 0 ? ", sessions waited on it" : "");
 
 	if (done > 0 && job->wait_for_replay) {
 		/* Strict mode: the next batch waits until this one is on the
@@ -837,6 +869,8 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		} else {
 			job->cuts = 0;
 		}
+		if (waiters > 0)
+			job_size_next(job, done, busy_ms, waiters);
 		job_succeeded_step(job);
 		job_step(job);
 		return;
@@ -851,7 +885,7 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_log(job, BF_LOG_INFO, "walk complete at checkpoint %s",
 			job->checkpoint ? job->checkpoint : "(none: no rows)");
 	} else {
-		bf_batch_size_observe(&job->batch_size, (int)page, busy_ms, 0);
+		job_size_next(job, page, busy_ms, waiters);
 		job_log_progress(job, 0);
 	}
 	job_step(job);

@@ -170,7 +170,13 @@ static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args
 	 * columns before it, which run the work (an operator's statement that
 	 * no column reads runs after this row: it counts one batch late). The
 	 * insert position: the write position (pg_current_wal_lsn) trails it
-	 * by up to wal_buffers until the commit flushes. */
+	 * by up to wal_buffers until the commit flushes. The very last column
+	 * counts the sessions waiting for this transaction to end: a session
+	 * that needs a row this batch changed or locked waits on its
+	 * transaction id until the commit, so counted here, after all the
+	 * work, it is every session the batch has held up (the first in line
+	 * for each row; later ones queue behind that one). pg_locks needs no
+	 * privilege. */
 	bf_strbuf_append(sb,
 			 CTE_CKPT " AS (\n  UPDATE backfill.jobs SET\n    checkpoint = coalesce(");
 	last_key(sb, w, last_of);
@@ -192,7 +198,10 @@ static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args
 			 "       max(c.checkpoint),\n"
 			 "       max(c.rows_scanned),\n"
 			 "       max(c.rows_updated),\n"
-			 "       pg_current_wal_insert_lsn()::text\n"
+			 "       pg_current_wal_insert_lsn()::text,\n"
+			 "       (SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'\n"
+			 "          AND NOT granted\n"
+			 "          AND transactionid = pg_current_xact_id_if_assigned()::xid)\n"
 			 "FROM " CTE_CKPT " c",
 			 scanned, updated, scanned, a->job_id, a->owner, a->lease_epoch, a->batches,
 			 page, scanned, updated);

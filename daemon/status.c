@@ -73,12 +73,13 @@ static json_t *job_live(const bf_job *job, uint64_t now)
 	else if (rate > 0 && job->rows_estimate > job->rows_scanned)
 		eta = json_integer((
 			json_int_t)((double)(job->rows_estimate - job->rows_scanned) / rate + 0.5));
-	return json_pack("{s:s, s:i, s:f, s:o, s:b, s:o, s:f, s:f}", "phase",
+	return json_pack("{s:s, s:i, s:f, s:o, s:b, s:o, s:f, s:f, s:I}", "phase",
 			 bf_job_phase_name(job), "batch_size", bf_batch_size_get(&job->batch_size),
 			 "rate_rows_s", rounded(rate, 0.1), "eta_s", eta, "throttled", n > 0,
 			 "throttle_reasons", list, "throttled_s", rounded(throttled_s, 0.1),
 			 "throttled_share",
-			 alive_s > 0 ? rounded(throttled_s / alive_s, 0.001) : 0.0);
+			 alive_s > 0 ? rounded(throttled_s / alive_s, 0.001) : 0.0,
+			 "sessions_waited", (json_int_t)job->sessions_held);
 }
 
 char *bf_status_live_all(bf_engine *engine)
@@ -142,10 +143,10 @@ static json_t *job_object(const PGresult *res, int row, bf_job *job, int paused_
 	}
 	if (!live || !json_is_object(live)) {
 		json_decref(live);
-		live = json_pack("{s:n, s:o, s:f, s:n, s:b, s:[], s:f, s:f}", "phase", "batch_size",
-				 int_cell(res, row, BF_ST_BATCH_SIZE), "rate_rows_s", 0.0, "eta_s",
-				 "throttled", 0, "throttle_reasons", "throttled_s", 0.0,
-				 "throttled_share", 0.0);
+		live = json_pack("{s:n, s:o, s:f, s:n, s:b, s:[], s:f, s:f, s:i}", "phase",
+				 "batch_size", int_cell(res, row, BF_ST_BATCH_SIZE), "rate_rows_s",
+				 0.0, "eta_s", "throttled", 0, "throttle_reasons", "throttled_s",
+				 0.0, "throttled_share", 0.0, "sessions_waited", 0);
 	}
 	/* What holds back a job nobody runs right now. */
 	json_t *reasons = json_object_get(live, "throttle_reasons");

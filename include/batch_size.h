@@ -6,6 +6,9 @@ typedef struct bf_batch_size {
 	double size; /* kept fractional so that slow growth is not rounded away */
 	int min, max;
 	double target_ms;
+	/* Clean batches still to go at the slow growth rate since a batch
+	 * made the application wait (0: not contended). */
+	int calm_left;
 } bf_batch_size;
 
 void bf_batch_size_init(bf_batch_size *bs, int start, int min, int max, int target_ms);
@@ -19,6 +22,17 @@ int bf_batch_size_get(const bf_batch_size *bs);
  * short, shrinks fast (at most half) when they are long, and leaves the size
  * alone within 10% of the target or after a short last batch. */
 void bf_batch_size_observe(bf_batch_size *bs, int rows, double elapsed_ms, double throttled_ms);
+
+/* A batch of `rows` rows made application sessions wait on its row locks
+ * (they queue until it commits, however short it is): halve, and grow back
+ * at only +2% a batch until a long run of batches blocks nobody. So the
+ * size settles where blocking a session is rare: small where the
+ * application writes densely, as large as the duration target allows
+ * where it does not. */
+void bf_batch_size_contended(bf_batch_size *bs, int rows);
+
+/* Whether growth is slowed by a recent contended batch. */
+int bf_batch_size_is_contended(const bf_batch_size *bs);
 
 /* The batch hit a lock or statement timeout, or blocked others: halve. */
 void bf_batch_size_shrink(bf_batch_size *bs);

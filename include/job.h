@@ -79,7 +79,8 @@ struct bf_job {
 	int64_t verify_matching;
 
 	bf_batch_size batch_size;
-	int batch_limit; /* the size the batch in flight was sent with */
+	int batch_limit;       /* the size the batch in flight was sent with */
+	int64_t sessions_held; /* sessions that waited on its batches' row locks */
 	bf_backoff retry;
 	int failures;  /* non-transient failures in a row */
 	int finishing; /* the last query sent records the job's end */

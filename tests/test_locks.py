@@ -262,6 +262,19 @@ def test_a_short_wait_behind_a_batch_is_not_cancelled(db, daemon_factory):
     # It waited for the batch to commit, then updated the batch's version.
     assert row == (1,), f'the application saw counter {row}: the batch did not commit first'
 
+    # Not cancelled, but felt: the batch that made a session wait counted
+    # it at its end, and the size halved (from 200: nothing else shrinks it
+    # here, the duration target being a minute).
+    def halved():
+        [job] = daemon.ctl_json('status', 'j')['jobs']
+        return job if job['sessions_waited'] >= 1 else None
+    job = wait_for(halved, 10, interval=0.1, what='sessions_waited in status')
+    assert job['batch_size'] < 200, f'batch size {job["batch_size"]} after a session waited'
+    assert log_lines(daemon, r'1 application session waited on a batch.s row locks'
+                             r' until it committed; batch size now 100,')
+    text = daemon.ctl('status', 'j', check=0).stdout
+    assert 'application sessions that waited on its batches: 1' in text, text
+
     wait_succeeded(conn, 'j', timeout=120)
     assert_each_row_once(conn, rows=ROWS)
     assert conn.execute('SELECT payload FROM items WHERE id = %s', (key,)).fetchone()[0] == 'app'

@@ -1,4 +1,6 @@
 /* test_control.c -- backoff, batch-size controller and error classes. */
+#include <stdint.h>
+
 #include "backoff.h"
 #include "batch_size.h"
 #include "errclass.h"
@@ -79,6 +81,71 @@ static void test_batch_size_ignores_short_last_batch(void)
 	UNIT_CHECK_INT(bf_batch_size_get(&bs), 1000);
 }
 
+static void test_batch_size_contention_halves_then_grows_slowly(void)
+{
+	bf_batch_size bs;
+
+	bf_batch_size_init(&bs, 40000, 100, 50000, 500);
+	UNIT_CHECK(!bf_batch_size_is_contended(&bs));
+	/* Halved from the rows the batch really had. */
+	bf_batch_size_contended(&bs, 30000);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 15000);
+	UNIT_CHECK(bf_batch_size_is_contended(&bs));
+	/* A quick clean batch grows it by 2%, not 25%. */
+	bf_batch_size_observe(&bs, 15000, 1, 0);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 15300);
+	/* New bounds (a reload) keep the contention. */
+	bf_batch_size_bounds(&bs, 100, 60000, 500);
+	UNIT_CHECK(bf_batch_size_is_contended(&bs));
+	/* A hundred clean batches: fast growth again. */
+	for (int i = 0; i < 99; i++)
+		bf_batch_size_observe(&bs, bf_batch_size_get(&bs), 1, 0);
+	UNIT_CHECK(!bf_batch_size_is_contended(&bs));
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 60000); /* 15300 x 1.02^99, capped */
+	bf_batch_size_set(&bs, 1000);
+	bf_batch_size_observe(&bs, 1000, 1, 0);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 1250);
+	/* Never below the floor. */
+	for (int i = 0; i < 30; i++)
+		bf_batch_size_contended(&bs, bf_batch_size_get(&bs));
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 100);
+}
+
+static void test_batch_size_settles_where_blocking_is_rare(void)
+{
+	bf_batch_size bs;
+	uint32_t seed = 12345;
+	double sum = 0;
+	int blocked = 0, counted = 0;
+
+	/* A simulated application writing random rows: the chance that a
+	 * batch of B rows blocks a session grows as B squared (more rows
+	 * locked, for longer); certain at 20000 rows. Batches are fast (the
+	 * duration alone would grow them to size_max). */
+	bf_batch_size_init(&bs, 1000, 100, 50000, 500);
+	for (int i = 0; i < 4000; i++) {
+		int n = bf_batch_size_get(&bs);
+		double p = ((double)n / 20000) * ((double)n / 20000);
+
+		seed = seed * 1103515245u + 12345u;
+		if ((double)(seed >> 8) / (double)(1u << 24) < p) {
+			bf_batch_size_contended(&bs, n);
+			blocked += i >= 2000;
+		} else {
+			bf_batch_size_observe(&bs, n, n * 0.003, 0);
+		}
+		if (i >= 2000) {
+			sum += n;
+			counted++;
+		}
+	}
+	double mean = sum / counted;
+
+	/* About one batch in 35 blocks somebody, at about 3400 rows. */
+	UNIT_CHECK(mean > 1500 && mean < 8000);
+	UNIT_CHECK(blocked > counted / 100 && blocked < counted / 12);
+}
+
 static void test_errclass(void)
 {
 	UNIT_CHECK_INT(bf_errclass_of("55P03"), BF_ERR_TRANSIENT_SHRINK);
@@ -103,6 +170,8 @@ int main(void)
 	UNIT_RUN(test_batch_size_converges_to_target);
 	UNIT_RUN(test_batch_size_shrinks_fast_and_stays_in_bounds);
 	UNIT_RUN(test_batch_size_ignores_short_last_batch);
+	UNIT_RUN(test_batch_size_contention_halves_then_grows_slowly);
+	UNIT_RUN(test_batch_size_settles_where_blocking_is_rare);
 	UNIT_RUN(test_errclass);
 	return UNIT_DONE();
 }

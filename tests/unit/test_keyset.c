@@ -197,7 +197,10 @@ static void test_checkpoint_is_the_last_key_scanned_and_fenced(void)
 				 "       max(c.checkpoint),\n"
 				 "       max(c.rows_scanned),\n"
 				 "       max(c.rows_updated),\n"
-				 "       pg_current_wal_insert_lsn()::text\n"
+				 "       pg_current_wal_insert_lsn()::text,\n"
+				 "       (SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'\n"
+				 "          AND NOT granted\n"
+				 "          AND transactionid = pg_current_xact_id_if_assigned()::xid)\n"
 				 "FROM \"backfill checkpoint\" c");
 	free(sql);
 }
@@ -261,7 +264,10 @@ static void test_sql_kind_wraps_statement(void)
 		"\"backfill work\" AS (\nINSERT INTO addresses (user_id) SELECT id FROM batch -- copy\n),");
 	UNIT_CHECK_CONTAINS(sql, "rows_updated = rows_updated + (SELECT count(*) FROM batch)");
 	UNIT_CHECK_CONTAINS(sql, "       max(c.rows_updated),\n"
-				 "       pg_current_wal_insert_lsn()::text\n"
+				 "       pg_current_wal_insert_lsn()::text,\n"
+				 "       (SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'\n"
+				 "          AND NOT granted\n"
+				 "          AND transactionid = pg_current_xact_id_if_assigned()::xid)\n"
 				 "FROM \"backfill checkpoint\" c");
 	UNIT_CHECK(strstr(sql, "UPDATE public.orders") == NULL);
 	free(sql);
