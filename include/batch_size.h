@@ -9,6 +9,7 @@ typedef struct bf_batch_size {
 	/* Clean batches still to go at the slow growth rate since a batch
 	 * made the application wait (0: not contended). */
 	int calm_left;
+	int ramping; /* a job's first batches: doubling while far below the target */
 } bf_batch_size;
 
 void bf_batch_size_init(bf_batch_size *bs, int start, int min, int max, int target_ms);
@@ -20,7 +21,8 @@ int bf_batch_size_get(const bf_batch_size *bs);
  * held back or waiting (those are subtracted: they say nothing about what
  * the batch costs). Grows slowly (at most +25% a batch) when batches are
  * short, shrinks fast (at most half) when they are long, and leaves the size
- * alone within 10% of the target or after a short last batch. */
+ * alone within 10% of the target or after a short last batch. A job's
+ * first batches double while they take under half the target. */
 void bf_batch_size_observe(bf_batch_size *bs, int rows, double elapsed_ms, double throttled_ms);
 
 /* A batch of `rows` rows made application sessions wait on its row locks

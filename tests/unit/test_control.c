@@ -66,10 +66,22 @@ static void test_batch_size_shrinks_fast_and_stays_in_bounds(void)
 	for (int i = 0; i < 100; i++)
 		bf_batch_size_observe(&bs, bf_batch_size_get(&bs), 0.01, 0);
 	UNIT_CHECK_INT(bf_batch_size_get(&bs), 10000);
-	/* Growth is at most 25% a step. */
+	/* Growth is at most 25% a step, once the first batches have
+	 * doubled up to half the target. */
 	bf_batch_size_init(&bs, 1000, 1, 100000, 500);
 	bf_batch_size_observe(&bs, 1000, 1, 0);
-	UNIT_CHECK_INT(bf_batch_size_get(&bs), 1250);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 2000);
+	bf_batch_size_observe(&bs, 2000, 2, 0);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 4000);
+	bf_batch_size_observe(&bs, 4000, 300, 0); /* over half the target */
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 6667); /* 4000 x 500/300: toward the target */
+	bf_batch_size_observe(&bs, 6667, 1, 0);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 8334); /* +25% from now on */
+	/* A shrink ends the doubling too. */
+	bf_batch_size_init(&bs, 1000, 1, 100000, 500);
+	bf_batch_size_shrink(&bs);
+	bf_batch_size_observe(&bs, 500, 1, 0);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 625);
 }
 
 static void test_batch_size_ignores_short_last_batch(void)
@@ -87,6 +99,7 @@ static void test_batch_size_contention_halves_then_grows_slowly(void)
 
 	bf_batch_size_init(&bs, 40000, 100, 50000, 500);
 	UNIT_CHECK(!bf_batch_size_is_contended(&bs));
+	bf_batch_size_observe(&bs, 40000, 300, 0); /* done ramping */
 	/* Halved from the rows the batch really had. */
 	bf_batch_size_contended(&bs, 30000);
 	UNIT_CHECK_INT(bf_batch_size_get(&bs), 15000);

@@ -93,9 +93,11 @@ static void test_batch_size_steps_are_bounded(void)
 		int rows = run_batch(&bs, costs[i % 10]);
 		int after = bf_batch_size_get(&bs);
 
-		/* Grows at most 25% a batch, shrinks at most by half (one row of
-		 * rounding either way), and never leaves the bounds. */
-		UNIT_CHECK(after <= rows * 1.25 + 1);
+		/* Grows at most 25% a batch (the first doubles: a job's first
+		 * batches do until one takes half the target, as the second
+		 * does here), shrinks at most by half (one row of rounding
+		 * either way), and never leaves the bounds. */
+		UNIT_CHECK(after <= rows * (i == 0 ? 2.0 : 1.25) + 1);
 		UNIT_CHECK(after >= rows * 0.5 - 1);
 		UNIT_CHECK(after >= 20 && after <= 50000);
 		UNIT_CHECK(bs.size >= 20 && bs.size <= 50000);
@@ -113,10 +115,15 @@ static void test_batch_size_one_step_each_way(void)
 {
 	bf_batch_size bs;
 
-	/* Ten times too fast: +25% only. */
+	/* Ten times too fast: doubled while the job ramps up, then a batch
+	 * over half the target ends that, and +25% only from then on. */
 	bf_batch_size_init(&bs, 1000, 1, 100000, 1000);
 	bf_batch_size_observe(&bs, 1000, 100.0, 0.0);
-	UNIT_CHECK_INT(bf_batch_size_get(&bs), 1250);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 2000);
+	bf_batch_size_observe(&bs, 2000, 600.0, 0.0);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 3333);
+	bf_batch_size_observe(&bs, 3333, 100.0, 0.0);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 4166);
 	/* Ten times too slow: halved only. */
 	bf_batch_size_init(&bs, 1000, 1, 100000, 1000);
 	bf_batch_size_observe(&bs, 1000, 10000.0, 0.0);
@@ -191,10 +198,11 @@ static void test_batch_size_bounds_change(void)
 	UNIT_CHECK_INT(bf_batch_size_get(&bs), 400);
 	bf_batch_size_bounds(&bs, 600, 900, 200);
 	UNIT_CHECK_INT(bf_batch_size_get(&bs), 600);
-	/* The new target applies: 600 rows in 100 ms of a 200 ms target grow. */
-	bf_batch_size_observe(&bs, 600, 100.0, 0.0);
-	UNIT_CHECK_INT(bf_batch_size_get(&bs), 750);
-	bf_batch_size_observe(&bs, 750, 100.0, 0.0);
+	/* The new target applies: 600 rows in 150 ms of a 200 ms target grow
+	 * toward it (4/3), then are capped at the new max. */
+	bf_batch_size_observe(&bs, 600, 150.0, 0.0);
+	UNIT_CHECK_INT(bf_batch_size_get(&bs), 800);
+	bf_batch_size_observe(&bs, 800, 100.0, 0.0);
 	UNIT_CHECK_INT(bf_batch_size_get(&bs), 900); /* capped at the new max */
 	bf_batch_size_set(&bs, 5);
 	UNIT_CHECK_INT(bf_batch_size_get(&bs), 600);
