@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cluster import job_seconds, schedule, wait_finished
+from cluster import job_seconds, job_span, schedule, wait_finished
 from methods import single_update
 from pgserver import PG_BIN
 from sampler import APP_LOCK_WAIT_MS, max_poller
@@ -128,10 +128,9 @@ def during_backfilld(cluster, daemon, table, rows, seconds_hint, name, settings=
     conn = cluster.conn
     with max_poller(cluster, APP_LOCK_WAIT_MS.format(holder='backfilld job %')) as locks:
         with Pgbench(cluster, table, rows, seconds_hint + 3) as bench:
-            start = time.time()
             schedule(conn, name, table, settings=settings)
             wait_finished(conn, [name], timeout=3600)
-            end = time.time()
+    start, end = job_span(conn, name)
     result = summarize(bench.transactions(), start, end)
     result['backfill_seconds'] = job_seconds(conn, name)
     result['max_app_lock_wait_ms'] = locks.peak
