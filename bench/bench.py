@@ -74,9 +74,10 @@ class Clock:
 
 def throughput(cluster, daemon, a, clock):
     """Four ways, rotating which goes first, `rounds` times, after one
-    untimed UPDATE: the first run of all created the WAL segments that the
-    others recycle, and took a quarter longer for it (always backfilld's
-    run, the first of round 1)."""
+    untimed UPDATE, so that no timed run creates the WAL segments the others
+    recycle. (The first run of all, backfilld's, was the slowest in every
+    bench so far; it still is more often than not, and keeps one pace from
+    its first batch to its last: the machine's state, see BENCHMARKS.md.)"""
     ways = ['backfilld', 'single', 'plpgsql', 'offset']
     runs = {w: [] for w in ways}
     methods.single_update(cluster, cluster.fresh_table('bench_t'))
