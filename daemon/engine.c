@@ -375,6 +375,9 @@ static void engine_claimed(bf_pg *pg, const bf_pg_result *r, void *arg)
 			.lease_epoch = strtoll(PQgetvalue(res, i, 9), NULL, 10),
 		};
 		const char *prev_owner = COL(10);
+
+		def.created_by = COL(11);
+		def.allow_triggers = strcmp(PQgetvalue(res, i, 12), "t") == 0;
 #undef COL
 		if (engine->stopping) {
 			/* Claimed while we began to stop: released with the rest. */
@@ -426,7 +429,8 @@ static void engine_claim(bf_engine *engine)
 		"  started_at = coalesce(j.started_at, now()), last_error = NULL\n"
 		"FROM c WHERE j.id = c.id\n"
 		"RETURNING j.id, j.name, j.table_name, j.kind, j.set_clause, j.where_clause,\n"
-		"  j.statement, j.key_columns, j.batch_size, j.lease_epoch, c.prev_owner";
+		"  j.statement, j.key_columns, j.batch_size, j.lease_epoch, c.prev_owner,\n"
+		"  j.created_by, j.allow_triggers";
 	char slots[16], lease[16];
 	int free_slots = engine->cfg->max_jobs - engine->njobs;
 

@@ -1511,6 +1511,7 @@ static void job_free(bf_job *job)
 	free(job->where_clause);
 	free(job->statement);
 	free(job->key_columns);
+	free(job->created_by);
 	free(job->checkpoint);
 	free(job->upper_bound);
 	free(job->verify_checkpoint);
@@ -1571,6 +1572,8 @@ bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 	job->where_clause = bf_clause_dup(def->where_clause);
 	job->statement = bf_clause_dup(def->statement);
 	job->key_columns = dup_or_null(def->key_columns);
+	job->created_by = dup_or_null(def->created_by);
+	job->allow_triggers = def->allow_triggers;
 	job->rows_estimate = -1;
 	job->started_ns = uv_hrtime();
 	job->definition_error =

@@ -43,7 +43,8 @@ const char bf_resolve_sql[] =
 	"                 AND (i.indkey::int2[])[0:i.indnkeyatts - 1]\n"
 	"                     = ARRAY(SELECT k2.attnum FROM keys k2 ORDER BY k2.ord)),\n"
 	"       rel.relkind, rel.relhassubclass,\n"
-	"       $2::text[] IS NOT NULL AND array_position($2::text[], NULL) IS NOT NULL\n"
+	"       $2::text[] IS NOT NULL AND array_position($2::text[], NULL) IS NOT NULL,\n"
+	"       rel.oid\n"
 	"FROM rel LEFT JOIN keys k ON true\n"
 	"ORDER BY k.ord";
 
@@ -191,5 +192,6 @@ int bf_resolve_table(const PGresult *res, const char *table_name, bf_table *t, c
 		}
 	}
 	t->rows_estimate = PQgetisnull(res, 0, 1) ? -1 : strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	t->oid = (uint32_t)strtoul(PQgetvalue(res, 0, 10), NULL, 10);
 	return 0;
 }

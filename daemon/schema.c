@@ -133,6 +133,55 @@ static const char *const schema_migrations[] = {
 	"  FOR EACH ROW WHEN (OLD.settings IS DISTINCT FROM NEW.settings\n"
 	"                     OR OLD.batch_size IS DISTINCT FROM NEW.batch_size)\n"
 	"  EXECUTE FUNCTION backfill.jobs_notify_settings();\n",
+
+	/* 3: what a job is pinned to, who scheduled it, what is left after it */
+	"ALTER TABLE backfill.jobs\n"
+	/* Recorded by a trigger, never taken from the INSERT: the role whose
+	 * privileges scheduled the job (SECURITY.md). */
+	"  ADD COLUMN created_by     text,\n"
+	/* The author vouches for code on the table owned by other roles. */
+	"  ADD COLUMN allow_triggers boolean NOT NULL DEFAULT false,\n"
+	/* The walk's identity, fixed with its upper bound: the checkpoint is
+	 * meaningless for another table or another key. */
+	"  ADD COLUMN table_oid      oid,\n"
+	"  ADD COLUMN walk_key       text[],\n"
+	/* Catch-up rounds done past the first bound, and the matching rows
+	 * still above the final bound when the job ended (NULL: not counted). */
+	"  ADD COLUMN catchup_rounds integer NOT NULL DEFAULT 0,\n"
+	"  ADD COLUMN rows_left      bigint,\n"
+	/* A failed verification: resume walks the range again (a repair
+	 * pass), counting no row as scanned twice. */
+	"  ADD COLUMN verification_failed boolean NOT NULL DEFAULT false,\n"
+	"  ADD COLUMN repairing      boolean NOT NULL DEFAULT false;\n"
+	"CREATE FUNCTION backfill.jobs_created_by() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+	"BEGIN\n"
+	"  NEW.created_by := current_user;\n"
+	"  RETURN NEW;\n"
+	"END $$;\n"
+	"CREATE TRIGGER jobs_created_by BEFORE INSERT ON backfill.jobs\n"
+	"  FOR EACH ROW EXECUTE FUNCTION backfill.jobs_created_by();\n"
+	/* An author is recorded once; no UPDATE rewrites it. */
+	"CREATE OR REPLACE FUNCTION backfill.jobs_touch() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+	"BEGIN\n"
+	"  NEW.updated_at := now();\n"
+	"  NEW.created_by := OLD.created_by;\n"
+	"  IF NEW.state IN ('succeeded', 'failed', 'cancelled') AND OLD.state IS DISTINCT FROM NEW.state THEN\n"
+	"    NEW.finished_at := now();\n"
+	"  ELSIF NEW.state IN ('pending', 'running', 'paused') THEN\n"
+	"    NEW.finished_at := NULL;\n"
+	"  END IF;\n"
+	/* Resuming a job whose verification failed (backfillctl resume or
+	 * SQL alike): walk its range again from the start. */
+	"  IF OLD.state = 'failed' AND NEW.state = 'pending' AND OLD.verification_failed THEN\n"
+	"    NEW.verification_failed := false;\n"
+	"    NEW.repairing := true;\n"
+	"    NEW.checkpoint := NULL;\n"
+	"  END IF;\n"
+	"  IF NEW.state = 'succeeded' THEN\n"
+	"    NEW.repairing := false;\n"
+	"  END IF;\n"
+	"  RETURN NEW;\n"
+	"END $$;\n",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(schema_migrations) / sizeof(schema_migrations[0])))

@@ -8,6 +8,7 @@
 #ifndef BF_JOB_H
 #define BF_JOB_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -36,6 +37,8 @@ typedef struct bf_job_def {
 	const char *key_columns; /* text[] literal or NULL: the primary key */
 	int batch_size;		 /* 0: the configured default */
 	int64_t lease_epoch;
+	const char *created_by; /* the role that scheduled it; NULL for rows older than that */
+	bool allow_triggers;	/* the author vouches for code on the table */
 } bf_job_def;
 
 typedef enum bf_job_phase {
@@ -57,6 +60,8 @@ struct bf_job {
 	bf_job_kind kind;
 	char *set_clause, *where_clause, *statement;
 	char *key_columns;
+	char *created_by;
+	bool allow_triggers;
 	char *definition_error; /* the row cannot be run as written: fail it */
 	int64_t lease_epoch;
 

@@ -18,6 +18,7 @@ typedef struct bf_table {
 	char **key_names;      /* quoted identifiers, in index order */
 	char **key_types;      /* format_type(type, -1) */
 	int64_t rows_estimate; /* reltuples; -1 when never analyzed */
+	uint32_t oid;	       /* pg_class.oid: pinned with the walk */
 } bf_table;
 
 /* $1: the table name as the job gives it; $2: key_columns (text[]) or NULL
