@@ -144,6 +144,10 @@ static const struct bf_key bf_keys[] = {
 	       86400000),
 	/* Short verification statements: no long snapshot holding back vacuum. */
 	BF_INT("batch", "verify_chunk_rows", verify_chunk_rows, 100000, 1, 100000000),
+	/* Rows inserted during the walk are walked too; three rounds catch
+	 * what arrived during the walk and during the round before, and a
+	 * job still ends under a steady stream of inserts. */
+	BF_INT("batch", "catchup_rounds", catchup_rounds, 3, 0, 1000),
 
 	/* Lag moves in seconds; a sample a second keeps the reaction within
 	 * one batch or two, for one cheap query. */

@@ -23,6 +23,13 @@ static const struct {
 	{"58", BF_ERR_TRANSIENT},	    /* system_error: I/O */
 	{"XX", BF_ERR_TRANSIENT},	    /* internal_error, data_corrupted: not ours to judge */
 	{"HV", BF_ERR_TRANSIENT},	    /* fdw errors: usually the remote side */
+	{"22", BF_ERR_DATA},		    /* data_exception: invalid input, division by zero */
+	{"23", BF_ERR_DATA},		    /* integrity_constraint_violation */
+	{"P0", BF_ERR_DATA},		    /* plpgsql: RAISE, ASSERT, no/too many rows */
+	{"2F", BF_ERR_DATA},		    /* sql_routine_exception */
+	{"38", BF_ERR_DATA},		    /* external_routine_exception */
+	{"39", BF_ERR_DATA},		    /* external_routine_invocation_exception */
+	{"44", BF_ERR_DATA},		    /* with_check_option_violation */
 };
 
 bf_errclass bf_errclass_of(const char *sqlstate)
@@ -47,6 +54,8 @@ const char *bf_errclass_name(bf_errclass c)
 		return "transient (shrink batch)";
 	case BF_ERR_PERMANENT:
 		return "permanent";
+	case BF_ERR_DATA:
+		return "data";
 	case BF_ERR_FENCE:
 		return "fence";
 	}

@@ -30,6 +30,8 @@
 
 static void job_step(bf_job *job);
 static void job_close(bf_job *job);
+static void job_batch_failed(bf_job *job, const bf_pg_result *r);
+static void job_narrow_passed(bf_job *job, int64_t done);
 
 #define job_log(job, level, fmt, ...) bf_log(level, "job \"%s\": " fmt, (job)->name, ##__VA_ARGS__)
 
@@ -250,6 +252,7 @@ static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *wha
 		return;
 	}
 	case BF_ERR_PERMANENT:
+	case BF_ERR_DATA: /* outside a batch: nothing to narrow */
 		break;
 	}
 
@@ -328,33 +331,53 @@ static void job_finished(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	const char *state = PQgetvalue(r->res, 0, 0);
+	int64_t rows_left = col_int(r->res, 0, 1, -1);
+	char left[128] = "";
 
+	if (rows_left > 0)
+		snprintf(left, sizeof(left),
+			 "; %" PRId64 " rows above the walked range still match (rows_left)",
+			 rows_left);
+	/* The reason is on the line that says the job failed: an operator
+	 * reading the log needs no second look. */
 	job_log(job, strcmp(state, "succeeded") == 0 ? BF_LOG_NOTICE : BF_LOG_ERROR,
 		"state running -> %s: %" PRId64 " rows scanned, %" PRId64 " updated in %" PRId64
-		" batches",
-		state, job->rows_scanned, job->rows_updated, job->batches);
+		" batches%s%s%s",
+		state, job->rows_scanned, job->rows_updated, job->batches, left,
+		job->finish_error ? ": " : "", job->finish_error ? job->finish_error : "");
 	job_close(job);
 }
 
-static void job_finish(bf_job *job, const char *state, const char *error)
+/* Records the job's end; verification_failed makes a resume walk the range
+ * again (the jobs_touch trigger starts the repair pass). */
+static void job_finish_as(bf_job *job, const char *state, const char *error,
+			  bool verification_failed)
 {
 	static const char sql[] =
-		"UPDATE backfill.jobs SET state = $4, last_error = $5, owner = NULL, lease_until = NULL\n"
+		"UPDATE backfill.jobs SET state = $4, last_error = $5, owner = NULL, lease_until = NULL,\n"
+		"  verification_failed = $6\n"
 		"WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND state = 'running'\n"
-		"RETURNING state";
-	char text[1024];
+		"RETURNING state, rows_left";
+	char text[2048];
 	job_params p;
 
 	job->finishing = 1;
 	job_params_fence(job, &p);
 	p.values[3] = state;
 	p.values[4] = NULL;
+	p.values[5] = verification_failed ? "true" : "false";
 	if (error) {
 		snprintf(text, sizeof(text), "%s", error);
 		utf8_trim(text);
 		p.values[4] = text;
 	}
-	job_send(job, "recording the end", sql, 5, p.values, job_finished);
+	replace_str(&job->finish_error, p.values[4]);
+	job_send(job, "recording the end", sql, 6, p.values, job_finished);
+}
+
+static void job_finish(bf_job *job, const char *state, const char *error)
+{
+	job_finish_as(job, state, error, false);
 }
 
 /* ---- run-time knobs ---- */
@@ -565,6 +588,26 @@ static void job_sample(bf_job *job)
 
 /* ---- sync: the row is the truth ---- */
 
+/* The columns of job_sync's query. */
+enum {
+	SYNC_STATE,
+	SYNC_OWNER,
+	SYNC_LEASE_EPOCH,
+	SYNC_CHECKPOINT,
+	SYNC_UPPER_BOUND,
+	SYNC_BATCHES,
+	SYNC_ROWS_SCANNED,
+	SYNC_ROWS_UPDATED,
+	SYNC_ROWS_ESTIMATE,
+	SYNC_SETTINGS,
+	SYNC_BATCH_SIZE,
+	SYNC_PAUSED_ALL,
+	SYNC_TABLE_OID,
+	SYNC_WALK_KEY,
+	SYNC_CATCHUP_ROUNDS,
+	SYNC_REPAIRING,
+};
+
 static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	bf_job *job = arg;
@@ -580,9 +623,9 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	const PGresult *res = r->res;
-	const char *state = PQgetvalue(res, 0, 0);
-	const char *owner = col(res, 0, 1);
-	int64_t epoch = col_int(res, 0, 2, -1);
+	const char *state = PQgetvalue(res, 0, SYNC_STATE);
+	const char *owner = col(res, 0, SYNC_OWNER);
+	int64_t epoch = col_int(res, 0, SYNC_LEASE_EPOCH, -1);
 
 	if (!owner || strcmp(owner, job->owner) != 0 || epoch != job->lease_epoch) {
 		job_log(job, BF_LOG_WARNING,
@@ -599,18 +642,30 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_release(job);
 		return;
 	}
-	replace_str(&job->checkpoint, col(res, 0, 3));
-	replace_str(&job->upper_bound, col(res, 0, 4));
-	job->batches = col_int(res, 0, 5, 0);
-	job->rows_scanned = col_int(res, 0, 6, 0);
-	job->rows_updated = col_int(res, 0, 7, 0);
-	job->rows_estimate = col_int(res, 0, 8, -1);
+	replace_str(&job->checkpoint, col(res, 0, SYNC_CHECKPOINT));
+	replace_str(&job->upper_bound, col(res, 0, SYNC_UPPER_BOUND));
+	job->batches = col_int(res, 0, SYNC_BATCHES, 0);
+	job->rows_scanned = col_int(res, 0, SYNC_ROWS_SCANNED, 0);
+	job->rows_updated = col_int(res, 0, SYNC_ROWS_UPDATED, 0);
+	job->rows_estimate = col_int(res, 0, SYNC_ROWS_ESTIMATE, -1);
+	job->pinned_oid = (uint32_t)col_int(res, 0, SYNC_TABLE_OID, 0);
+	replace_str(&job->pinned_key, col(res, 0, SYNC_WALK_KEY));
+	job->catchup_rounds = (int)col_int(res, 0, SYNC_CATCHUP_ROUNDS, 0);
+	job->repairing = strcmp(PQgetvalue(res, 0, SYNC_REPAIRING), "t") == 0;
+	/* The row is the whole truth: whatever the walk had reached in
+	 * memory (its end, the catch-up, the verification, the table as
+	 * resolved) may belong to a row that no longer says so, after a
+	 * failover to a standby that missed the last batches, or DDL. */
+	job->walk_done = 0;
+	job->caught_up = false;
+	job->resolved = 0;
 	/* Only ever to pause (fail closed): a sync whose snapshot predates a
 	 * pause --all must not lift it; the listener's reads and
 	 * notifications do that. */
-	if (strcmp(PQgetvalue(res, 0, 11), "t") == 0)
+	if (strcmp(PQgetvalue(res, 0, SYNC_PAUSED_ALL), "t") == 0)
 		bf_engine_set_paused(job->engine, 1);
-	if (job_apply_settings(job, col(res, 0, 9), (int)col_int(res, 0, 10, 0)) != 0)
+	if (job_apply_settings(job, col(res, 0, SYNC_SETTINGS),
+			       (int)col_int(res, 0, SYNC_BATCH_SIZE, 0)) != 0)
 		return;
 	job->synced = 1;
 	if (job->nsamples == 0)
@@ -623,7 +678,8 @@ static void job_sync(bf_job *job)
 	static const char sql[] =
 		"SELECT state, owner, lease_epoch, checkpoint, upper_bound, batches,\n"
 		"       rows_scanned, rows_updated, rows_estimate, settings, batch_size,\n"
-		"       coalesce((SELECT paused FROM backfill.control), false)\n"
+		"       coalesce((SELECT paused FROM backfill.control), false),\n"
+		"       table_oid, walk_key, catchup_rounds, repairing\n"
 		"FROM backfill.jobs WHERE id = $1";
 	job_params p;
 
@@ -632,6 +688,86 @@ static void job_sync(bf_job *job)
 }
 
 /* ---- resolve: the table and its key columns ---- */
+
+/* "id" bigint, "b" text: the key as walked, pinned in the job row. */
+static char *job_walk_key(const bf_table *t)
+{
+	bf_strbuf keys;
+
+	bf_strbuf_init(&keys);
+	bf_strbuf_append(&keys, "");
+	for (int i = 0; i < t->nkeys; i++)
+		bf_strbuf_printf(&keys, "%s%s %s", i ? ", " : "", t->key_names[i],
+				 t->key_types[i]);
+	return bf_strbuf_finish(&keys);
+}
+
+/* The checkpoint and the bound are keys of the table and key the walk was
+ * fixed with: on another table (renamed and replaced) or another key (a
+ * new primary key, a column's type changed) they mean other rows, and
+ * walking on would skip some and repeat others. Fails the job, saying
+ * what changed and how to start over; returns 1 then. */
+static int job_walk_changed(bf_job *job, const char *key)
+{
+	char error[2048];
+
+	if (!job->pinned_oid && !job->pinned_key)
+		return 0;
+	if (job->pinned_oid == job->table.oid && job->pinned_key && strcmp(job->pinned_key, key) == 0)
+		return 0;
+	snprintf(error, sizeof(error),
+		 "the table or its key changed under the job: its walk was fixed on table OID %u "
+		 "keyed by (%s), and %s is now table OID %u keyed by (%s); the checkpoint %s and "
+		 "upper bound %s belong to the old walk, so going on would skip rows and repeat "
+		 "others. To walk the table as it is now from the start: UPDATE backfill.jobs SET "
+		 "state = 'pending', checkpoint = NULL, upper_bound = NULL, table_oid = NULL, "
+		 "walk_key = NULL, catchup_rounds = 0 WHERE id = %" PRId64,
+		 job->pinned_oid, job->pinned_key ? job->pinned_key : "unknown", job->table.quoted,
+		 job->table.oid, key, job->checkpoint ? job->checkpoint : "(none)",
+		 job->upper_bound ? job->upper_bound : "(none)", job->id);
+	job_log(job, BF_LOG_ERROR, "%s", error);
+	job_finish(job, "failed", error);
+	return 1;
+}
+
+static void job_pinned(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+
+	(void)pg;
+	if (!r->ok) {
+		job_query_failed(job, r, "pinning the walk to its table and key");
+		return;
+	}
+	/* Fenced out: the row decides. Otherwise the sync reads the pin. */
+	job->synced = 0;
+	job_succeeded_step(job);
+	job_step(job);
+}
+
+/* A job whose bound was fixed before walks were pinned (schema 3): pin it
+ * to the table and key it resolves to now, as the bound was meant for. */
+static void job_pin(bf_job *job)
+{
+	static const char sql[] =
+		"UPDATE backfill.jobs SET table_oid = $4, walk_key = $5\n"
+		"WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND state = 'running'\n"
+		"  AND table_oid IS NULL";
+	char oid[16];
+	char *key = job_walk_key(&job->table);
+	job_params p;
+
+	if (!key) {
+		job_retry_later(job);
+		return;
+	}
+	job_params_fence(job, &p);
+	snprintf(oid, sizeof(oid), "%u", job->table.oid);
+	p.values[3] = oid;
+	p.values[4] = key;
+	job_send(job, "pinning the walk", sql, 5, p.values, job_pinned);
+	free(key);
+}
 
 static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
@@ -660,18 +796,24 @@ static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 
 	bf_table_walk(&job->table, &job->walk, job->kind, job->set_clause, job->where_clause,
 		      job->statement);
+	char *key = job_walk_key(&job->table);
+
+	if (!key) {
+		job_log(job, BF_LOG_ERROR, "out of memory");
+		job_retry_later(job);
+		return;
+	}
+	if (job_walk_changed(job, key)) {
+		free(key);
+		return;
+	}
+	if (!job->resolved_once)
+		job_log(job, BF_LOG_INFO, "walking %s by (%s)", job->table.quoted, key);
+	free(key);
 	job->resolved = 1;
-
-	bf_strbuf keys;
-
-	bf_strbuf_init(&keys);
-	for (int i = 0; i < job->table.nkeys; i++)
-		bf_strbuf_printf(&keys, "%s%s %s", i ? ", " : "", job->table.key_names[i],
-				 job->table.key_types[i]);
-	job_log(job, BF_LOG_INFO, "walking %s by (%s)", job->table.quoted,
-		keys.data ? keys.data : "");
-	bf_strbuf_free(&keys);
-	job_succeeded_step(job);
+	job->resolved_once = true;
+	/* Not progress (no job_succeeded_step): it runs after every failure,
+	 * and must not reset the count of failures in a row. */
 	job_step(job);
 }
 
@@ -690,9 +832,12 @@ static void job_bound_fixed(bf_pg *pg, const bf_pg_result *r, void *arg)
 
 	(void)pg;
 	if (!r->ok) {
-		job_query_failed(
-			job, r,
-			"fixing the upper bound of the walk (key columns must be sortable)");
+		/* No ordering operator for a key's type: say why it matters. */
+		job_query_failed(job, r,
+				 r->sqlstate && strcmp(r->sqlstate, "42883") == 0
+					 ? "fixing the upper bound of the walk (key columns must be "
+					   "sortable)"
+					 : "fixing the upper bound of the walk");
 		return;
 	}
 	if (PQntuples(r->res) == 0) {
@@ -701,6 +846,8 @@ static void job_bound_fixed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	replace_str(&job->upper_bound, col(r->res, 0, 0));
+	job->pinned_oid = (uint32_t)col_int(r->res, 0, 1, 0);
+	replace_str(&job->pinned_key, col(r->res, 0, 2));
 	if (job->rows_estimate >= 0)
 		job_log(job, BF_LOG_INFO, "walk fixed: keys up to %s (about %" PRId64 " rows)",
 			job->upper_bound, job->rows_estimate);
@@ -725,24 +872,34 @@ static void job_fix_bound(bf_job *job)
 	}
 	/* '{}' marks an empty table: nothing to walk, but the bound is fixed. */
 	bf_strbuf_init(&sb);
+	/* The walk is pinned with its bound: the table and key it is for. */
 	bf_strbuf_printf(
 		&sb,
-		"UPDATE backfill.jobs SET upper_bound = coalesce((%s), '{}'), rows_estimate = $4\n"
+		"UPDATE backfill.jobs SET upper_bound = coalesce((%s), '{}'), rows_estimate = $4,\n"
+		"  table_oid = $5, walk_key = $6\n"
 		"WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND state = 'running'\n"
-		"RETURNING upper_bound",
+		"RETURNING upper_bound, table_oid, walk_key",
 		upper);
 	free(upper);
 	char *sql = bf_strbuf_finish(&sb);
+	char *key = job_walk_key(&job->table);
+	char oid[16];
 
-	if (!sql) {
+	if (!sql || !key) {
+		free(sql);
+		free(key);
 		job_retry_later(job);
 		return;
 	}
 	job_params_fence(job, &p);
 	fmt_int(estimate, sizeof(estimate), job->rows_estimate);
+	snprintf(oid, sizeof(oid), "%u", job->table.oid);
 	p.values[3] = job->rows_estimate >= 0 ? estimate : NULL;
-	job_send(job, "fixing the upper bound", sql, 4, p.values, job_bound_fixed);
+	p.values[4] = oid;
+	p.values[5] = key;
+	job_send(job, "fixing the upper bound", sql, 6, p.values, job_bound_fixed);
 	free(sql);
+	free(key);
 }
 
 /* ---- batches ---- */
@@ -817,13 +974,16 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 
 	(void)pg;
 	if (!r->ok) {
-		job_query_failed(job, r, "batch");
+		job_batch_failed(job, r);
 		return;
 	}
 	const PGresult *res = r->res;
 	int64_t page = col_int(res, 0, 1, 0);
 	int64_t done = col_int(res, 0, 2, 0);
 	int64_t updated = col_int(res, 0, 3, 0);
+
+	job->min_timeouts = 0;
+	job_narrow_passed(job, done);
 
 	job_rates_settle(job, done);
 	job->batches = col_int(res, 0, 4, job->batches);
@@ -893,20 +1053,23 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 
 static void job_batch(bf_job *job)
 {
-	int limit = bf_batch_size_get(&job->batch_size);
+	/* Narrowing down to a failing row overrides the size controller. */
+	int limit = job->narrow_limit ? job->narrow_limit : bf_batch_size_get(&job->batch_size);
 	char *upper = bf_pg_escape_literal(&job->pg, job->upper_bound);
 	char *lower = job->checkpoint ? bf_pg_escape_literal(&job->pg, job->checkpoint) : NULL;
 	char *owner = bf_pg_escape_literal(&job->pg, job->owner);
+	char *table = bf_pg_escape_literal(&job->pg, job->table.quoted);
 	char *sql = NULL;
 
 	/* Two statements in one round trip and one implicit transaction: the
 	 * simple query protocol takes no parameters, so the values are
 	 * literals, escaped by libpq for this connection. */
-	if (upper && owner && (lower || !job->checkpoint)) {
+	if (upper && owner && table && (lower || !job->checkpoint)) {
 		bf_batch_args args = {
 			.upper = upper,
 			.lower = lower,
 			.owner = owner,
+			.table_literal = table,
 			.lease_epoch = job->lease_epoch,
 			.job_id = job->id,
 			.batches = job->batches,
@@ -917,6 +1080,7 @@ static void job_batch(bf_job *job)
 	free(upper);
 	free(lower);
 	free(owner);
+	free(table);
 	if (!sql) {
 		job_log(job, BF_LOG_ERROR, "could not build the batch statement (out of memory)");
 		job_retry_later(job);
@@ -936,6 +1100,300 @@ static void job_batch(bf_job *job)
 		job->overall_slot_ns = 0;
 		bf_sampler_batch_started(bf_engine_sampler(job->engine));
 	}
+}
+
+/* ---- a batch that failed ---- */
+
+/* "batch: <message> (SQLSTATE x) on keys after C up to U (a batch of at
+ * most N rows); DETAIL: ...; HINT: ...; CONTEXT: ..." -- what and where,
+ * with everything the server said about it. Without the prefix and the
+ * SQLSTATE when `bare` (job_query_failed adds those). */
+static void job_batch_error(const bf_job *job, const bf_pg_result *r, bool bare, char *buf,
+			    size_t len)
+{
+	static const struct {
+		int field;
+		const char *label;
+	} fields[] = {
+		{PG_DIAG_MESSAGE_DETAIL, "DETAIL"},
+		{PG_DIAG_MESSAGE_HINT, "HINT"},
+		{PG_DIAG_CONTEXT, "CONTEXT"},
+	};
+	size_t n = (size_t)snprintf(buf, len, "%s%s", bare ? "" : "batch: ", r->message);
+
+	if (!bare)
+		n += (size_t)snprintf(buf + n, len - n, " (SQLSTATE %s)",
+				      r->sqlstate ? r->sqlstate : "none");
+	n += (size_t)snprintf(buf + n, len - n, " on keys %s%s up to %s (a batch of at most %d rows)",
+			      job->checkpoint ? "after " : "from the first",
+			      job->checkpoint ? job->checkpoint : "", job->upper_bound,
+			      job->batch_limit);
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]) && r->res && n < len; i++) {
+		const char *v = PQresultErrorField(r->res, fields[i].field);
+
+		if (v && *v)
+			n += (size_t)snprintf(buf + n, len - n, "; %s: %s", fields[i].label, v);
+	}
+	utf8_trim(buf);
+}
+
+/* A narrowed batch committed `done` rows: they are past the failing one's
+ * span; once all of it is passed the failure is behind us (it was not the
+ * rows' after all: a concurrent change), and the size controller is back. */
+static void job_narrow_passed(bf_job *job, int64_t done)
+{
+	if (!job->narrow_limit)
+		return;
+	job->narrow_span -= done;
+	if (job->narrow_span > 0)
+		return;
+	job_log(job, BF_LOG_NOTICE,
+		"the rows of the batch that failed (%s) went through in smaller batches",
+		job->narrow_error);
+	job->narrow_limit = 0;
+	free(job->narrow_error);
+	job->narrow_error = NULL;
+}
+
+/* The failing key, found: the job fails naming it, the checkpoint just
+ * before it. */
+static void job_key_named(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+	char error[4096];
+
+	(void)pg;
+	if (!r->ok) {
+		job_query_failed(job, r, "finding the key of the failing row");
+		return;
+	}
+	const char *key = col(r->res, 0, 2);
+
+	snprintf(error, sizeof(error),
+		 "%s; the first row after checkpoint %s, key %s, fails on its own: the rows before "
+		 "it are done and the checkpoint stays just before it. Fix that row (or the "
+		 "set_clause / statement) and resume the job",
+		 job->narrow_error ? job->narrow_error : "batch failed",
+		 job->checkpoint ? job->checkpoint : "(none: the first row)", key ? key : "(gone)");
+	job_finish(job, "failed", error);
+}
+
+/* Asks for the first key after the checkpoint: the row a batch of one
+ * failed on. The verification chunk of one row reads it. */
+static void job_name_key(bf_job *job)
+{
+	int first = job->checkpoint == NULL;
+	char *sql = bf_keyset_verify_sql(&job->walk, first, 1);
+	const char *params[2] = {job->upper_bound, job->checkpoint};
+
+	if (!sql) {
+		job_retry_later(job);
+		return;
+	}
+	job_send(job, "finding the failing row", sql, first ? 1 : 2, params, job_key_named);
+	free(sql);
+}
+
+/* A batch failed on its rows' data (errclass BF_ERR_DATA): retrying the
+ * same rows fails the same way, and the message seldom says which row.
+ * Halve the batch until a batch of one row fails: that row is named and
+ * the job fails; the smaller batches before it commit as usual. */
+static void job_narrow(bf_job *job, const bf_pg_result *r)
+{
+	char error[3072];
+
+	job_rates_settle(job, 0);
+	job_batch_error(job, r, false, error, sizeof(error));
+	if (!job->narrow_limit) {
+		replace_str(&job->narrow_error, error);
+		job->narrow_span = job->batch_limit;
+	}
+	if (job->batch_limit <= 1) {
+		job_log(job, BF_LOG_ERROR, "%s", error);
+		job_name_key(job);
+		return;
+	}
+	job->narrow_limit = job->batch_limit / 2;
+	job_log(job, BF_LOG_WARNING, "%s; narrowing the batch to %d rows to find the row",
+		error, job->narrow_limit);
+	/* The row re-read first: the failure may be a pause or a takeover. */
+	job->synced = 0;
+	job_step(job);
+}
+
+static void job_row_lock_probed(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+	char reason[512];
+
+	(void)pg;
+	if (!r->ok) {
+		job_query_failed(job, r, "looking for a lock on the job row");
+		return;
+	}
+	const char *holders = PQntuples(r->res) ? col(r->res, 0, 0) : NULL;
+
+	if (!holders) {
+		if (job->row_lock_held) {
+			/* The lease may have lapsed meanwhile: the row decides. */
+			job_log(job, BF_LOG_NOTICE, "the job row is no longer locked; going on");
+			job->synced = 0;
+		}
+		job->row_locked = job->row_lock_held = false;
+		job_step(job);
+		return;
+	}
+	snprintf(reason, sizeof(reason),
+		 "job row locked: pid %s holds this job's row in backfill.jobs (SELECT ... FOR "
+		 "UPDATE or an open UPDATE); no batch can record its checkpoint and the lease "
+		 "cannot be renewed until that transaction ends",
+		 holders);
+	if (!job->row_lock_held)
+		job_log(job, BF_LOG_WARNING, "%s", reason);
+	job->row_lock_held = true;
+	job_wait_for(job, (uint64_t)job->cfg->poll_interval_ms, reason);
+	job->held = 1;
+	snprintf(job->hold_reasons[0], sizeof(job->hold_reasons[0]), "%s", reason);
+	job->nhold_reasons = 1;
+}
+
+/* Who holds our job row: its xmax is the locking transaction (a single
+ * locker), whose holder pg_locks shows to every role. A batch that waited
+ * for it would redo its work and roll back at every lock_timeout. */
+static void job_probe_row_lock(bf_job *job)
+{
+	static const char sql[] =
+		"SELECT (SELECT string_agg(l.pid::text, ', ' ORDER BY l.pid) FROM pg_locks l\n"
+		"        WHERE l.locktype = 'transactionid' AND l.granted\n"
+		"          AND l.mode = 'ExclusiveLock' AND l.transactionid = j.xmax\n"
+		"          AND l.pid <> pg_backend_pid())\n"
+		"FROM backfill.jobs j WHERE j.id = $1";
+	job_params p;
+
+	job_params_fence(job, &p);
+	job_send(job, "looking for a lock on the job row", sql, 1, p.values,
+		 job_row_lock_probed);
+}
+
+/* Names the key when the minimum batch size still cannot finish within
+ * statement_timeout: retrying would never end. */
+static int job_timeout_at_min(bf_job *job, const bf_pg_result *r)
+{
+	char error[3072];
+
+	if (job->cancel_requested || !r->sqlstate || strcmp(r->sqlstate, "57014") != 0 ||
+	    job->batch_limit > job->batch_size.min)
+		return 0;
+	if (++job->min_timeouts < job->cfg->retry_max_failures)
+		return 0;
+	job_rates_settle(job, 0);
+	job_batch_error(job, r, false, error, sizeof(error));
+	snprintf(error + strlen(error), sizeof(error) - strlen(error),
+		 "; %d batches in a row at the minimum size (%d rows) did not finish within "
+		 "statement_timeout_ms (%d): raise it for this job (backfillctl set %s "
+		 "statement_timeout_ms=...) or make the work cheaper",
+		 job->min_timeouts, job->batch_limit, job->statement_timeout_ms, job->name);
+	utf8_trim(error);
+	replace_str(&job->narrow_error, error);
+	job_log(job, BF_LOG_ERROR, "%s", error);
+	job_name_key(job);
+	return 1;
+}
+
+static void job_batch_failed(bf_job *job, const bf_pg_result *r)
+{
+	if (!r->res || job->stop_requested) {
+		job_query_failed(job, r, "batch");
+		return;
+	}
+	if (bf_errclass_of(r->sqlstate) == BF_ERR_DATA) {
+		job_narrow(job, r);
+		return;
+	}
+	if (job_timeout_at_min(job, r))
+		return;
+	char error[3072];
+	bf_pg_result described = *r;
+
+	/* The rest as before, with the range and the server's details. */
+	job_batch_error(job, r, true, error, sizeof(error));
+	described.message = error;
+	job_query_failed(job, &described, "batch");
+	/* A lock timeout: on the table's rows, or on our own job row (its
+	 * checkpoint)? The next try asks first, so that a job row held for
+	 * minutes is a hold that names its holder, not a batch redone and
+	 * rolled back at every lock_timeout. */
+	if (r->sqlstate && strcmp(r->sqlstate, "55P03") == 0)
+		job->row_locked = true;
+}
+
+/* ---- catching up with rows inserted during the walk ---- */
+
+static void job_caught_up(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+
+	(void)pg;
+	if (!r->ok) {
+		job_query_failed(job, r, "counting rows above the walked range");
+		return;
+	}
+	if (PQntuples(r->res) == 0) {
+		job->synced = 0; /* fenced out, or the bound moved: the row decides */
+		job_step(job);
+		return;
+	}
+	const char *bound = col(r->res, 0, 0);
+	int rounds = (int)col_int(r->res, 0, 1, 0);
+	int64_t above = col_int(r->res, 0, 2, 0);
+	bool extended = strcmp(PQgetvalue(r->res, 0, 3), "t") == 0;
+
+	job_succeeded_step(job);
+	if (extended) {
+		job_log(job, BF_LOG_NOTICE,
+			"catch-up round %d of %d: %" PRId64 " rows above the walked range %s; "
+			"walking on to keys up to %s",
+			rounds, job->cfg->catchup_rounds, above,
+			job->where_clause ? "match where_clause" : "were inserted during the walk",
+			bound);
+		replace_str(&job->upper_bound, bound);
+		job->catchup_rounds = rounds;
+		job->walk_done = 0;
+	} else {
+		if (above > 0)
+			job_log(job, BF_LOG_WARNING,
+				"%" PRId64 " rows above the walked range (keys above %s) %s after %d "
+				"catch-up rounds: they are left (rows_left); the application keeps "
+				"writing such rows",
+				above, job->upper_bound,
+				job->where_clause ? "still match where_clause" : "were inserted",
+				rounds);
+		job->caught_up = true;
+	}
+	job_step(job);
+}
+
+/* After the walk: rows above its bound that still need the work (inserted
+ * meanwhile) are walked too, to the table's then-current end, in at most
+ * catchup_rounds rounds (a job must end under inserts); what is left then
+ * is counted into rows_left. */
+static void job_catch_up(bf_job *job)
+{
+	char *sql = bf_keyset_catchup_sql(&job->walk);
+	char rounds[16];
+	job_params p;
+
+	if (!sql) {
+		job_retry_later(job);
+		return;
+	}
+	job_params_fence(job, &p);
+	snprintf(rounds, sizeof(rounds), "%d", job->cfg->catchup_rounds);
+	p.values[3] = job->upper_bound;
+	p.values[4] = rounds;
+	job_send(job, "counting rows above the walked range", sql, 5, p.values, job_caught_up);
+	free(sql);
 }
 
 /* ---- verification ---- */
@@ -973,7 +1431,7 @@ static void job_verified_chunk(bf_pg *pg, const bf_pg_result *r, void *arg)
 		 "after the walk; the set_clause or statement does not make them stop matching, "
 		 "or the application keeps writing such rows",
 		 job->verify_matching, job->where_clause);
-	job_finish(job, "failed", error);
+	job_finish_as(job, "failed", error, true);
 }
 
 static void job_verify(bf_job *job)
@@ -1471,9 +1929,15 @@ static void job_step(bf_job *job)
 		job_resolve(job);
 	} else if (!job->upper_bound) {
 		job_fix_bound(job);
+	} else if (!job->pinned_oid) {
+		job_pin(job);
+	} else if (job->row_locked) {
+		job_probe_row_lock(job);
 	} else if (!job->walk_done && strcmp(job->upper_bound, "{}") != 0) {
 		if (!job_hold(job, 1))
 			job_batch(job);
+	} else if (!job->caught_up && strcmp(job->upper_bound, "{}") != 0) {
+		job_catch_up(job);
 	} else {
 		if (!job_hold(job, 0))
 			job_verify(job);
@@ -1517,6 +1981,9 @@ static void job_free(bf_job *job)
 	free(job->verify_checkpoint);
 	free(job->definition_error);
 	free(job->settings_text);
+	free(job->pinned_key);
+	free(job->narrow_error);
+	free(job->finish_error);
 	free(job);
 }
 

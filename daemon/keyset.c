@@ -2,6 +2,7 @@
 #include "keyset.h"
 
 #include <inttypes.h>
+#include <stdlib.h>
 
 #include "sqltext.h"
 #include "strbuf.h"
@@ -81,6 +82,7 @@ static void last_key(bf_strbuf *sb, const bf_walk *w, const char *from)
 #define CTE_WORK   "\"backfill work\""
 #define CTE_CKPT   "\"backfill checkpoint\""
 #define CTE_LAST   "\"backfill last\""
+#define CTE_FIRST  "\"backfill first\""
 
 /* (a, b) IN (SELECT a, b FROM <from>): in the subquery the key names
  * resolve to <from>'s columns, outside it to the enclosing query's. */
@@ -182,11 +184,15 @@ static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args
 	last_key(sb, w, last_of);
 	bf_strbuf_printf(sb,
 			 ", checkpoint),\n"
-			 "    rows_scanned = rows_scanned + %s,\n"
+			 /* A repair pass walks rows already counted. */
+			 "    rows_scanned = rows_scanned + CASE WHEN repairing THEN 0 ELSE %s END,\n"
 			 "    rows_updated = rows_updated + %s,\n"
 			 "    batches = batches + least(%s, 1)\n"
 			 "  WHERE id = %" PRId64 " AND owner = %s AND lease_epoch = %" PRId64 "\n"
 			 "    AND state = 'running' AND batches = %" PRId64 "\n"
+			 /* The name may now resolve to another table (renamed and
+			  * replaced): the checkpoint is not its. */
+			 "    AND table_oid = %s::regclass\n"
 			 "    AND NOT coalesce((SELECT paused FROM backfill.control), false)\n"
 			 "  RETURNING checkpoint, batches, rows_scanned, rows_updated\n"
 			 ")\n"
@@ -204,7 +210,40 @@ static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args
 			 "          AND transactionid = pg_current_xact_id_if_assigned()::xid)\n"
 			 "FROM " CTE_CKPT " c",
 			 scanned, updated, scanned, a->job_id, a->owner, a->lease_epoch, a->batches,
-			 page, scanned, updated);
+			 a->table_literal, page, scanned, updated);
+}
+
+/* (a, b) > lower AND (a, b) <= last, lower being the checkpoint literal or,
+ * on the first batch, (a, b) >= the first key. A row comparison is
+ * estimated from its first column alone and never as a range: the first
+ * key column gets a plain closed range too, which the planner does see. */
+static void update_range(bf_strbuf *sb, const bf_walk *w, const char *lower)
+{
+	bf_strbuf_append(sb, "(");
+	keys_list(sb, w, "");
+	if (lower) {
+		bf_strbuf_append(sb, ") > ");
+		keys_from_array(sb, w, lower);
+	} else {
+		bf_strbuf_append(sb, ") >= (SELECT ");
+		keys_list(sb, w, "");
+		bf_strbuf_append(sb, " FROM " CTE_FIRST ")");
+	}
+	bf_strbuf_append(sb, " AND (");
+	keys_list(sb, w, "");
+	bf_strbuf_append(sb, ") <= (SELECT ");
+	keys_list(sb, w, "");
+	bf_strbuf_append(sb, " FROM " CTE_LAST ")");
+	if (w->nkeys > 1) {
+		if (lower)
+			bf_strbuf_printf(sb, "\n    AND %s >= (%s::text[])[1]::%s", w->key_names[0],
+					 lower, w->key_types[0]);
+		else
+			bf_strbuf_printf(sb, "\n    AND %s >= (SELECT %s FROM " CTE_FIRST ")",
+					 w->key_names[0], w->key_names[0]);
+		bf_strbuf_printf(sb, " AND %s <= (SELECT %s FROM " CTE_LAST ")", w->key_names[0],
+				 w->key_names[0]);
+	}
 }
 
 /* kind update: ONE statement. One pass over the primary key index finds
@@ -227,23 +266,26 @@ static void update_statement(bf_strbuf *sb, const bf_walk *w, const bf_batch_arg
 	bf_strbuf_append(sb, ", " COL_ROWS " FROM (\n    ");
 	page_query(sb, w, a, "", 1);
 	bf_strbuf_append(sb, "\n  ) p ORDER BY " COL_ROWS " DESC LIMIT 1\n),\n");
+	if (!a->lower) {
+		/* The first batch has no checkpoint: its first key bounds it
+		 * from below, or the planner sees a one-sided range. */
+		bf_strbuf_append(sb, CTE_FIRST " AS MATERIALIZED (\n  SELECT ");
+		keys_list(sb, w, "");
+		bf_strbuf_printf(sb, " FROM %s ", w->table);
+		keys_range(sb, w, NULL, a->upper);
+		bf_strbuf_append(sb, " ORDER BY ");
+		keys_list(sb, w, "");
+		bf_strbuf_append(sb, " LIMIT 1\n),\n");
+	}
 
-	/* The last key as an InitPlan parameter: the range is an index
-	 * condition, whatever the statistics say about the table. */
+	/* Both ends as InitPlan parameters: the range is an index condition
+	 * with the planner's default estimate for a closed range (0.5% of the
+	 * table), whatever the statistics say about the table or the
+	 * where_clause; a one-sided range is estimated at a third of the
+	 * table, and a sequential scan was chosen for it. */
 	bf_strbuf_printf(sb, CTE_WORK " AS (\n  UPDATE %s SET %s\n  WHERE ", w->table,
 			 w->set_clause);
-	if (a->lower) {
-		bf_strbuf_append(sb, "(");
-		keys_list(sb, w, "");
-		bf_strbuf_append(sb, ") > ");
-		keys_from_array(sb, w, a->lower);
-		bf_strbuf_append(sb, " AND ");
-	}
-	bf_strbuf_append(sb, "(");
-	keys_list(sb, w, "");
-	bf_strbuf_append(sb, ") <= (SELECT ");
-	keys_list(sb, w, "");
-	bf_strbuf_append(sb, " FROM " CTE_LAST ")");
+	update_range(sb, w, a->lower);
 	/* The operator's clause may end in a "--" comment. */
 	if (w->where_clause && w->where_clause[0])
 		bf_strbuf_printf(sb, "\n    AND (%s\n    )", w->where_clause);
@@ -377,6 +419,42 @@ char *bf_keyset_upper_bound_sql(const bf_walk *w)
 	bf_strbuf_printf(&sb, "] FROM %s ORDER BY ", w->table);
 	keys_list(&sb, w, " DESC");
 	bf_strbuf_append(&sb, " LIMIT 1");
+	return bf_strbuf_finish(&sb);
+}
+
+char *bf_keyset_catchup_sql(const bf_walk *w)
+{
+	bf_strbuf sb;
+	char *top = bf_keyset_upper_bound_sql(w);
+
+	if (!top)
+		return NULL;
+	bf_strbuf_init(&sb);
+	bf_strbuf_append(&sb, "WITH above AS (\n  SELECT count(*) AS n FROM ");
+	bf_strbuf_printf(&sb, "%s WHERE (", w->table);
+	keys_list(&sb, w, "");
+	bf_strbuf_append(&sb, ") > ");
+	keys_from_array(&sb, w, "$4");
+	/* The operator's clause may end in a "--" comment. */
+	if (w->where_clause && w->where_clause[0])
+		bf_strbuf_printf(&sb, "\n    AND (%s\n    )", w->where_clause);
+	bf_strbuf_printf(
+		&sb,
+		"\n), d AS (\n"
+		"  SELECT above.n, above.n > 0 AND j.catchup_rounds < $5::integer AS extend\n"
+		"  FROM above, backfill.jobs j WHERE j.id = $1\n"
+		")\n"
+		"UPDATE backfill.jobs j SET\n"
+		"  upper_bound = CASE WHEN d.extend THEN coalesce((%s), j.upper_bound)\n"
+		"                     ELSE j.upper_bound END,\n"
+		"  catchup_rounds = j.catchup_rounds + d.extend::integer,\n"
+		"  rows_left = CASE WHEN d.extend THEN NULL ELSE d.n END\n"
+		"FROM d\n"
+		"WHERE j.id = $1 AND j.owner = $2 AND j.lease_epoch = $3 AND j.state = 'running'\n"
+		"  AND j.upper_bound = $4::text[]\n"
+		"RETURNING j.upper_bound, j.catchup_rounds, d.n, d.extend",
+		top);
+	free(top);
 	return bf_strbuf_finish(&sb);
 }
 

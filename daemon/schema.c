@@ -144,7 +144,7 @@ static const char *const schema_migrations[] = {
 	/* The walk's identity, fixed with its upper bound: the checkpoint is
 	 * meaningless for another table or another key. */
 	"  ADD COLUMN table_oid      oid,\n"
-	"  ADD COLUMN walk_key       text[],\n"
+	"  ADD COLUMN walk_key       text,\n"
 	/* Catch-up rounds done past the first bound, and the matching rows
 	 * still above the final bound when the job ended (NULL: not counted). */
 	"  ADD COLUMN catchup_rounds integer NOT NULL DEFAULT 0,\n"

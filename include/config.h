@@ -50,6 +50,7 @@ typedef struct bf_config {
 	int statement_timeout_ms;
 	int idle_in_transaction_timeout_ms;
 	int verify_chunk_rows; /* rows counted per statement in the verification pass */
+	int catchup_rounds;    /* walks on past the bound for rows inserted meanwhile */
 
 	/* throttle (throttle.h, sampler.h) */
 	int throttle_sample_interval_ms;

@@ -8,8 +8,12 @@ typedef enum bf_errclass {
 	BF_ERR_TRANSIENT,
 	/* The batch took too long or waited on a lock: retry, with a smaller batch. */
 	BF_ERR_TRANSIENT_SHRINK,
-	/* Retrying will not help: bad SQL, missing table, constraint violation. */
+	/* Retrying will not help: bad SQL, missing table, permissions. */
 	BF_ERR_PERMANENT,
+	/* A row's data made it fail (invalid input, constraint violation, an
+	 * exception raised by a function): retrying the same rows fails the
+	 * same way, and narrowing the batch finds the row. */
+	BF_ERR_DATA,
 	/* Our checkpoint fence refused the batch: lease lost or the row changed
 	 * under us (paused, cancelled, taken over). Re-read the job row. */
 	BF_ERR_FENCE,

@@ -71,14 +71,22 @@ struct bf_job {
 	char *upper_bound; /* text[] literal; "{}" for an empty table; NULL: not fixed yet */
 	int64_t batches, rows_scanned, rows_updated;
 	int64_t rows_estimate; /* -1: unknown */
+	uint32_t pinned_oid; /* the table the walk was fixed on (table_oid); 0: none yet */
+	char *pinned_key;    /* its key columns and types (walk_key); NULL: none yet */
+	int catchup_rounds;  /* catch-up rounds done past the first bound */
+	bool repairing;	     /* a repair pass after a failed verification */
 
-	/* The table, resolved on this connection. */
+	/* The table, resolved on this connection (again after every sync). */
 	int resolved;
+	bool resolved_once; /* its "walking ..." line is logged */
 	bf_table table;
 	bf_walk walk;
 
-	/* Walk and verification progress. */
+	/* Walk and verification progress, known only since the last sync: a
+	 * re-read row is the whole truth, and a walk it says is unfinished
+	 * goes on (a batch past the end finds nothing and ends it again). */
 	int walk_done;
+	bool caught_up;	     /* no catch-up round is due: verify next */
 	int verify_started;
 	char *verify_checkpoint;
 	int64_t verify_matching;
@@ -90,6 +98,15 @@ struct bf_job {
 	int failures;  /* non-transient failures in a row */
 	int finishing; /* the last query sent records the job's end */
 	int cuts;      /* batches in a row cut at their first row */
+	/* A batch failed on its data: smaller batches find the row (see
+	 * job_batch_failed). narrow_limit 0: not narrowing. */
+	int narrow_limit;
+	int64_t narrow_span;	/* rows of the first failed batch not yet passed */
+	char *narrow_error;	/* that failure, for last_error */
+	int min_timeouts;	/* statement timeouts in a row at the minimum batch size */
+	bool row_locked;	/* a lock timeout: probe the job row before the next batch */
+	bool row_lock_held;	/* ... and the probe found it held by someone */
+	char *finish_error;	/* what the end being recorded says, for the log */
 	uint64_t query_started_ns;
 	uint64_t last_progress_ns;
 

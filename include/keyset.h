@@ -31,6 +31,7 @@ typedef struct bf_batch_args {
 	const char *upper; /* text[] literal: the walk's inclusive upper bound */
 	const char *lower; /* text[] literal: the checkpoint (exclusive); NULL on the first batch */
 	const char *owner; /* the fence: owner, lease epoch, job id, batches so far */
+	const char *table_literal; /* the fence: the table's quoted name as a literal */
 	int64_t lease_epoch;
 	int64_t job_id;
 	int64_t batches;
@@ -87,6 +88,15 @@ char *bf_keyset_work_sql(const bf_walk *w, const bf_batch_args *a);
 /* The largest key of the table, as text[]: fixed as the upper bound when a
  * job starts. No parameters; no row for an empty table. */
 char *bf_keyset_upper_bound_sql(const bf_walk *w);
+
+/* After the walk: counts the rows above the bound $4 (text[]) that match
+ * where_clause (every row without one) and, if there are any and the job
+ * row ($1 id, $2 owner, $3 lease epoch: fenced) has done fewer than $5
+ * catch-up rounds, moves its upper bound to the table's current largest
+ * key and counts the round; otherwise records the count as rows_left.
+ * Returns the new bound, rounds, the count and whether it extended; no
+ * row when fenced out or the bound moved meanwhile. */
+char *bf_keyset_catchup_sql(const bf_walk *w);
 
 /* One chunk of the verification pass: among the next `chunk` keys after $2
  * (absent when first) up to $1 (the upper bound), how many rows still match

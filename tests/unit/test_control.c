@@ -172,7 +172,10 @@ static void test_errclass(void)
 	UNIT_CHECK_INT(bf_errclass_of("BF001"), BF_ERR_FENCE);
 	UNIT_CHECK_INT(bf_errclass_of("42P01"), BF_ERR_PERMANENT); /* undefined_table */
 	UNIT_CHECK_INT(bf_errclass_of("42601"), BF_ERR_PERMANENT); /* syntax_error */
-	UNIT_CHECK_INT(bf_errclass_of("23505"), BF_ERR_PERMANENT); /* unique_violation */
+	UNIT_CHECK_INT(bf_errclass_of("23505"), BF_ERR_DATA); /* unique_violation */
+	UNIT_CHECK_INT(bf_errclass_of("22P02"), BF_ERR_DATA); /* invalid_text_representation */
+	UNIT_CHECK_INT(bf_errclass_of("P0001"), BF_ERR_DATA); /* raise_exception */
+	UNIT_CHECK_INT(bf_errclass_of("42501"), BF_ERR_PERMANENT); /* insufficient_privilege */
 	UNIT_CHECK_INT(bf_errclass_of("42883"), BF_ERR_PERMANENT); /* no ordering operator */
 }
 
