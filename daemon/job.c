@@ -1195,16 +1195,21 @@ static void job_name_key(bf_job *job)
 	free(sql);
 }
 
-/* A batch failed on its rows' data (errclass BF_ERR_DATA): retrying the
- * same rows fails the same way, and the message seldom says which row.
- * Halve the batch until a batch of one row fails: that row is named and
- * the job fails; the smaller batches before it commit as usual. */
-static void job_narrow(bf_job *job, const bf_pg_result *r)
+/* A batch failed on its rows' data (errclass BF_ERR_DATA), or timed out
+ * at the minimum size again and again: retrying the same rows fails the
+ * same way, and the message seldom says which row. Halve the batch until
+ * a batch of one row fails: that row is named and the job fails; the
+ * smaller batches before it commit as usual. `why` follows the first
+ * failure's text in last_error. */
+static void job_narrow(bf_job *job, const bf_pg_result *r, const char *why)
 {
 	char error[3072];
 
 	job_rates_settle(job, 0);
 	job_batch_error(job, r, false, error, sizeof(error));
+	if (why)
+		snprintf(error + strlen(error), sizeof(error) - strlen(error), "; %s", why);
+	utf8_trim(error);
 	if (!job->narrow_limit) {
 		replace_str(&job->narrow_error, error);
 		job->narrow_span = job->batch_limit;
@@ -1251,6 +1256,8 @@ static void job_row_lock_probed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		 holders);
 	if (!job->row_lock_held)
 		job_log(job, BF_LOG_WARNING, "%s", reason);
+	else
+		job_log(job, BF_LOG_DEBUG, "the job row is still locked (pid %s)", holders);
 	job->row_lock_held = true;
 	job_wait_for(job, (uint64_t)job->cfg->poll_interval_ms, reason);
 	job->held = 1;
@@ -1276,28 +1283,27 @@ static void job_probe_row_lock(bf_job *job)
 		 job_row_lock_probed);
 }
 
-/* Names the key when the minimum batch size still cannot finish within
- * statement_timeout: retrying would never end. */
+/* When the minimum batch size still cannot finish within
+ * statement_timeout, retrying would never end: after retry.max_failures
+ * such timeouts in a row, the batch narrows below the minimum to the row
+ * that cannot fit, and the job fails naming it. Returns 1 when narrowing. */
 static int job_timeout_at_min(bf_job *job, const bf_pg_result *r)
 {
-	char error[3072];
+	char why[512];
 
-	if (job->cancel_requested || !r->sqlstate || strcmp(r->sqlstate, "57014") != 0 ||
-	    job->batch_limit > job->batch_size.min)
+	if (job->cancel_requested || !r->sqlstate || strcmp(r->sqlstate, "57014") != 0)
 		return 0;
-	if (++job->min_timeouts < job->cfg->retry_max_failures)
-		return 0;
-	job_rates_settle(job, 0);
-	job_batch_error(job, r, false, error, sizeof(error));
-	snprintf(error + strlen(error), sizeof(error) - strlen(error),
-		 "; %d batches in a row at the minimum size (%d rows) did not finish within "
+	if (!job->narrow_limit) {
+		if (job->batch_limit > job->batch_size.min ||
+		    ++job->min_timeouts < job->cfg->retry_max_failures)
+			return 0;
+	}
+	snprintf(why, sizeof(why),
+		 "%d batches in a row at the minimum size (%d rows) did not finish within "
 		 "statement_timeout_ms (%d): raise it for this job (backfillctl set %s "
 		 "statement_timeout_ms=...) or make the work cheaper",
-		 job->min_timeouts, job->batch_limit, job->statement_timeout_ms, job->name);
-	utf8_trim(error);
-	replace_str(&job->narrow_error, error);
-	job_log(job, BF_LOG_ERROR, "%s", error);
-	job_name_key(job);
+		 job->min_timeouts, job->batch_size.min, job->statement_timeout_ms, job->name);
+	job_narrow(job, r, why);
 	return 1;
 }
 
@@ -1308,7 +1314,7 @@ static void job_batch_failed(bf_job *job, const bf_pg_result *r)
 		return;
 	}
 	if (bf_errclass_of(r->sqlstate) == BF_ERR_DATA) {
-		job_narrow(job, r);
+		job_narrow(job, r, NULL);
 		return;
 	}
 	if (job_timeout_at_min(job, r))
