@@ -17,9 +17,9 @@
  *
  * Every row also carries the verdict on the table's code (SECURITY.md,
  * "Code on the walked table"): what would run as the daemon's role during
- * a batch, UPDATE or SELECT, and is controlled by a role that is neither
- * the job's author's ($3, pg_has_role MEMBER) nor able to act as the
- * daemon's role already (a superuser, or a member of it). Controlled by:
+ * a batch, UPDATE or SELECT, and is controlled by a role that the job's
+ * author ($3) is not a member of and that could not act as the daemon's
+ * role already (a superuser, or a member of that role). Controlled by:
  * the owner of the table (or partition, or domain) that carries it, and
  * the owner of every function it calls, who can replace the body.
  * Triggers (SECURITY DEFINER too: see SECURITY.md), rules and policies
@@ -373,11 +373,12 @@ static int resolve_check_code(const PGresult *res, char **out)
 	bool one_role = strcmp(cell(res, 0, RC_FOREIGN_NROLES), "1") == 0;
 
 	bf_strbuf_init(&msg);
-	bf_strbuf_printf(&msg,
-			 "table %s has code that would run as the daemon's role during the backfill "
-			 "and is controlled by %s %s, not by the job's author ",
-			 cell(res, 0, RC_QUALIFIED), one_role ? "role" : "roles",
-			 cell(res, 0, RC_FOREIGN_ROLES));
+	bf_strbuf_printf(
+		&msg,
+		"table %s has code that would run as the daemon's role during the backfill "
+		"and is controlled by %s %s, not by the job's author ",
+		cell(res, 0, RC_QUALIFIED), one_role ? "role" : "roles",
+		cell(res, 0, RC_FOREIGN_ROLES));
 	if (PQgetisnull(res, 0, RC_AUTHOR))
 		bf_strbuf_append(&msg, "(not recorded: the job was scheduled before backfilld "
 				       "recorded authors)");
