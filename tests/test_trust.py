@@ -17,6 +17,8 @@ config/roles.sql as tests/test_roles.py does, and one daemon running as its
 least-privilege role serve every test; each test walks tables of its own.
 """
 
+import re
+
 import pytest
 
 from daemon import Daemon, insert_job, job_row, tail, wait_for, wait_job_state
@@ -268,6 +270,34 @@ def test_functions_that_constraints_call_count_as_code(env, table, owner, column
         return
     row = ended(conn, f'fill-{table}')
     assert 'DO ALSO rules are not supported' in row['last_error'], row['last_error']
+
+
+def test_the_refusal_names_every_stranger_and_its_remedy_works_as_written(env):
+    server, conn, daemon = env
+    conn.execute('CREATE ROLE bob')
+    conn.execute('CREATE SCHEMA bob AUTHORIZATION bob')
+    conn.execute('GRANT USAGE ON SCHEMA bob TO PUBLIC')
+    as_role(conn, 'bob', 'CREATE FUNCTION bob.fine(int) RETURNS boolean LANGUAGE sql '
+                         'AS $$ SELECT true $$')
+    table_of(conn, OWNER, 'crowded')
+    as_role(conn, OWNER,
+            f'CREATE FUNCTION {OWNER}.pass() RETURNS trigger LANGUAGE plpgsql AS $$ '
+            'BEGIN RETURN NEW; END $$',
+            *[f'CREATE TRIGGER crowded_{n} BEFORE UPDATE ON {OWNER}.crowded '
+              f'FOR EACH ROW EXECUTE FUNCTION {OWNER}.pass()' for n in range(1, 5)],
+            f'ALTER TABLE {OWNER}.crowded ADD CONSTRAINT crowded_fine CHECK (bob.fine(id::int))')
+    name = "it's crowded"
+    schedule(server, name, f'{OWNER}.crowded')
+    error = refused(conn, name)
+    assert f'controlled by roles "bob", "{OWNER}", not by the job\'s author' in error, error
+    assert ': trigger "crowded_1" (function mallory.pass()), trigger "crowded_2" ' in error, error
+    assert 'crowded_4' not in error and ' and 2 more; review it' in error, error
+    # What it says to run, run as written (the name quoted by the server).
+    remedy = re.search(r'\((UPDATE backfill\.jobs SET .*)\)$', error).group(1)
+    assert remedy.endswith("WHERE name = 'it''s crowded'"), remedy
+    with connect_as(server, 'app', SCHEDULER) as alice:
+        assert alice.execute(remedy).rowcount == 1
+    succeeded(conn, name, f'{OWNER}.crowded')
 
 
 def test_a_partitions_trigger_counts(env):
