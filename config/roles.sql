@@ -18,7 +18,8 @@
 --
 -- What the daemon role may do, and nothing else:
 --   1. own its schema "backfill" (created here, filled by the daemon);
---   2. read the replication and slot positions the throttle needs (pg_monitor);
+--   2. read the standbys' replication positions the throttle needs
+--      (pg_read_all_stats, and nothing else of pg_monitor);
 --   3. read and write the tables you grant it, table by table (section 4,
 --      which you run yourself for each table: this script grants none).
 -- It is not superuser, CREATEDB, CREATEROLE, REPLICATION nor BYPASSRLS, it
@@ -54,8 +55,8 @@ SELECT format('CREATE ROLE %I LOGIN', :'daemon_role')
  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = :'daemon_role') \gexec
 
 -- Also for a role that already existed (an older setup may have made it a
--- superuser): none of these is needed. INHERIT: pg_monitor's rights come
--- through membership.
+-- superuser): none of these is needed. INHERIT: pg_read_all_stats's rights
+-- come through membership.
 ALTER ROLE :"daemon_role" LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE
   NOREPLICATION NOBYPASSRLS;
 
@@ -109,18 +110,34 @@ SELECT format('REVOKE CREATE ON SCHEMA public FROM %I', :'daemon_role')
 -- ---------------------------------------------------------------------------
 -- 3. The throttle's signals.
 --
--- pg_monitor: without it pg_stat_replication shows the standbys but hides
--- their positions, and the daemon holds every job rather than guess (status
--- says "replication: role ... lacks pg_monitor"). The daemon uses only the
--- pg_read_all_stats part of it. Slots (pg_replication_slots), the lock check
--- (pg_locks, pg_blocking_pids) and LISTEN need no privilege.
+-- pg_read_all_stats: without it pg_stat_replication shows the standbys but
+-- hides their positions, and the daemon holds every job rather than guess
+-- (status says "replication: role ... lacks pg_monitor", the group that
+-- includes it). It is the only part of pg_monitor the daemon uses, and it
+-- lets the role read every session's statistics (pg_stat_activity's query
+-- text and times, pg_stat_* of other roles), nothing more. The rest of
+-- pg_monitor is not needed: pg_read_all_settings (superuser-only settings,
+-- such as file paths) and pg_stat_scan_tables (functions that take locks on
+-- any table). WAL positions (pg_current_wal_lsn), slots
+-- (pg_replication_slots), the lock check (pg_locks, pg_blocking_pids, the
+-- application_name and usename of pg_stat_activity) and LISTEN need no
+-- privilege. A throttle.query of yours that reads more is yours to grant
+-- for: grant that role after running this script (it is then listed below).
 --
 -- Cancelling its own batches (backfillctl pause --now, a batch that blocks
 -- the application) is pg_cancel_backend on a session of the same role: no
 -- grant. It is deliberately not a member of pg_signal_backend, so it cannot
 -- cancel or terminate anyone else's session.
 -- ---------------------------------------------------------------------------
-GRANT pg_monitor TO :"daemon_role";
+GRANT pg_read_all_stats TO :"daemon_role";
+
+-- Older versions of this script granted pg_monitor: that grant is taken back
+-- (after the one above, so that a running daemon never lacks the privilege).
+SELECT format('REVOKE pg_monitor FROM %I', :'daemon_role')
+ WHERE EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+                WHERE m.roleid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = 'pg_monitor')
+                  AND m.member = (SELECT oid FROM pg_catalog.pg_roles
+                                   WHERE rolname = :'daemon_role')) \gexec
 
 -- Other memberships are yours to judge (granting an application's group role
 -- is a fair way to give table rights): they are listed, not revoked.
@@ -134,7 +151,7 @@ BEGIN
     SELECT r.rolname FROM pg_catalog.pg_auth_members m
       JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
      WHERE m.member = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = daemon)
-       AND r.rolname <> 'pg_monitor'
+       AND r.rolname <> 'pg_read_all_stats'
   LOOP
     RAISE WARNING 'role % is also a member of %: check that it needs that', daemon, other;
   END LOOP;

@@ -819,9 +819,10 @@ static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 
 static void job_resolve(bf_job *job)
 {
-	const char *params[2] = {job->table_name, job->key_columns};
+	const char *params[5] = {job->table_name, job->key_columns, job->created_by,
+				 job->allow_triggers ? "true" : "false", job->name};
 
-	job_send(job, "resolving the table", bf_resolve_sql, 2, params, job_resolved);
+	job_send(job, "resolving the table", bf_resolve_sql, 5, params, job_resolved);
 }
 
 /* ---- the upper bound, fixed once per job ---- */

@@ -44,6 +44,8 @@ struct bf_plan {
 	/* The job row. */
 	char *table_name, *set_clause, *where_clause, *statement, *key_columns, *checkpoint;
 	char *upper_bound;
+	char *created_by;    /* the job's author: the code on its table it controls */
+	bool allow_triggers; /* the author vouches for the rest */
 	bf_job_kind kind;
 	int batch_size;
 	int64_t rows_scanned;
@@ -68,6 +70,7 @@ static void plan_closed_one(bf_plan *plan)
 	free(plan->key_columns);
 	free(plan->checkpoint);
 	free(plan->upper_bound);
+	free(plan->created_by);
 	bf_table_free(&plan->table);
 	json_decref(plan->result);
 	free(plan);
@@ -163,6 +166,8 @@ static void plan_row(bf_plan *plan, const PGresult *res)
 	plan->checkpoint = dup_cell(res, 8);
 	plan->upper_bound = dup_cell(res, 9);
 	plan->rows_scanned = strtoll(PQgetvalue(res, 0, 10), NULL, 10);
+	plan->created_by = dup_cell(res, 11);
+	plan->allow_triggers = strcmp(PQgetvalue(res, 0, 12), "t") == 0;
 
 	char *error = bf_definition_check(plan->kind, plan->set_clause, plan->where_clause,
 					  plan->statement);
@@ -293,9 +298,9 @@ static void plan_send(bf_plan *plan)
 {
 	static const char row_sql[] =
 		"SELECT state, table_name, kind, set_clause, where_clause, statement, key_columns,\n"
-		"       batch_size, checkpoint, upper_bound, rows_scanned\n"
+		"       batch_size, checkpoint, upper_bound, rows_scanned, created_by, allow_triggers\n"
 		"FROM backfill.jobs WHERE name = $1";
-	const char *params[2] = {NULL, NULL};
+	const char *params[5] = {NULL, NULL, NULL, NULL, NULL};
 	char *sql = NULL;
 	const char *text = NULL;
 	int nparams = 0;
@@ -310,7 +315,10 @@ static void plan_send(bf_plan *plan)
 		text = bf_resolve_sql;
 		params[0] = plan->table_name;
 		params[1] = plan->key_columns;
-		nparams = 2;
+		params[2] = plan->created_by;
+		params[3] = plan->allow_triggers ? "true" : "false";
+		params[4] = plan->req->job;
+		nparams = 5;
 		break;
 	case PLAN_BOUND:
 		text = sql = bf_keyset_upper_bound_sql(&plan->walk);

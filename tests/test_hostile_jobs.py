@@ -237,6 +237,12 @@ CASES = [
     Case('batch-size-max', upd(batch_size=2**31 - 1), 'succeeded', table='items'),
     Case('priority-min', upd(priority=-2**31), 'succeeded', table='items'),
     Case('priority-max', upd(priority=2**31 - 1), 'succeeded', table='items'),
+    # -- the author and what it vouches for (tests/test_trust.py has the rest) -------
+    # The row cannot name its author: the schema records who inserted it.
+    Case('created-by-claimed', upd(created_by='nobody; DROP TABLE victim'), 'succeeded',
+         table='items'),
+    Case('allow-triggers-null', upd(allow_triggers=None), 'rejected',
+         r'null value in column "allow_triggers"'),
     # -- control characters -----------------------------------------------------------
     Case('name-control-characters',
          upd(name='evil\nFAKE 2026-01-01T00:00:00.000 error: forged\r\x1b[31mred\x07\x7f\t!'),

@@ -4,10 +4,12 @@ On a server of its own, the test runs the script with psql as the superuser,
 grants the daemon role its tables as section 4 of the script says, and runs
 the daemon as that role: it creates and migrates its schema, runs an update
 and a sql job exactly once, reads the throttle's replication signals
-(pg_monitor), cancels its own batch (pause --now), and fails a job on a table
+(pg_read_all_stats, the least that shows them), cancels its own batch (pause --now), and fails a job on a table
 it was not granted with the permission error in last_error while the other
 jobs go on. Then, connected as the role itself, it is shown to have nothing
 more. Jobs are scheduled by a member of the script's jobs_admin group role.
+Run again over an older setup that granted pg_monitor, the script takes it
+back.
 
 Also: a malformed conninfo is refused at start without quoting it, since
 libpq's parse errors can quote a password.
@@ -148,8 +150,8 @@ def test_daemon_runs_as_the_roles_sql_role_with_what_it_needs_and_no_more(app, d
         insert_job(alice, name='copy', table_name='public.users', kind='sql',
                    statement=COPY_STATEMENT)
 
-        # pg_monitor: the replication sample is judged (a missing expected
-        # standby), not refused for lack of privilege.
+        # pg_read_all_stats: the replication sample is judged (a missing
+        # expected standby), not refused for lack of privilege.
         def ghost_held():
             job = job_status(daemon, 'fill')
             reasons = job['throttle_reasons']
@@ -207,9 +209,12 @@ def test_daemon_runs_as_the_roles_sql_role_with_what_it_needs_and_no_more(app, d
             member_of = role.execute(
                 'SELECT array_agg(roleid::regrole::text ORDER BY 1) FROM pg_auth_members '
                 'WHERE member = current_user::regrole').fetchone()[0]
-            assert member_of == ['pg_monitor'], member_of
-            assert role.execute(
-                "SELECT pg_has_role('pg_read_all_stats', 'USAGE')").fetchone()[0] is True
+            assert member_of == ['pg_read_all_stats'], member_of
+            # Not the rest of pg_monitor: settings only superusers read, and
+            # functions that lock any table.
+            for group in ('pg_monitor', 'pg_read_all_settings', 'pg_stat_scan_tables'):
+                assert role.execute("SELECT pg_has_role(%s, 'USAGE')",
+                                    (group,)).fetchone()[0] is False, group
             assert 'permission denied for table secrets' in denied(role, 'SELECT * FROM secrets')
             denied(role, 'DELETE FROM items')
             denied(role, 'TRUNCATE items')
@@ -224,8 +229,15 @@ def test_daemon_runs_as_the_roles_sql_role_with_what_it_needs_and_no_more(app, d
             owned = role.execute(OWNED_SQL).fetchall()
             assert owned == [('schema backfill',)], owned
 
-    # Run again, once the daemon's tables exist: nothing changes, nothing breaks.
-    run_roles_sql(server, 'app', f'daemon_role={DAEMON_ROLE}', f'jobs_admin={ADMIN_ROLE}')
+    # Run again, once the daemon's tables exist, over an older setup that
+    # granted pg_monitor: that is taken back, nothing else changes, nothing
+    # breaks.
+    conn.execute(f'GRANT pg_monitor TO {DAEMON_ROLE}')
+    out = run_roles_sql(server, 'app', f'daemon_role={DAEMON_ROLE}', f'jobs_admin={ADMIN_ROLE}')
+    assert 'WARNING' not in out, out
+    assert conn.execute(
+        'SELECT array_agg(roleid::regrole::text ORDER BY 1) FROM pg_auth_members '
+        'WHERE member = %s::regrole', (DAEMON_ROLE,)).fetchone()[0] == ['pg_read_all_stats']
     assert daemon.stop() == 0
     daemon.start().wait_ready(30)       # the schema is current: no DDL at all
     with connect_as(server, 'app', SCHEDULER) as alice:
