@@ -30,18 +30,24 @@
 /* Same bound as the daemon's (proto.c): checked here to fail early. */
 #define MAX_JOB_NAME 1000
 
-static const char usage_text[] =
+/* The help, around the knob list that settings.c owns (one table serves
+ * the daemon and this help, so neither can forget a knob). */
+static const char usage_head[] =
 	"usage: backfillctl [-s SOCKET] [--timeout SECONDS] COMMAND [ARGS]\n"
 	"\n"
-	"  status [JOB] [--json]     daemon state and every job (or one)\n"
+	"  status [JOB] [--json] [--all]\n"
+	"                            daemon state and the jobs: running, pending, paused and\n"
+	"                            the last finished ones; --all every job (or one by name)\n"
 	"  watch [JOB] [-n SECONDS]  status refreshed in place until interrupted (default every 2 s)\n"
 	"  pause [JOB | --all] [--now]\n"
 	"                            pause a job, or every job; --now also cancels the batch in flight\n"
-	"  resume [JOB | --all]      undo pause\n"
-	"  cancel JOB [--now]        stop a job for good (state cancelled)\n"
-	"  set JOB KEY=VALUE...      change run-time knobs of a job:\n"
-	"%s"
-	"  plan JOB [--json]         dry run of one batch of a job, rolled back; 5 min timeout\n"
+	"  resume [JOB | --all]      undo pause; also re-queues a failed job\n"
+	"  cancel JOB [--now]        stop a job (state cancelled; an UPDATE of its row can revive it)\n"
+	"  set JOB KEY=VALUE...      change run-time knobs of a job (0/1 knobs also take\n"
+	"                            true/false or on/off; byte knobs take 16MB, 1GB, ...):\n";
+static const char usage_tail[] =
+	"  plan JOB [--json]         dry run of one batch of a pending, paused or failed job,\n"
+	"                            rolled back; 5 min timeout\n"
 	"\n"
 	"  -s, --socket SOCKET       control socket (default: $BACKFILLD_SOCKET, else\n"
 	"                            " DEFAULT_SOCKET ")\n"
@@ -97,15 +103,10 @@ static int usage_error(const char *fmt, ...)
 
 static void print_usage(FILE *out)
 {
-	char knobs[1024];
-	size_t used = 0;
-
-	knobs[0] = '\0';
-	for (const bf_knob *k = bf_knobs; k->name && used < sizeof knobs; k++)
-		used += (size_t)snprintf(knobs + used, sizeof knobs - used,
-					 "                              %-16s %s\n", k->name,
-					 k->what);
-	fprintf(out, usage_text, knobs);
+	fputs(usage_head, out);
+	for (const bf_knob *k = bf_knobs; k->name; k++)
+		fprintf(out, "      %-24s %s\n", k->name, k->what);
+	fputs(usage_tail, out);
 }
 
 /* Job names: the daemon refuses the same, but a local check gives the
@@ -138,7 +139,11 @@ static int ctl_call(ctl *c, const ctl_cmd *cmd, const bf_request *req, json_t **
 
 static int run_status(ctl *c, const ctl_cmd *cmd)
 {
-	bf_request req = {.cmd = BF_CMD_STATUS, .job = c->nargs ? c->args[0] : NULL};
+	bf_request req = {
+		.cmd = BF_CMD_STATUS,
+		.job = c->nargs ? c->args[0] : NULL,
+		.all = !!(c->options & OPT_ALL),
+	};
 	json_t *result;
 	int status = ctl_call(c, cmd, &req, &result);
 
@@ -258,7 +263,7 @@ static int run_plan(ctl *c, const ctl_cmd *cmd)
 }
 
 static const ctl_cmd commands[] = {
-	{"status", run_status, OPT_JSON, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB] [--json]"},
+	{"status", run_status, OPT_JSON | OPT_ALL, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB] [--json] [--all]"},
 	{"watch", run_watch, OPT_INTERVAL, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB] [-n SECONDS]"},
 	{"pause", run_pause, OPT_ALL | OPT_NOW, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB | --all] [--now]"},
 	{"resume", run_resume, OPT_ALL, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB | --all]"},
