@@ -193,8 +193,9 @@ static void row_fill(job_row *row, const json_t *job, const bf_term *term)
 		fmt_count(row->updated, sizeof row->updated, v);
 	else
 		snprintf(row->updated, sizeof row->updated, "-");
-	/* A rate is news only while the job runs; a stopped job's is stale. */
-	if (jnum(job, "rate_rows_s", &v) && state && strcmp(state, "running") == 0) {
+	/* A rate is news only while the job runs; a stopped job's is stale,
+	 * and a paused one's is 0 (the daemon says so): "-" for both. */
+	if (jnum(job, "rate_rows_s", &v) && v > 0 && state && strcmp(state, "running") == 0) {
 		if (v > 0 && v < 9.95)
 			snprintf(row->rate, sizeof row->rate, "%.1f/s", v);
 		else {
@@ -227,6 +228,106 @@ static void row_free(job_row *row)
 {
 	bf_term_free(row->name);
 	bf_term_free(row->state);
+}
+
+/* "pid 4242 (user app, application psql, idle in transaction for 40s)" */
+static void render_blocker(FILE *out, const json_t *blocker)
+{
+	const char *user = jstr(blocker, "user"), *app = jstr(blocker, "application"),
+		   *state = jstr(blocker, "state");
+	double pid, state_s, xact_s;
+	char took[24];
+	int parens = 0;
+
+	if (!jnum(blocker, "pid", &pid))
+		return;
+	fprintf(out, "pid %.0f", pid);
+	if (user && *user) {
+		fprintf(out, "%suser ", parens++ ? ", " : " (");
+		put_clean(out, user, 0);
+	}
+	if (app && *app) {
+		fprintf(out, "%sapplication ", parens++ ? ", " : " (");
+		put_clean(out, app, 0);
+	}
+	if (state && *state) {
+		fputs(parens++ ? ", " : " (", out);
+		put_clean(out, state, 0);
+		if (jnum(blocker, "state_s", &state_s)) {
+			bf_render_duration(took, sizeof took, state_s);
+			fprintf(out, " for %s", took);
+		}
+	}
+	if (jnum(blocker, "xact_s", &xact_s)) {
+		bf_render_duration(took, sizeof took, xact_s);
+		fprintf(out, "%stransaction open %s", parens++ ? ", " : " (", took);
+	}
+	if (parens)
+		fputc(')', out);
+}
+
+/* Whom the job's batch waits for, in words an operator can act on. */
+static void render_blocked(FILE *out, const json_t *job, const bf_term *term)
+{
+	const json_t *blockers = json_object_get(job, "blocked_by");
+	size_t n = json_is_array(blockers) ? json_array_size(blockers) : 0;
+	double waiting;
+	char took[24];
+
+	if (n == 0)
+		return;
+	fprintf(out, "  %sbatch waiting for a lock", term->color ? BF_SGR_YELLOW : "");
+	if (jnum(job, "lock_wait_s", &waiting)) {
+		bf_render_duration(took, sizeof took, waiting);
+		fprintf(out, " for %s", took);
+	}
+	fputs(", held by ", out);
+	for (size_t i = 0; i < n; i++) {
+		fputs(i == 0 ? "" : i + 1 == n ? " and " : ", ", out);
+		render_blocker(out, json_array_get(blockers, i));
+	}
+	fprintf(out, "%s\n", term->color ? BF_SGR_RESET : "");
+	fputs("  (the batch retries after lock_timeout; pg_terminate_backend(PID) ends a "
+	      "session that holds it)\n", out);
+}
+
+/* A running job another daemon holds: after a crash it stays "running"
+ * under a dead owner until the lease ends, so say who and until when. */
+static void render_lease(FILE *out, const json_t *job, const char *owner)
+{
+	const char *until = jstr(job, "lease_until"), *state = jstr(job, "state");
+	const json_t *alive = json_object_get(job, "owner_alive");
+	double left;
+	char took[24];
+
+	if (!state || strcmp(state, "running") != 0 || !jnum(job, "lease_expires_in_s", &left)) {
+		fputs("  owner: ", out);
+		put_clean(out, owner, 0);
+		fputc('\n', out);
+		return;
+	}
+	fputs("  lease held by ", out);
+	put_clean(out, owner, 0);
+	fputs(json_is_false(alive) ? " (not this daemon; that process is gone)"
+				   : " (another daemon)",
+	      out);
+	bf_render_duration(took, sizeof took, left < 0 ? -left : left);
+	if (left >= 0) {
+		fprintf(out, ", expires in %s", took);
+		if (until) {
+			fputs(" (at ", out);
+			put_clean(out, until, 0);
+			fputc(')', out);
+		}
+		fputs(json_is_false(alive) ? "; another daemon takes the job over then\n"
+					   : "; if that daemon is gone, another takes the job "
+					     "over then\n",
+		      out);
+	} else {
+		fprintf(out, ", expired %s ago; the next daemon with a free job slot takes the job "
+			     "over\n",
+			took);
+	}
 }
 
 /* The lines beneath a job: why it is held back, how long it was, its last
@@ -272,11 +373,9 @@ static void render_job_details(FILE *out, const json_t *job, const bf_term *term
 		put_clean(out, last_error, 0);
 		fprintf(out, "%s\n", term->color ? BF_SGR_RESET : "");
 	}
-	if (json_is_false(here) && owner && *owner) {
-		fputs("  owner: ", out);
-		put_clean(out, owner, 0);
-		fputc('\n', out);
-	}
+	render_blocked(out, job, term);
+	if (json_is_false(here) && owner && *owner)
+		render_lease(out, job, owner);
 }
 
 static void render_jobs(FILE *out, const json_t *jobs, const bf_term *term)
@@ -377,12 +476,27 @@ static void render_daemon(FILE *out, const json_t *daemon, const bf_term *term)
 void bf_render_status(FILE *out, const json_t *result, const bf_term *term)
 {
 	const json_t *daemon = json_object_get(result, "daemon");
+	const char *partial = jstr(result, "partial_reason");
+	double omitted;
 
-	if (json_is_object(daemon)) {
+	if (json_is_object(daemon))
 		render_daemon(out, daemon, term);
-		fputc('\n', out);
+	if (jtrue(result, "partial")) {
+		fprintf(out, "%sPARTIAL: only the jobs this daemon runs, from its memory",
+			term->color ? BF_SGR_BOLD BF_SGR_YELLOW : "");
+		if (partial && *partial) {
+			fputs(" (", out);
+			put_clean(out, partial, 0);
+			fputc(')', out);
+		}
+		fprintf(out, "%s\n", term->color ? BF_SGR_RESET : "");
 	}
+	if (json_is_object(daemon) || jtrue(result, "partial"))
+		fputc('\n', out);
 	render_jobs(out, json_object_get(result, "jobs"), term);
+	if (jnum(result, "jobs_omitted", &omitted) && omitted >= 1)
+		fprintf(out, "(%.0f older finished job%s not shown: backfillctl status --all)\n",
+			omitted, omitted == 1 ? "" : "s");
 }
 
 void bf_render_plan(FILE *out, const json_t *result)

@@ -87,7 +87,7 @@ char *bf_status_sql(bf_engine *engine, bf_pg *pg, const char *job, int all)
 		bf_strbuf out;
 
 		bf_strbuf_init(&out);
-		bf_strbuf_printf(&out, status_sql_format, BF_STATUS_DB_TIMEOUT_MS,
+		bf_strbuf_printf(&out, status_sql_format, BF_STATUS_LOCK_TIMEOUT_MS,
 				 BF_STATUS_DB_TIMEOUT_MS, name ? name : "NULL", all ? "true" : "false",
 				 BF_STATUS_FINISHED_MAX, id_text, pid_text);
 		sql = bf_strbuf_finish(&out);

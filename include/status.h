@@ -49,8 +49,10 @@ enum {
 #define BF_STATUS_FINISHED_MAX 50
 
 /* The status query's server-side bounds: status must answer while a lock
- * on the jobs table or a slow server holds it up, from memory if need be. */
-#define BF_STATUS_DB_TIMEOUT_MS 1500
+ * on the jobs table or a slow server holds it up, from memory if need be.
+ * The lock wait ends first, so that the reason given is the lock. */
+#define BF_STATUS_LOCK_TIMEOUT_MS 1000
+#define BF_STATUS_DB_TIMEOUT_MS	  1500
 
 /* The status query as one simple-protocol string (its timeouts set with
  * SET LOCAL in the same round trip), for job (NULL: the default cut, or

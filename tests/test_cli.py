@@ -55,3 +55,153 @@ def test_switch_knobs_take_true_and_false(db, daemon_factory):
     bad = daemon.ctl('set', 'sw', 'wait_for_replay=maybe', check=2)
     assert 'wait_for_replay is a switch: it takes true or false' in bad.stderr
     assert '"maybe"' in bad.stderr and bad.stderr.count('\n') == 1
+
+
+def test_status_shows_no_rate_and_no_eta_while_paused(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=5000)
+    daemon = daemon_factory(db.server, db.name)
+    counter_job(conn, 'slow', pause_ms=2, batch_size=50)
+    wait_for(lambda: daemon.ctl_json('status', 'slow')['jobs'][0]['rate_rows_s'] > 0, 30,
+             what='a measured rate')
+    daemon.ctl('pause', '--all', check=0)
+    wait_for(lambda: daemon.ctl_json('status')['daemon']['paused'], 10, what='pause --all seen')
+    [job] = daemon.ctl_json('status')['jobs']
+    assert job['state'] == 'running' and job['throttled'] is True, job
+    assert job['rate_rows_s'] == 0 and job['eta_s'] is None, job
+    assert isinstance(job['rate_rows_s'], (int, float))
+    line = next(l for l in daemon.ctl('status', check=0).stdout.splitlines()
+                if l.startswith('slow'))
+    assert line.split()[-3:-1] == ['-', '-'], line     # RATE and ETA
+    # The job's own pause: the same.
+    daemon.ctl('resume', '--all', check=0)
+    daemon.ctl('pause', 'slow', check=0)
+    [job] = daemon.ctl_json('status')['jobs']
+    assert job['state'] == 'paused' and job['rate_rows_s'] == 0 and job['eta_s'] is None, job
+
+
+def test_status_after_a_crash_names_the_dead_owner_and_the_lease_end(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=5000)
+    daemon = daemon_factory(db.server, db.name, {'engine': {'lease_s': 120}})
+    counter_job(conn, 'orphan', pause_ms=2, batch_size=50)
+    wait_for(lambda: job_row(conn, 'orphan')['batches'] >= 2, 30, what='some batches')
+    dead_owner = job_row(conn, 'orphan')['owner']
+    daemon.kill()
+    daemon.start().wait_ready()
+    status = daemon.ctl_json('status')
+    [job] = status['jobs']
+    assert job['state'] == 'running' and job['here'] is False, job
+    assert job['owner'] == dead_owner != status['daemon']['owner']
+    assert job['owner_alive'] is False, job
+    assert job['lease_until'] and 0 < job['lease_expires_in_s'] <= 120, job
+    text = daemon.ctl('status', check=0).stdout
+    print(text)
+    assert f'lease held by {dead_owner} (not this daemon; that process is gone)' in text
+    assert re.search(r', expires in \d+m\d\ds \(at \S+.*\); another daemon takes the job '
+                     r'over then', text), text
+
+
+def test_status_names_the_session_that_blocks_a_batch(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=2000)
+    daemon = daemon_factory(db.server, db.name, {
+        'batch': {'size': 100, 'size_min': 100, 'size_max': 100}})
+    counter_job(conn, 'blocked', state='paused')
+    daemon.ctl('set', 'blocked', 'lock_timeout_ms=120000', 'statement_timeout_ms=120000',
+               'lock_wait_max_ms=120000', check=0)
+    with db.connect(autocommit=False) as holder:
+        holder.execute("UPDATE items SET payload = 'mine' /* SECRET-QUERY-TEXT */ "
+                       "WHERE id = 1500")
+        holder_pid = holder.execute('SELECT pg_backend_pid()').fetchone()[0]
+        daemon.ctl('resume', 'blocked', check=0)
+
+        def blocked():
+            [job] = daemon.ctl_json('status', 'blocked')['jobs']
+            return job if job['blocked_by'] else None
+        job = wait_for(blocked, 60, interval=0.2, what='status to name the blocker')
+        assert [b['pid'] for b in job['blocked_by']] == [holder_pid], job
+        assert job['blocked_by'][0]['state'] == 'idle in transaction', job
+        assert isinstance(job['lock_wait_s'], (int, float)) and job['lock_wait_s'] >= 0
+        text = daemon.ctl('status', check=0).stdout
+        print(text)
+        assert re.search(rf'batch waiting for a lock for \d+s, held by pid {holder_pid} '
+                         r'\(user \S+, idle in transaction for \d+s', text), text
+        assert 'pg_terminate_backend' in text
+        assert 'SECRET-QUERY-TEXT' not in text + json.dumps(job)
+        holder.rollback()
+    wait_for(lambda: not daemon.ctl_json('status', 'blocked')['jobs'][0]['blocked_by'], 30,
+             what='the block to end')
+
+
+def test_status_answers_from_memory_while_the_jobs_table_is_locked(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=5000)
+    daemon = daemon_factory(db.server, db.name)
+    counter_job(conn, 'busy', pause_ms=2, batch_size=50)
+    wait_for(lambda: job_row(conn, 'busy')['batches'] >= 2, 30, what='some batches')
+    with db.connect(autocommit=False) as locker:
+        locker.execute('LOCK TABLE backfill.jobs IN ACCESS EXCLUSIVE MODE')
+        for _ in range(2):      # again while the first query's aftermath settles
+            status = daemon.ctl_json('status')
+            assert status['partial'] is True, status
+            assert 'lock timeout' in status['partial_reason'], status
+            [job] = status['jobs']
+            assert job['name'] == 'busy' and job['state'] == 'running' and job['here']
+            assert job['rows_scanned'] > 0 and job['batch_size'] >= 1
+            assert isinstance(job['rate_rows_s'], (int, float))
+            assert isinstance(job['throttle_reasons'], list)
+        text = daemon.ctl('status', check=0).stdout
+        assert 'PARTIAL: only the jobs this daemon runs, from its memory' in text, text
+        assert 'busy' in text
+        # One job by name: ours, so known.
+        assert daemon.ctl_json('status', 'busy')['jobs'][0]['name'] == 'busy'
+        locker.rollback()
+    status = daemon.ctl_json('status')
+    assert status['partial'] is False and status['partial_reason'] is None
+
+
+def test_status_answers_from_memory_when_the_database_does_not_answer(db, daemon_factory):
+    import signal
+    conn = db.conn
+    counter_table(conn, rows=5000)
+    daemon = daemon_factory(db.server, db.name)
+    counter_job(conn, 'busy', pause_ms=2, batch_size=50)
+    wait_for(lambda: job_row(conn, 'busy')['batches'] >= 2, 30, what='some batches')
+    # A black hole for the monitor connection: its backend stopped.
+    monitor_pid = conn.execute("SELECT pid FROM pg_stat_activity "
+                               "WHERE application_name = 'backfilld monitor'").fetchone()[0]
+    os.kill(monitor_pid, signal.SIGSTOP)
+    try:
+        status = daemon.ctl_json('status')
+        assert status['partial'] is True, status
+        assert 'did not answer' in status['partial_reason'], status
+        assert [j['name'] for j in status['jobs']] == ['busy']
+    finally:
+        os.kill(monitor_pid, signal.SIGCONT)
+    wait_for(lambda: daemon.ctl_json('status')['partial'] is False, 30, what='a full status')
+
+
+def test_status_leaves_out_old_finished_jobs_unless_asked(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=100)
+    daemon = daemon_factory(db.server, db.name)
+    conn.execute("INSERT INTO backfill.jobs (name, table_name, set_clause, state) "
+                 "SELECT 'done-' || g, 'public.items', 'counter = counter', 'succeeded' "
+                 "FROM generate_series(1, 3000) g")
+    conn.execute("UPDATE backfill.jobs SET finished_at = now() - g.n * interval '1 minute' "
+                 "FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM backfill.jobs) g "
+                 "WHERE g.id = backfill.jobs.id")
+    counter_job(conn, 'waiting', state='paused')
+    status = daemon.ctl_json('status')
+    names = [j['name'] for j in status['jobs']]
+    assert 'waiting' in names and len(names) == 51, len(names)
+    # The newest finished ones: done-1 finished a minute ago, done-50 fifty.
+    assert {f'done-{n}' for n in range(1, 51)} <= set(names)
+    assert status['jobs_omitted'] == 2950
+    text = daemon.ctl('status', check=0).stdout
+    assert '(2950 older finished jobs not shown: backfillctl status --all)' in text
+    every = daemon.ctl_json('status', '--all')
+    assert len(every['jobs']) == 3001 and every['jobs_omitted'] == 0
+    old = daemon.ctl_json('status', 'done-2999')
+    assert [j['name'] for j in old['jobs']] == ['done-2999']
