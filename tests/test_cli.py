@@ -205,3 +205,70 @@ def test_status_leaves_out_old_finished_jobs_unless_asked(db, daemon_factory):
     assert len(every['jobs']) == 3001 and every['jobs_omitted'] == 0
     old = daemon.ctl_json('status', 'done-2999')
     assert [j['name'] for j in old['jobs']] == ['done-2999']
+
+
+# Plays the attacker who can write to the socket's directory: right after
+# the daemon binds its control socket, the socket is replaced by a symlink
+# to a file the attacker must not be able to touch.
+SWAP_SHIM = r'''
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	int (*real_bind)(int, const struct sockaddr *, socklen_t) =
+		(int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
+	const char *path = getenv("BF_TEST_SWAP_PATH"), *target = getenv("BF_TEST_SWAP_TARGET");
+	int rc = real_bind(fd, addr, len);
+
+	if (rc == 0 && path && target && addr->sa_family == AF_UNIX &&
+	    strcmp(((const struct sockaddr_un *)addr)->sun_path, path) == 0) {
+		unlink(path);
+		if (symlink(target, path) != 0)
+			abort();
+	}
+	return rc;
+}
+'''
+
+
+def test_control_socket_group_never_follows_a_symlink_swapped_in(db, daemon_factory, tmp_path):
+    import grp
+    import stat
+    shim_c = tmp_path / 'swap.c'
+    shim = tmp_path / 'swap.so'
+    shim_c.write_text(SWAP_SHIM)
+    subprocess.run(['cc', '-shared', '-fPIC', '-o', str(shim), str(shim_c), '-ldl'], check=True)
+    group = grp.getgrgid(65534).gr_name if 65534 in [g.gr_gid for g in grp.getgrall()] \
+        else grp.getgrall()[-1].gr_name
+    precious = tmp_path / 'precious'
+    precious.write_text('root owns this\n')
+    os.chown(precious, 0, 0)
+    precious.chmod(0o600)
+    before = os.lstat(precious)
+    d = daemon_factory(db.server, db.name, {'control': {'socket_group': group}}, start=False)
+    asan = d.env().get('ASAN_OPTIONS', '')
+    d.start(extra_env={'LD_PRELOAD': str(shim), 'BF_TEST_SWAP_PATH': str(d.socket),
+                       'BF_TEST_SWAP_TARGET': str(precious),
+                       'ASAN_OPTIONS': f'{asan}:verify_asan_link_order=0'.lstrip(':')})
+    wait_for(lambda: not d.alive() or 'serving on' in d.current_log(), 15,
+             what='the daemon to refuse the socket, or to serve on it')
+    after = os.lstat(precious)
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (0, 0, 0o600), \
+        (after.st_uid, after.st_gid, oct(after.st_mode), group)
+    assert (after.st_uid, after.st_gid, after.st_mode) == \
+        (before.st_uid, before.st_gid, before.st_mode)
+    assert d.proc.wait(timeout=15) == 1, d.current_log()
+    log = d.current_log()
+    assert 'no longer holds the socket just bound there (it is a symlink now)' in log, log
+    assert d.socket.is_symlink(), 'the swapped-in path is left as it is'
+    # Without the attacker, the group is set on the socket itself.
+    d.socket.unlink()
+    d.start().wait_ready()
+    st = os.lstat(d.socket)
+    assert stat.S_ISSOCK(st.st_mode) and grp.getgrgid(st.st_gid).gr_name == group
