@@ -230,6 +230,31 @@ static void row_free(job_row *row)
 	bf_term_free(row->state);
 }
 
+/* A line built in memory, then written folded to the terminal's width. */
+typedef struct folded_line {
+	FILE *f;
+	char *text;
+	size_t len;
+} folded_line;
+
+static FILE *line_open(folded_line *l)
+{
+	l->text = NULL;
+	l->len = 0;
+	l->f = open_memstream(&l->text, &l->len);
+	return l->f;
+}
+
+/* indent: of the lines after the first. */
+static void line_emit(folded_line *l, FILE *out, const bf_term *term, int indent, const char *sgr)
+{
+	if (!l->f)
+		return;
+	if (fclose(l->f) == 0 && l->text)
+		bf_term_put_folded(out, l->text, term->columns, indent, term->color ? sgr : NULL);
+	free(l->text);
+}
+
 /* "pid 4242 (user app, application psql, idle in transaction for 40s)" */
 static void render_blocker(FILE *out, const json_t *blocker)
 {
@@ -273,61 +298,69 @@ static void render_blocked(FILE *out, const json_t *job, const bf_term *term)
 	size_t n = json_is_array(blockers) ? json_array_size(blockers) : 0;
 	double waiting;
 	char took[24];
+	folded_line l;
 
-	if (n == 0)
+	if (n == 0 || !line_open(&l))
 		return;
-	fprintf(out, "  %sbatch waiting for a lock", term->color ? BF_SGR_YELLOW : "");
+	fputs("  batch waiting for a lock", l.f);
 	if (jnum(job, "lock_wait_s", &waiting)) {
 		bf_render_duration(took, sizeof took, waiting);
-		fprintf(out, " for %s", took);
+		fprintf(l.f, " for %s", took);
 	}
-	fputs(", held by ", out);
+	fputs(", held by ", l.f);
 	for (size_t i = 0; i < n; i++) {
-		fputs(i == 0 ? "" : i + 1 == n ? " and " : ", ", out);
-		render_blocker(out, json_array_get(blockers, i));
+		fputs(i == 0 ? "" : i + 1 == n ? " and " : ", ", l.f);
+		render_blocker(l.f, json_array_get(blockers, i));
 	}
-	fprintf(out, "%s\n", term->color ? BF_SGR_RESET : "");
-	fputs("  (the batch retries after lock_timeout; pg_terminate_backend(PID) ends a "
-	      "session that holds it)\n", out);
+	line_emit(&l, out, term, 4, BF_SGR_YELLOW);
+	if (line_open(&l)) {
+		fputs("  (the batch retries after its lock_timeout; pg_terminate_backend(PID) "
+		      "ends a session that holds it)", l.f);
+		line_emit(&l, out, term, 4, NULL);
+	}
 }
 
 /* A running job another daemon holds: after a crash it stays "running"
  * under a dead owner until the lease ends, so say who and until when. */
-static void render_lease(FILE *out, const json_t *job, const char *owner)
+static void render_lease(FILE *out, const json_t *job, const char *owner, const bf_term *term)
 {
 	const char *until = jstr(job, "lease_until"), *state = jstr(job, "state");
 	const json_t *alive = json_object_get(job, "owner_alive");
 	double left;
 	char took[24];
+	folded_line l;
 
+	if (!line_open(&l))
+		return;
 	if (!state || strcmp(state, "running") != 0 || !jnum(job, "lease_expires_in_s", &left)) {
-		fputs("  owner: ", out);
-		put_clean(out, owner, 0);
-		fputc('\n', out);
+		fputs("  owner: ", l.f);
+		put_clean(l.f, owner, 0);
+		line_emit(&l, out, term, 4, NULL);
 		return;
 	}
-	fputs("  lease held by ", out);
-	put_clean(out, owner, 0);
+	fputs("  lease held by ", l.f);
+	put_clean(l.f, owner, 0);
 	fputs(json_is_false(alive) ? " (not this daemon; that process is gone)"
 				   : " (another daemon)",
-	      out);
+	      l.f);
 	bf_render_duration(took, sizeof took, left < 0 ? -left : left);
 	if (left >= 0) {
-		fprintf(out, ", expires in %s", took);
+		fprintf(l.f, ", expires in %s", took);
 		if (until) {
-			fputs(" (at ", out);
-			put_clean(out, until, 0);
-			fputc(')', out);
+			fputs(" (at ", l.f);
+			put_clean(l.f, until, 0);
+			fputc(')', l.f);
 		}
-		fputs(json_is_false(alive) ? "; another daemon takes the job over then\n"
+		fputs(json_is_false(alive) ? "; another daemon takes the job over then"
 					   : "; if that daemon is gone, another takes the job "
-					     "over then\n",
-		      out);
+					     "over then",
+		      l.f);
 	} else {
-		fprintf(out, ", expired %s ago; the next daemon with a free job slot takes the job "
-			     "over\n",
+		fprintf(l.f, ", expired %s ago; the next daemon with a free job slot takes the job "
+			     "over",
 			took);
 	}
+	line_emit(&l, out, term, 4, NULL);
 }
 
 /* The lines beneath a job: why it is held back, how long it was, its last
@@ -375,7 +408,7 @@ static void render_job_details(FILE *out, const json_t *job, const bf_term *term
 	}
 	render_blocked(out, job, term);
 	if (json_is_false(here) && owner && *owner)
-		render_lease(out, job, owner);
+		render_lease(out, job, owner, term);
 }
 
 static void render_jobs(FILE *out, const json_t *jobs, const bf_term *term)
@@ -419,8 +452,8 @@ static void render_jobs(FILE *out, const json_t *jobs, const bf_term *term)
 }
 
 /* backfilld 0.1.0 (pid 123, up 3h12m) on db-host:123 - 2 of 4 job slots busy
- * - database connected; then, loudly, what stops every job. */
-static void render_daemon(FILE *out, const json_t *daemon, const bf_term *term)
+ * - database connected */
+static void render_daemon_line(FILE *out, const json_t *daemon)
 {
 	const json_t *db = json_object_get(daemon, "database");
 	const char *version = jstr(daemon, "version"), *owner = jstr(daemon, "owner");
@@ -446,30 +479,43 @@ static void render_daemon(FILE *out, const json_t *daemon, const bf_term *term)
 		fprintf(out, " - %.0f of %.0f job slots busy", here, max);
 	if (jtrue(db, "connected"))
 		fputs(" - database connected", out);
-	fputc('\n', out);
+}
 
-	if (jtrue(daemon, "paused")) {
+/* The header: the daemon's line, then, loudly, what stops every job. Each
+ * line folded to the terminal's width (watch redraws in place: a line the
+ * terminal wraps itself would scroll the frame). */
+static void render_daemon(FILE *out, const json_t *daemon, const bf_term *term)
+{
+	const json_t *db = json_object_get(daemon, "database");
+	folded_line l;
+
+	if (line_open(&l))
+		render_daemon_line(l.f, daemon);
+	line_emit(&l, out, term, 2, NULL);
+	if (jtrue(daemon, "paused") && line_open(&l)) {
 		const char *since = jstr(daemon, "paused_since");
 
-		fprintf(out, "%sALL JOBS PAUSED", term->color ? BF_SGR_BOLD BF_SGR_YELLOW : "");
+		fputs("ALL JOBS PAUSED", l.f);
 		if (since) {
-			fputs(" since ", out);
-			put_clean(out, since, 0);
+			fputs(" since ", l.f);
+			put_clean(l.f, since, 0);
 		}
-		fprintf(out, " (backfillctl resume --all)%s\n", term->color ? BF_SGR_RESET : "");
+		fputs(" (backfillctl resume --all)", l.f);
+		line_emit(&l, out, term, 2, BF_SGR_BOLD BF_SGR_YELLOW);
 	}
-	if (jtrue(daemon, "stopping"))
-		fprintf(out, "%sdaemon is shutting down%s\n", term->color ? BF_SGR_BOLD : "",
-			term->color ? BF_SGR_RESET : "");
-	if (json_is_object(db) && !jtrue(db, "connected")) {
+	if (jtrue(daemon, "stopping") && line_open(&l)) {
+		fputs("daemon is shutting down", l.f);
+		line_emit(&l, out, term, 2, BF_SGR_BOLD);
+	}
+	if (json_is_object(db) && !jtrue(db, "connected") && line_open(&l)) {
 		const char *error = jstr(db, "error");
 
-		fprintf(out, "%sdatabase unreachable", term->color ? BF_SGR_BOLD BF_SGR_RED : "");
+		fputs("database unreachable", l.f);
 		if (error && *error) {
-			fputs(": ", out);
-			put_clean(out, error, 0);
+			fputs(": ", l.f);
+			put_clean(l.f, error, 0);
 		}
-		fprintf(out, "%s\n", term->color ? BF_SGR_RESET : "");
+		line_emit(&l, out, term, 2, BF_SGR_BOLD BF_SGR_RED);
 	}
 }
 
@@ -478,18 +524,18 @@ void bf_render_status(FILE *out, const json_t *result, const bf_term *term)
 	const json_t *daemon = json_object_get(result, "daemon");
 	const char *partial = jstr(result, "partial_reason");
 	double omitted;
+	folded_line l;
 
 	if (json_is_object(daemon))
 		render_daemon(out, daemon, term);
-	if (jtrue(result, "partial")) {
-		fprintf(out, "%sPARTIAL: only the jobs this daemon runs, from its memory",
-			term->color ? BF_SGR_BOLD BF_SGR_YELLOW : "");
+	if (jtrue(result, "partial") && line_open(&l)) {
+		fputs("PARTIAL: only the jobs this daemon runs, from its memory", l.f);
 		if (partial && *partial) {
-			fputs(" (", out);
-			put_clean(out, partial, 0);
-			fputc(')', out);
+			fputs(" (", l.f);
+			put_clean(l.f, partial, 0);
+			fputc(')', l.f);
 		}
-		fprintf(out, "%s\n", term->color ? BF_SGR_RESET : "");
+		line_emit(&l, out, term, 2, BF_SGR_BOLD BF_SGR_YELLOW);
 	}
 	if (json_is_object(daemon) || jtrue(result, "partial"))
 		fputc('\n', out);

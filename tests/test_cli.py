@@ -272,3 +272,72 @@ def test_control_socket_group_never_follows_a_symlink_swapped_in(db, daemon_fact
     d.start().wait_ready()
     st = os.lstat(d.socket)
     assert stat.S_ISSOCK(st.st_mode) and grp.getgrgid(st.st_gid).gr_name == group
+
+
+def watch_on_a_terminal(daemon, columns, frames=2, deadline_s=30):
+    """backfillctl watch on a pty `columns` wide: its output once `frames`
+    frames were drawn, escape sequences removed, as lines."""
+    import fcntl
+    import pty
+    import select
+    import signal
+    import struct
+    import termios
+    import time
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack('HHHH', 40, columns, 0, 0))
+        os.environ.pop('NO_COLOR', None)
+        os.environ['TERM'] = 'xterm'
+        os.execv(str(BACKFILLCTL), [str(BACKFILLCTL), '-s', str(daemon.socket), 'watch',
+                                    '-n', '0.2'])
+    out = b''
+    end = time.monotonic() + deadline_s
+    try:
+        while out.count(b'NAME') < frames and time.monotonic() < end:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:
+                    break
+    finally:
+        os.kill(pid, signal.SIGINT)
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    text = re.sub(r'\x1b\[[0-9;?]*[A-Za-z]', '', out.decode(errors='replace'))
+    return text.replace('\r', '').split('\n')
+
+
+def test_watch_header_fits_the_terminal(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=5000)
+    daemon = daemon_factory(db.server, db.name)
+    counter_job(conn, 'watched', pause_ms=2, batch_size=50)
+    wait_for(lambda: job_row(conn, 'watched')['batches'] >= 2, 30, what='some batches')
+    daemon.ctl('pause', '--all', check=0)
+    # The longest header: the daemon, ALL JOBS PAUSED, and PARTIAL with its
+    # reason (the jobs table locked).
+    with db.connect(autocommit=False) as locker:
+        locker.execute('LOCK TABLE backfill.jobs IN ACCESS EXCLUSIVE MODE')
+        status = daemon.ctl('status', check=0).stdout
+        header = status.split('\n\n')[0].split('\n')
+        assert len(header) == 3 and max(len(l) for l in header) > 100, status  # a pipe: whole
+        for columns in (80, 100):
+            lines = watch_on_a_terminal(daemon, columns)
+            print('\n'.join(lines))
+            frame = lines[lines.index(next(l for l in lines if l.startswith('backfilld '))):]
+            frame = frame[:frame.index(next(l for l in frame if l.startswith('NAME')))]
+            assert frame[0].startswith('backfilld ') and 'job slots busy' in '\n'.join(frame)
+            assert any(l.startswith('ALL JOBS PAUSED') for l in frame), frame
+            assert any(l.startswith('PARTIAL: ') for l in frame), frame
+            too_wide = [l for l in frame if len(l) > columns]
+            assert not too_wide, f'{columns} columns: {too_wide}'
+        locker.rollback()
