@@ -545,6 +545,32 @@ void bf_render_status(FILE *out, const json_t *result, const bf_term *term)
 			omitted, omitted == 1 ? "" : "s");
 }
 
+/* ", about 3m20s at this pace", or what the rate limit makes of it. */
+static void render_plan_total(FILE *out, const json_t *result, double total)
+{
+	const char *limited_by = jstr(result, "limited_by"), *from = jstr(result, "max_rows_per_s_from");
+	double limit, paced;
+	char buf[32], rate[32];
+	int have_limit = jnum(result, "max_rows_per_s", &limit);
+
+	bf_render_duration(buf, sizeof buf, total);
+	if (have_limit)
+		fmt_count(rate, sizeof rate, limit);
+	if (limited_by && have_limit) {
+		fprintf(out, ", about %s at %s of %s rows/s", buf, limited_by, rate);
+		if (jnum(result, "estimated_paced_s", &paced)) {
+			bf_render_duration(buf, sizeof buf, paced);
+			fprintf(out, " (%s at the measured pace)", buf);
+		}
+	} else if (have_limit) {
+		fprintf(out, ", about %s at this pace (under %s of %s rows/s)", buf,
+			from ? from : "a rate limit", rate);
+	} else {
+		fprintf(out, ", about %s at this pace", buf);
+	}
+	fputs(", without the verification pass", out);
+}
+
 void bf_render_plan(FILE *out, const json_t *result)
 {
 	const char *job = jstr(result, "job"), *table = jstr(result, "table"),
@@ -577,10 +603,8 @@ void bf_render_plan(FILE *out, const json_t *result)
 			fmt_count(buf, sizeof buf, batches);
 			fprintf(out, " -> about %s batches", buf);
 		}
-		if (jnum(result, "estimated_total_s", &total)) {
-			bf_render_duration(buf, sizeof buf, total);
-			fprintf(out, ", about %s at this pace", buf);
-		}
+		if (jnum(result, "estimated_total_s", &total))
+			render_plan_total(out, result, total);
 		fputc('\n', out);
 	} else {
 		fputs("table: size unknown (no statistics yet)\n", out);

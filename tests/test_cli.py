@@ -341,3 +341,28 @@ def test_watch_header_fits_the_terminal(db, daemon_factory):
             too_wide = [l for l in frame if len(l) > columns]
             assert not too_wide, f'{columns} columns: {too_wide}'
         locker.rollback()
+
+
+def test_plan_estimate_obeys_max_rows_per_s(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=5000)
+    daemon = daemon_factory(db.server, db.name)
+    counter_job(conn, 'capped', batch_size=500, state='paused')
+    free = daemon.ctl_json('plan', 'capped')
+    assert free['max_rows_per_s'] is None and free['limited_by'] is None
+    assert free['estimated_total_s'] == free['estimated_paced_s']
+    # 5000 rows at 10 rows/s: 500 s, far slower than any measured pace.
+    daemon.ctl('set', 'capped', 'max_rows_per_s=10', check=0)
+    capped = daemon.ctl_json('plan', 'capped')
+    print(capped)
+    assert capped['max_rows_per_s'] == 10 and capped['limited_by'] == 'max_rows_per_s'
+    assert capped['estimated_rate_limited_s'] == 500.0
+    assert capped['estimated_total_s'] == 500.0 > capped['estimated_paced_s']
+    text = daemon.ctl('plan', 'capped', check=0).stdout
+    print(text)
+    assert re.search(r'about 8m20s at max_rows_per_s of 10 rows/s \(\S+ at the measured '
+                     r'pace\), without the verification pass', text), text
+    assert 'verification pass' in capped['note']
+    # A failed job can be planned too (documented): the plan is how to find out why.
+    conn.execute("UPDATE backfill.jobs SET state = 'failed' WHERE name = 'capped'")
+    assert daemon.ctl_json('plan', 'capped')['estimated_total_s'] == 500.0
