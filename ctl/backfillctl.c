@@ -263,7 +263,8 @@ static int run_plan(ctl *c, const ctl_cmd *cmd)
 }
 
 static const ctl_cmd commands[] = {
-	{"status", run_status, OPT_JSON | OPT_ALL, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB] [--json] [--all]"},
+	{"status", run_status, OPT_JSON | OPT_ALL, 0, 1, DEFAULT_TIMEOUT_MS,
+	 "[JOB] [--json] [--all]"},
 	{"watch", run_watch, OPT_INTERVAL, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB] [-n SECONDS]"},
 	{"pause", run_pause, OPT_ALL | OPT_NOW, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB | --all] [--now]"},
 	{"resume", run_resume, OPT_ALL, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB | --all]"},

@@ -315,7 +315,8 @@ static void render_blocked(FILE *out, const json_t *job, const bf_term *term)
 	line_emit(&l, out, term, 4, BF_SGR_YELLOW);
 	if (line_open(&l)) {
 		fputs("  (the batch retries after its lock_timeout; pg_terminate_backend(PID) "
-		      "ends a session that holds it)", l.f);
+		      "ends a session that holds it)",
+		      l.f);
 		line_emit(&l, out, term, 4, NULL);
 	}
 }
@@ -356,8 +357,9 @@ static void render_lease(FILE *out, const json_t *job, const char *owner, const 
 					     "over then",
 		      l.f);
 	} else {
-		fprintf(l.f, ", expired %s ago; the next daemon with a free job slot takes the job "
-			     "over",
+		fprintf(l.f,
+			", expired %s ago; the next daemon with a free job slot takes the job "
+			"over",
 			took);
 	}
 	line_emit(&l, out, term, 4, NULL);
@@ -399,8 +401,10 @@ static void render_job_details(FILE *out, const json_t *job, const bf_term *term
 		fputc('\n', out);
 	}
 	if (jnum(job, "sessions_waited", &v) && v >= 1)
-		fprintf(out, "  application sessions that waited on its batches: %.0f"
-			" (batch size kept small while they do)\n", v);
+		fprintf(out,
+			"  application sessions that waited on its batches: %.0f"
+			" (batch size kept small while they do)\n",
+			v);
 	if (last_error && *last_error) {
 		fprintf(out, "  %slast error: ", term->color ? BF_SGR_RED : "");
 		put_clean(out, last_error, 0);
@@ -548,7 +552,8 @@ void bf_render_status(FILE *out, const json_t *result, const bf_term *term)
 /* ", about 3m20s at this pace", or what the rate limit makes of it. */
 static void render_plan_total(FILE *out, const json_t *result, double total)
 {
-	const char *limited_by = jstr(result, "limited_by"), *from = jstr(result, "max_rows_per_s_from");
+	const char *limited_by = jstr(result, "limited_by"),
+		   *from = jstr(result, "max_rows_per_s_from");
 	double limit, paced;
 	char buf[32], rate[32];
 	int have_limit = jnum(result, "max_rows_per_s", &limit);

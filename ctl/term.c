@@ -6,7 +6,6 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-
 void bf_term_detect(bf_term *term, int fd)
 {
 	const char *no_color = getenv("NO_COLOR"), *name = getenv("TERM");
@@ -124,9 +123,9 @@ void bf_term_put_folded(FILE *out, const char *text, int columns, int indent, co
 	if (sgr)
 		fputs(sgr, out);
 	while (len > 0 || first) {
-		size_t width = columns <= 0 ? len + 1
+		size_t width = columns <= 0			? len + 1
 			       : first || columns <= 2 * indent ? (size_t)columns
-							       : (size_t)(columns - indent);
+								: (size_t)(columns - indent);
 		size_t n = fold_at(text, len, width ? width : 1);
 
 		if (!first)

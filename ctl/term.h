@@ -8,8 +8,8 @@
 #include <stdio.h>
 
 typedef struct bf_term {
-	int tty;   /* stdout is a terminal: progress bars, in-place redraw */
-	int color; /* ... and colors are welcome (NO_COLOR unset, TERM not dumb) */
+	int tty;     /* stdout is a terminal: progress bars, in-place redraw */
+	int color;   /* ... and colors are welcome (NO_COLOR unset, TERM not dumb) */
 	int columns; /* the terminal's width, to fit lines to; 0: no limit */
 } bf_term;
 

@@ -156,8 +156,8 @@ static void status_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		if (r->ok)
 			status_answer(st, r->res, NULL);
 		else {
-			snprintf(why, sizeof(why), "%s%s", r->res ? "the status query failed: " : "",
-				 r->message);
+			snprintf(why, sizeof(why), "%s%s",
+				 r->res ? "the status query failed: " : "", r->message);
 			status_answer(st, NULL, why);
 		}
 	}
@@ -198,8 +198,9 @@ static void cmd_status(bf_commands *cmds, bf_client *client, bf_request *req)
 		return;
 	}
 	if (!(sql = bf_status_sql(cmds->engine, &monitor->pg, req->job, req->all))) {
-		status_answer(st, NULL, "cannot build the status query (out of memory, or the "
-					"job's name is not valid in the database's encoding)");
+		status_answer(st, NULL,
+			      "cannot build the status query (out of memory, or the "
+			      "job's name is not valid in the database's encoding)");
 		return;
 	}
 	st->refs++; /* the monitor's callback */

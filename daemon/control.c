@@ -506,8 +506,10 @@ static int control_adopt_file(bf_control *ctl, const char *path, gid_t gid, cons
 		snprintf(err, errlen,
 			 "control socket %s: the path no longer holds the socket just bound "
 			 "there (%s); someone replaced it: refusing to touch it",
-			 path, saved ? strerror(saved)
-			 : S_ISLNK(st.st_mode) ? "it is a symlink now" : "not a socket now");
+			 path,
+			 saved		       ? strerror(saved)
+			 : S_ISLNK(st.st_mode) ? "it is a symlink now"
+					       : "not a socket now");
 		return -1;
 	}
 	if (gid != (gid_t)-1 && fchownat(fd, "", (uid_t)-1, gid, AT_EMPTY_PATH) != 0) {

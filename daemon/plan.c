@@ -170,16 +170,15 @@ static void plan_row(bf_plan *plan, const PGresult *res)
 		return;
 	}
 	plan->table_name = dup_cell(res, ROW_TABLE_NAME);
-	plan->kind = strcmp(PQgetvalue(res, 0, ROW_KIND), "sql") == 0 ? BF_KIND_SQL : BF_KIND_UPDATE;
-	plan->set_clause = bf_clause_dup(PQgetisnull(res, 0, ROW_SET_CLAUSE)
-						 ? NULL
-						 : PQgetvalue(res, 0, ROW_SET_CLAUSE));
+	plan->kind =
+		strcmp(PQgetvalue(res, 0, ROW_KIND), "sql") == 0 ? BF_KIND_SQL : BF_KIND_UPDATE;
+	plan->set_clause = bf_clause_dup(
+		PQgetisnull(res, 0, ROW_SET_CLAUSE) ? NULL : PQgetvalue(res, 0, ROW_SET_CLAUSE));
 	plan->where_clause = bf_clause_dup(PQgetisnull(res, 0, ROW_WHERE_CLAUSE)
 						   ? NULL
 						   : PQgetvalue(res, 0, ROW_WHERE_CLAUSE));
-	plan->statement = bf_clause_dup(PQgetisnull(res, 0, ROW_STATEMENT)
-						? NULL
-						: PQgetvalue(res, 0, ROW_STATEMENT));
+	plan->statement = bf_clause_dup(
+		PQgetisnull(res, 0, ROW_STATEMENT) ? NULL : PQgetvalue(res, 0, ROW_STATEMENT));
 	plan->key_columns = dup_cell(res, ROW_KEY_COLUMNS);
 	plan->batch_size = PQgetisnull(res, 0, ROW_BATCH_SIZE)
 				   ? plan->cmds->cfg->batch_size
@@ -264,8 +263,10 @@ static void plan_estimates(bf_plan *plan, json_t *result, double batch_ms)
 	json_object_set_new(result, "estimated_total_s", total);
 	json_object_set_new(result, "estimated_paced_s", paced);
 	json_object_set_new(result, "estimated_rate_limited_s", limited);
-	json_object_set_new(result, "max_rows_per_s", limit > 0 ? json_integer(limit) : json_null());
-	json_object_set_new(result, "max_rows_per_s_from", which ? json_string(which) : json_null());
+	json_object_set_new(result, "max_rows_per_s",
+			    limit > 0 ? json_integer(limit) : json_null());
+	json_object_set_new(result, "max_rows_per_s_from",
+			    which ? json_string(which) : json_null());
 }
 
 static void plan_explained(bf_plan *plan, const PGresult *res)

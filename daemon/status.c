@@ -88,8 +88,8 @@ char *bf_status_sql(bf_engine *engine, bf_pg *pg, const char *job, int all)
 
 		bf_strbuf_init(&out);
 		bf_strbuf_printf(&out, status_sql_format, BF_STATUS_LOCK_TIMEOUT_MS,
-				 BF_STATUS_DB_TIMEOUT_MS, name ? name : "NULL", all ? "true" : "false",
-				 BF_STATUS_FINISHED_MAX, id_text, pid_text);
+				 BF_STATUS_DB_TIMEOUT_MS, name ? name : "NULL",
+				 all ? "true" : "false", BF_STATUS_FINISHED_MAX, id_text, pid_text);
 		sql = bf_strbuf_finish(&out);
 	}
 	free(id_text);
@@ -198,12 +198,14 @@ static void add_pause_reason(json_t *live, const char *state, const char *name, 
 		if (n > 1000)
 			for (n = 1000; n > 0 && ((unsigned char)name[n] & 0xc0) == 0x80; n--)
 				;
-		snprintf(text, sizeof(text), "paused: this job is paused (backfillctl resume %.*s%s)",
-			 (int)n, name, name[n] ? "..." : "");
+		snprintf(text, sizeof(text),
+			 "paused: this job is paused (backfillctl resume %.*s%s)", (int)n, name,
+			 name[n] ? "..." : "");
 		json_array_append_new(reasons, json_string(text));
 	} else if (paused_all && (running || strcmp(state, "pending") == 0)) {
 		json_array_append_new(
-			reasons, json_string("paused: every job is held by backfillctl pause --all"));
+			reasons,
+			json_string("paused: every job is held by backfillctl pause --all"));
 	}
 	if (json_array_size(reasons) > 0)
 		json_object_set_new(live, "throttled", json_true());
@@ -226,8 +228,7 @@ static void stop_clock_if_paused(json_t *live, const char *state, int paused_all
  * owns, and when it ends: after a crash the job sits "running" under a
  * dead owner until then. owner_alive is false only when the owner ran on
  * this host and its pid is gone; null when we cannot tell. */
-static void add_lease(json_t *obj, const PGresult *res, int row, const bf_engine *engine,
-		      int here)
+static void add_lease(json_t *obj, const PGresult *res, int row, const bf_engine *engine, int here)
 {
 	const char *owner = cell(res, row, BF_ST_OWNER), *left = cell(res, row, BF_ST_LEASE_LEFT_S);
 	json_t *alive = json_null();
@@ -250,7 +251,8 @@ static void add_lease(json_t *obj, const PGresult *res, int row, const bf_engine
 				our_pid_at--;
 			long pid = strtol(pid_at + 1, NULL, 10);
 
-			if (*pid_at == ':' && pid > 0 && pid_at - owner == our_pid_at - engine->owner &&
+			if (*pid_at == ':' && pid > 0 &&
+			    pid_at - owner == our_pid_at - engine->owner &&
 			    strncmp(owner, engine->owner, (size_t)(pid_at - owner)) == 0 &&
 			    kill((pid_t)pid, 0) != 0 && errno == ESRCH)
 				alive = json_false();
@@ -267,7 +269,8 @@ static void add_blocked(json_t *obj, const PGresult *res, int row)
 	json_t *info = text ? json_loads(text, 0, NULL) : NULL;
 	json_t *pids = json_object_get(info, "pids");
 
-	json_object_set_new(obj, "blocked_by", json_is_array(pids) ? json_incref(pids) : json_array());
+	json_object_set_new(obj, "blocked_by",
+			    json_is_array(pids) ? json_incref(pids) : json_array());
 	json_object_set(obj, "lock_wait_s",
 			json_is_number(json_object_get(info, "waiting_s"))
 				? json_object_get(info, "waiting_s")
@@ -416,8 +419,8 @@ void bf_status_summary(bf_engine *engine, char *buf, size_t len)
 
 /* The jobs of the answer: from the query's rows, or (res NULL) ours from
  * memory. *omitted: how many the default cut left out. */
-static json_t *status_jobs(bf_engine *engine, const PGresult *res, const char *only_job,
-			   int paused, uint64_t now, int64_t *omitted)
+static json_t *status_jobs(bf_engine *engine, const PGresult *res, const char *only_job, int paused,
+			   uint64_t now, int64_t *omitted)
 {
 	json_t *jobs = json_array();
 
@@ -439,7 +442,8 @@ static json_t *status_jobs(bf_engine *engine, const PGresult *res, const char *o
 		if (PQgetisnull(res, i, BF_ST_ID))
 			continue;
 		int64_t id = strtoll(PQgetvalue(res, i, BF_ST_ID), NULL, 10);
-		json_t *obj = job_object(res, i, bf_engine_find_job(engine, id), engine, paused, now);
+		json_t *obj =
+			job_object(res, i, bf_engine_find_job(engine, id), engine, paused, now);
 
 		if (obj)
 			json_array_append_new(jobs, obj);
