@@ -104,6 +104,7 @@ typedef struct status_call {
 	bf_request *req;
 	uv_timer_t timer;
 	int answered;
+	int timed_out; /* counted in cmds->status_stuck until the query returns */
 	int refs;
 } status_call;
 
@@ -152,6 +153,8 @@ static void status_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	char why[700];
 
 	(void)pg;
+	if (st->timed_out)
+		st->cmds->status_stuck--;
 	if (!st->answered) {
 		if (r->ok)
 			status_answer(st, r->res, NULL);
@@ -171,6 +174,8 @@ static void status_timeout(uv_timer_t *timer)
 
 	snprintf(why, sizeof(why), "the database did not answer the status query within %.1f s",
 		 STATUS_DB_WAIT_MS / 1000.0);
+	st->timed_out = 1;
+	st->cmds->status_stuck++;
 	status_answer(st, NULL, why);
 }
 
@@ -195,6 +200,15 @@ static void cmd_status(bf_commands *cmds, bf_client *client, bf_request *req)
 	st->timer.data = st;
 	if (!bf_monitor_up(monitor, &why)) {
 		status_answer(st, NULL, why);
+		return;
+	}
+	/* The database holds an earlier status query past its deadline: this
+	 * one would wait the same, and pile up on the monitor connection ahead
+	 * of the throttle samples. */
+	if (cmds->status_stuck > 0) {
+		status_answer(st, NULL,
+			      "an earlier status query has not come back from the "
+			      "database yet");
 		return;
 	}
 	if (!(sql = bf_status_sql(cmds->engine, &monitor->pg, req->job, req->all))) {

@@ -177,6 +177,11 @@ def test_status_answers_from_memory_when_the_database_does_not_answer(db, daemon
         assert status['partial'] is True, status
         assert 'did not answer' in status['partial_reason'], status
         assert [j['name'] for j in status['jobs']] == ['busy']
+        # That query is still out: the next one does not queue up behind it.
+        again = daemon.ctl_json('status')
+        assert again['partial'] is True
+        assert 'an earlier status query has not come back' in again['partial_reason'], again
+        assert [j['name'] for j in again['jobs']] == ['busy']
     finally:
         os.kill(monitor_pid, signal.SIGCONT)
     wait_for(lambda: daemon.ctl_json('status')['partial'] is False, 30, what='a full status')
