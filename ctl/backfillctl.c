@@ -36,27 +36,34 @@ static const char usage_head[] =
 	"usage: backfillctl [-s SOCKET] [--timeout SECONDS] COMMAND [ARGS]\n"
 	"\n"
 	"  status [JOB] [--json] [--all]\n"
-	"                            daemon state and the jobs: running, pending, paused and\n"
-	"                            the last finished ones; --all every job (or one by name)\n"
-	"  watch [JOB] [-n SECONDS]  status refreshed in place until interrupted (default every 2 s)\n"
+	"                  the daemon and its jobs: running, pending, paused and the\n"
+	"                  last finished ones; --all: every job (or one by name)\n"
+	"  watch [JOB] [-n SECONDS]\n"
+	"                  status redrawn in place until interrupted (every 2 s)\n"
 	"  pause [JOB | --all] [--now]\n"
-	"                            pause a job, or every job; --now also cancels the batch in flight\n"
-	"  resume [JOB | --all]      undo pause; also re-queues a failed job\n"
-	"  cancel JOB [--now]        stop a job (state cancelled; an UPDATE of its row can revive it)\n"
-	"  set JOB KEY=VALUE...      change run-time knobs of a job (0/1 knobs also take\n"
-	"                            true/false or on/off; byte knobs take 16MB, 1GB, ...):\n";
+	"                  pause a job, or every job; --now also cancels the batch\n"
+	"                  in flight\n"
+	"  resume [JOB | --all]\n"
+	"                  undo pause; also re-queues a failed job\n"
+	"  cancel JOB [--now]\n"
+	"                  stop a job (state cancelled; an UPDATE of its row back to\n"
+	"                  pending revives it)\n"
+	"  set JOB KEY=VALUE...\n"
+	"                  change run-time knobs of a job (0/1 knobs also take\n"
+	"                  true/false or on/off; byte knobs take 16MB, 1GB, ...):\n";
 static const char usage_tail[] =
-	"  plan JOB [--json]         dry run of one batch of a pending, paused or failed job,\n"
-	"                            rolled back; 5 min timeout\n"
+	"  plan JOB [--json]\n"
+	"                  dry run of one batch of a pending, paused or failed job,\n"
+	"                  rolled back; 5 min timeout\n"
 	"\n"
-	"  -s, --socket SOCKET       control socket (default: $BACKFILLD_SOCKET, else\n"
-	"                            " DEFAULT_SOCKET ")\n"
-	"      --timeout SECONDS     how long to wait for the answer (default 10)\n"
-	"      --version             print the version\n"
-	"  -h, --help                print this help\n"
+	"  -s, --socket SOCKET   control socket (default: $BACKFILLD_SOCKET, else\n"
+	"                        " DEFAULT_SOCKET ")\n"
+	"      --timeout SECONDS how long to wait for the answer (default 10)\n"
+	"      --version         print the version\n"
+	"  -h, --help            print this help\n"
 	"\n"
-	"Exit status: 0 done, 1 the daemon refused or failed (or did not answer), 2 usage,\n"
-	"3 daemon not running, 4 permission denied, 5 no such job.\n";
+	"Exit status: 0 done, 1 the daemon refused or failed (or did not answer),\n"
+	"2 usage, 3 daemon not running, 4 permission denied, 5 no such job.\n";
 
 /* Options, as bits: which command accepts which. */
 enum {
@@ -104,8 +111,13 @@ static int usage_error(const char *fmt, ...)
 static void print_usage(FILE *out)
 {
 	fputs(usage_head, out);
-	for (const bf_knob *k = bf_knobs; k->name; k++)
-		fprintf(out, "      %-24s %s\n", k->name, k->what);
+	/* 80 columns: a long description goes on a line of its own. */
+	for (const bf_knob *k = bf_knobs; k->name; k++) {
+		if (4 + 23 + 1 + strlen(k->what) <= 80)
+			fprintf(out, "    %-23s %s\n", k->name, k->what);
+		else
+			fprintf(out, "    %s\n      %s\n", k->name, k->what);
+	}
 	fputs(usage_tail, out);
 }
 

@@ -40,6 +40,7 @@ def test_help_is_whole_and_lists_every_knob():
         assert tail in out, f'{tail!r} missing from --help:\n{out}'
     assert out.index('replay_wait_timeout_ms') < out.index('plan JOB')
     assert out.endswith('5 no such job.\n')
+    assert max(len(line) for line in out.split('\n')) <= 80, out
     assert run_ctl('help', check=0).stdout == out
 
 
