@@ -404,7 +404,8 @@ void bf_status_summary(bf_engine *engine, char *buf, size_t len)
 		held += n > 0;
 		for (int i = 0; i < n; i++)
 			free(reasons[i]);
-		rate += bf_job_rate(job, now);
+		/* Paused: the last minute's rate is not what happens now. */
+		rate += engine->paused ? 0 : bf_job_rate(job, now);
 	}
 	if (engine->stopping)
 		snprintf(buf, len, "stopping: %d job(s) finishing their batch", engine->njobs);

@@ -67,7 +67,9 @@ def test_status_shows_no_rate_and_no_eta_while_paused(db, daemon_factory):
              what='a measured rate')
     daemon.ctl('pause', '--all', check=0)
     wait_for(lambda: daemon.ctl_json('status')['daemon']['paused'], 10, what='pause --all seen')
-    [job] = daemon.ctl_json('status')['jobs']
+    status = daemon.ctl_json('status')
+    [job] = status['jobs']
+    assert status['daemon']['summary'].endswith(', 0 rows/s'), status['daemon']
     assert job['state'] == 'running' and job['throttled'] is True, job
     assert job['rate_rows_s'] == 0 and job['eta_s'] is None, job
     assert isinstance(job['rate_rows_s'], (int, float))
