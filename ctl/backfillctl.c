@@ -30,27 +30,40 @@
 /* Same bound as the daemon's (proto.c): checked here to fail early. */
 #define MAX_JOB_NAME 1000
 
-static const char usage_text[] =
+/* The help, around the knob list that settings.c owns (one table serves
+ * the daemon and this help, so neither can forget a knob). */
+static const char usage_head[] =
 	"usage: backfillctl [-s SOCKET] [--timeout SECONDS] COMMAND [ARGS]\n"
 	"\n"
-	"  status [JOB] [--json]     daemon state and every job (or one)\n"
-	"  watch [JOB] [-n SECONDS]  status refreshed in place until interrupted (default every 2 s)\n"
+	"  status [JOB] [--json] [--all]\n"
+	"                  the daemon and its jobs: running, pending, paused and the\n"
+	"                  last finished ones; --all: every job (or one by name)\n"
+	"  watch [JOB] [-n SECONDS]\n"
+	"                  status redrawn in place until interrupted (every 2 s)\n"
 	"  pause [JOB | --all] [--now]\n"
-	"                            pause a job, or every job; --now also cancels the batch in flight\n"
-	"  resume [JOB | --all]      undo pause\n"
-	"  cancel JOB [--now]        stop a job for good (state cancelled)\n"
-	"  set JOB KEY=VALUE...      change run-time knobs of a job:\n"
-	"%s"
-	"  plan JOB [--json]         dry run of one batch of a job, rolled back; 5 min timeout\n"
+	"                  pause a job, or every job; --now also cancels the batch\n"
+	"                  in flight\n"
+	"  resume [JOB | --all]\n"
+	"                  undo pause; also re-queues a failed job\n"
+	"  cancel JOB [--now]\n"
+	"                  stop a job (state cancelled; an UPDATE of its row back to\n"
+	"                  pending revives it)\n"
+	"  set JOB KEY=VALUE...\n"
+	"                  change run-time knobs of a job (0/1 knobs also take\n"
+	"                  true/false or on/off; byte knobs take 16MB, 1GB, ...):\n";
+static const char usage_tail[] =
+	"  plan JOB [--json]\n"
+	"                  dry run of one batch of a pending, paused or failed job,\n"
+	"                  rolled back; 5 min timeout\n"
 	"\n"
-	"  -s, --socket SOCKET       control socket (default: $BACKFILLD_SOCKET, else\n"
-	"                            " DEFAULT_SOCKET ")\n"
-	"      --timeout SECONDS     how long to wait for the answer (default 10)\n"
-	"      --version             print the version\n"
-	"  -h, --help                print this help\n"
+	"  -s, --socket SOCKET   control socket (default: $BACKFILLD_SOCKET, else\n"
+	"                        " DEFAULT_SOCKET ")\n"
+	"      --timeout SECONDS how long to wait for the answer (default 10)\n"
+	"      --version         print the version\n"
+	"  -h, --help            print this help\n"
 	"\n"
-	"Exit status: 0 done, 1 the daemon refused or failed (or did not answer), 2 usage,\n"
-	"3 daemon not running, 4 permission denied, 5 no such job.\n";
+	"Exit status: 0 done, 1 the daemon refused or failed (or did not answer),\n"
+	"2 usage, 3 daemon not running, 4 permission denied, 5 no such job.\n";
 
 /* Options, as bits: which command accepts which. */
 enum {
@@ -97,15 +110,15 @@ static int usage_error(const char *fmt, ...)
 
 static void print_usage(FILE *out)
 {
-	char knobs[1024];
-	size_t used = 0;
-
-	knobs[0] = '\0';
-	for (const bf_knob *k = bf_knobs; k->name && used < sizeof knobs; k++)
-		used += (size_t)snprintf(knobs + used, sizeof knobs - used,
-					 "                              %-16s %s\n", k->name,
-					 k->what);
-	fprintf(out, usage_text, knobs);
+	fputs(usage_head, out);
+	/* 80 columns: a long description goes on a line of its own. */
+	for (const bf_knob *k = bf_knobs; k->name; k++) {
+		if (4 + 23 + 1 + strlen(k->what) <= 80)
+			fprintf(out, "    %-23s %s\n", k->name, k->what);
+		else
+			fprintf(out, "    %s\n      %s\n", k->name, k->what);
+	}
+	fputs(usage_tail, out);
 }
 
 /* Job names: the daemon refuses the same, but a local check gives the
@@ -138,7 +151,11 @@ static int ctl_call(ctl *c, const ctl_cmd *cmd, const bf_request *req, json_t **
 
 static int run_status(ctl *c, const ctl_cmd *cmd)
 {
-	bf_request req = {.cmd = BF_CMD_STATUS, .job = c->nargs ? c->args[0] : NULL};
+	bf_request req = {
+		.cmd = BF_CMD_STATUS,
+		.job = c->nargs ? c->args[0] : NULL,
+		.all = !!(c->options & OPT_ALL),
+	};
 	json_t *result;
 	int status = ctl_call(c, cmd, &req, &result);
 
@@ -258,7 +275,8 @@ static int run_plan(ctl *c, const ctl_cmd *cmd)
 }
 
 static const ctl_cmd commands[] = {
-	{"status", run_status, OPT_JSON, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB] [--json]"},
+	{"status", run_status, OPT_JSON | OPT_ALL, 0, 1, DEFAULT_TIMEOUT_MS,
+	 "[JOB] [--json] [--all]"},
 	{"watch", run_watch, OPT_INTERVAL, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB] [-n SECONDS]"},
 	{"pause", run_pause, OPT_ALL | OPT_NOW, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB | --all] [--now]"},
 	{"resume", run_resume, OPT_ALL, 0, 1, DEFAULT_TIMEOUT_MS, "[JOB | --all]"},

@@ -193,8 +193,9 @@ static void row_fill(job_row *row, const json_t *job, const bf_term *term)
 		fmt_count(row->updated, sizeof row->updated, v);
 	else
 		snprintf(row->updated, sizeof row->updated, "-");
-	/* A rate is news only while the job runs; a stopped job's is stale. */
-	if (jnum(job, "rate_rows_s", &v) && state && strcmp(state, "running") == 0) {
+	/* A rate is news only while the job runs; a stopped job's is stale,
+	 * and a paused one's is 0 (the daemon says so): "-" for both. */
+	if (jnum(job, "rate_rows_s", &v) && v > 0 && state && strcmp(state, "running") == 0) {
 		if (v > 0 && v < 9.95)
 			snprintf(row->rate, sizeof row->rate, "%.1f/s", v);
 		else {
@@ -227,6 +228,141 @@ static void row_free(job_row *row)
 {
 	bf_term_free(row->name);
 	bf_term_free(row->state);
+}
+
+/* A line built in memory, then written folded to the terminal's width. */
+typedef struct folded_line {
+	FILE *f;
+	char *text;
+	size_t len;
+} folded_line;
+
+static FILE *line_open(folded_line *l)
+{
+	l->text = NULL;
+	l->len = 0;
+	l->f = open_memstream(&l->text, &l->len);
+	return l->f;
+}
+
+/* indent: of the lines after the first. */
+static void line_emit(folded_line *l, FILE *out, const bf_term *term, int indent, const char *sgr)
+{
+	if (!l->f)
+		return;
+	if (fclose(l->f) == 0 && l->text)
+		bf_term_put_folded(out, l->text, term->columns, indent, term->color ? sgr : NULL);
+	free(l->text);
+}
+
+/* "pid 4242 (user app, application psql, idle in transaction for 40s)" */
+static void render_blocker(FILE *out, const json_t *blocker)
+{
+	const char *user = jstr(blocker, "user"), *app = jstr(blocker, "application"),
+		   *state = jstr(blocker, "state");
+	double pid, state_s, xact_s;
+	char took[24];
+	int parens = 0;
+
+	if (!jnum(blocker, "pid", &pid))
+		return;
+	fprintf(out, "pid %.0f", pid);
+	if (user && *user) {
+		fprintf(out, "%suser ", parens++ ? ", " : " (");
+		put_clean(out, user, 0);
+	}
+	if (app && *app) {
+		fprintf(out, "%sapplication ", parens++ ? ", " : " (");
+		put_clean(out, app, 0);
+	}
+	if (state && *state) {
+		fputs(parens++ ? ", " : " (", out);
+		put_clean(out, state, 0);
+		if (jnum(blocker, "state_s", &state_s)) {
+			bf_render_duration(took, sizeof took, state_s);
+			fprintf(out, " for %s", took);
+		}
+	}
+	if (jnum(blocker, "xact_s", &xact_s)) {
+		bf_render_duration(took, sizeof took, xact_s);
+		fprintf(out, "%stransaction open %s", parens++ ? ", " : " (", took);
+	}
+	if (parens)
+		fputc(')', out);
+}
+
+/* Whom the job's batch waits for, in words an operator can act on. */
+static void render_blocked(FILE *out, const json_t *job, const bf_term *term)
+{
+	const json_t *blockers = json_object_get(job, "blocked_by");
+	size_t n = json_is_array(blockers) ? json_array_size(blockers) : 0;
+	double waiting;
+	char took[24];
+	folded_line l;
+
+	if (n == 0 || !line_open(&l))
+		return;
+	fputs("  batch waiting for a lock", l.f);
+	if (jnum(job, "lock_wait_s", &waiting)) {
+		bf_render_duration(took, sizeof took, waiting);
+		fprintf(l.f, " for %s", took);
+	}
+	fputs(", held by ", l.f);
+	for (size_t i = 0; i < n; i++) {
+		fputs(i == 0 ? "" : i + 1 == n ? " and " : ", ", l.f);
+		render_blocker(l.f, json_array_get(blockers, i));
+	}
+	line_emit(&l, out, term, 4, BF_SGR_YELLOW);
+	if (line_open(&l)) {
+		fputs("  (the batch retries after its lock_timeout; pg_terminate_backend(PID) "
+		      "ends a session that holds it)",
+		      l.f);
+		line_emit(&l, out, term, 4, NULL);
+	}
+}
+
+/* A running job another daemon holds: after a crash it stays "running"
+ * under a dead owner until the lease ends, so say who and until when. */
+static void render_lease(FILE *out, const json_t *job, const char *owner, const bf_term *term)
+{
+	const char *until = jstr(job, "lease_until"), *state = jstr(job, "state");
+	const json_t *alive = json_object_get(job, "owner_alive");
+	double left;
+	char took[24];
+	folded_line l;
+
+	if (!line_open(&l))
+		return;
+	if (!state || strcmp(state, "running") != 0 || !jnum(job, "lease_expires_in_s", &left)) {
+		fputs("  owner: ", l.f);
+		put_clean(l.f, owner, 0);
+		line_emit(&l, out, term, 4, NULL);
+		return;
+	}
+	fputs("  lease held by ", l.f);
+	put_clean(l.f, owner, 0);
+	fputs(json_is_false(alive) ? " (not this daemon; that process is gone)"
+				   : " (another daemon)",
+	      l.f);
+	bf_render_duration(took, sizeof took, left < 0 ? -left : left);
+	if (left >= 0) {
+		fprintf(l.f, ", expires in %s", took);
+		if (until) {
+			fputs(" (at ", l.f);
+			put_clean(l.f, until, 0);
+			fputc(')', l.f);
+		}
+		fputs(json_is_false(alive) ? "; another daemon takes the job over then"
+					   : "; if that daemon is gone, another takes the job "
+					     "over then",
+		      l.f);
+	} else {
+		fprintf(l.f,
+			", expired %s ago; the next daemon with a free job slot takes the job "
+			"over",
+			took);
+	}
+	line_emit(&l, out, term, 4, NULL);
 }
 
 /* The lines beneath a job: why it is held back, how long it was, its last
@@ -265,18 +401,18 @@ static void render_job_details(FILE *out, const json_t *job, const bf_term *term
 		fputc('\n', out);
 	}
 	if (jnum(job, "sessions_waited", &v) && v >= 1)
-		fprintf(out, "  application sessions that waited on its batches: %.0f"
-			" (batch size kept small while they do)\n", v);
+		fprintf(out,
+			"  application sessions that waited on its batches: %.0f"
+			" (batch size kept small while they do)\n",
+			v);
 	if (last_error && *last_error) {
 		fprintf(out, "  %slast error: ", term->color ? BF_SGR_RED : "");
 		put_clean(out, last_error, 0);
 		fprintf(out, "%s\n", term->color ? BF_SGR_RESET : "");
 	}
-	if (json_is_false(here) && owner && *owner) {
-		fputs("  owner: ", out);
-		put_clean(out, owner, 0);
-		fputc('\n', out);
-	}
+	render_blocked(out, job, term);
+	if (json_is_false(here) && owner && *owner)
+		render_lease(out, job, owner, term);
 }
 
 static void render_jobs(FILE *out, const json_t *jobs, const bf_term *term)
@@ -320,8 +456,8 @@ static void render_jobs(FILE *out, const json_t *jobs, const bf_term *term)
 }
 
 /* backfilld 0.1.0 (pid 123, up 3h12m) on db-host:123 - 2 of 4 job slots busy
- * - database connected; then, loudly, what stops every job. */
-static void render_daemon(FILE *out, const json_t *daemon, const bf_term *term)
+ * - database connected */
+static void render_daemon_line(FILE *out, const json_t *daemon)
 {
 	const json_t *db = json_object_get(daemon, "database");
 	const char *version = jstr(daemon, "version"), *owner = jstr(daemon, "owner");
@@ -347,42 +483,97 @@ static void render_daemon(FILE *out, const json_t *daemon, const bf_term *term)
 		fprintf(out, " - %.0f of %.0f job slots busy", here, max);
 	if (jtrue(db, "connected"))
 		fputs(" - database connected", out);
-	fputc('\n', out);
+}
 
-	if (jtrue(daemon, "paused")) {
+/* The header: the daemon's line, then, loudly, what stops every job. Each
+ * line folded to the terminal's width (watch redraws in place: a line the
+ * terminal wraps itself would scroll the frame). */
+static void render_daemon(FILE *out, const json_t *daemon, const bf_term *term)
+{
+	const json_t *db = json_object_get(daemon, "database");
+	folded_line l;
+
+	if (line_open(&l))
+		render_daemon_line(l.f, daemon);
+	line_emit(&l, out, term, 2, NULL);
+	if (jtrue(daemon, "paused") && line_open(&l)) {
 		const char *since = jstr(daemon, "paused_since");
 
-		fprintf(out, "%sALL JOBS PAUSED", term->color ? BF_SGR_BOLD BF_SGR_YELLOW : "");
+		fputs("ALL JOBS PAUSED", l.f);
 		if (since) {
-			fputs(" since ", out);
-			put_clean(out, since, 0);
+			fputs(" since ", l.f);
+			put_clean(l.f, since, 0);
 		}
-		fprintf(out, " (backfillctl resume --all)%s\n", term->color ? BF_SGR_RESET : "");
+		fputs(" (backfillctl resume --all)", l.f);
+		line_emit(&l, out, term, 2, BF_SGR_BOLD BF_SGR_YELLOW);
 	}
-	if (jtrue(daemon, "stopping"))
-		fprintf(out, "%sdaemon is shutting down%s\n", term->color ? BF_SGR_BOLD : "",
-			term->color ? BF_SGR_RESET : "");
-	if (json_is_object(db) && !jtrue(db, "connected")) {
+	if (jtrue(daemon, "stopping") && line_open(&l)) {
+		fputs("daemon is shutting down", l.f);
+		line_emit(&l, out, term, 2, BF_SGR_BOLD);
+	}
+	if (json_is_object(db) && !jtrue(db, "connected") && line_open(&l)) {
 		const char *error = jstr(db, "error");
 
-		fprintf(out, "%sdatabase unreachable", term->color ? BF_SGR_BOLD BF_SGR_RED : "");
+		fputs("database unreachable", l.f);
 		if (error && *error) {
-			fputs(": ", out);
-			put_clean(out, error, 0);
+			fputs(": ", l.f);
+			put_clean(l.f, error, 0);
 		}
-		fprintf(out, "%s\n", term->color ? BF_SGR_RESET : "");
+		line_emit(&l, out, term, 2, BF_SGR_BOLD BF_SGR_RED);
 	}
 }
 
 void bf_render_status(FILE *out, const json_t *result, const bf_term *term)
 {
 	const json_t *daemon = json_object_get(result, "daemon");
+	const char *partial = jstr(result, "partial_reason");
+	double omitted;
+	folded_line l;
 
-	if (json_is_object(daemon)) {
+	if (json_is_object(daemon))
 		render_daemon(out, daemon, term);
-		fputc('\n', out);
+	if (jtrue(result, "partial") && line_open(&l)) {
+		fputs("PARTIAL: only the jobs this daemon runs, from its memory", l.f);
+		if (partial && *partial) {
+			fputs(" (", l.f);
+			put_clean(l.f, partial, 0);
+			fputc(')', l.f);
+		}
+		line_emit(&l, out, term, 2, BF_SGR_BOLD BF_SGR_YELLOW);
 	}
+	if (json_is_object(daemon) || jtrue(result, "partial"))
+		fputc('\n', out);
 	render_jobs(out, json_object_get(result, "jobs"), term);
+	if (jnum(result, "jobs_omitted", &omitted) && omitted >= 1)
+		fprintf(out, "(%.0f older finished job%s not shown: backfillctl status --all)\n",
+			omitted, omitted == 1 ? "" : "s");
+}
+
+/* ", about 3m20s at this pace", or what the rate limit makes of it. */
+static void render_plan_total(FILE *out, const json_t *result, double total)
+{
+	const char *limited_by = jstr(result, "limited_by"),
+		   *from = jstr(result, "max_rows_per_s_from");
+	double limit, paced;
+	char buf[32], rate[32];
+	int have_limit = jnum(result, "max_rows_per_s", &limit);
+
+	bf_render_duration(buf, sizeof buf, total);
+	if (have_limit)
+		fmt_count(rate, sizeof rate, limit);
+	if (limited_by && have_limit) {
+		fprintf(out, ", about %s at %s of %s rows/s", buf, limited_by, rate);
+		if (jnum(result, "estimated_paced_s", &paced)) {
+			bf_render_duration(buf, sizeof buf, paced);
+			fprintf(out, " (%s at the measured pace)", buf);
+		}
+	} else if (have_limit) {
+		fprintf(out, ", about %s at this pace (under %s of %s rows/s)", buf,
+			from ? from : "a rate limit", rate);
+	} else {
+		fprintf(out, ", about %s at this pace", buf);
+	}
+	fputs(", without the verification pass", out);
 }
 
 void bf_render_plan(FILE *out, const json_t *result)
@@ -417,10 +608,8 @@ void bf_render_plan(FILE *out, const json_t *result)
 			fmt_count(buf, sizeof buf, batches);
 			fprintf(out, " -> about %s batches", buf);
 		}
-		if (jnum(result, "estimated_total_s", &total)) {
-			bf_render_duration(buf, sizeof buf, total);
-			fprintf(out, ", about %s at this pace", buf);
-		}
+		if (jnum(result, "estimated_total_s", &total))
+			render_plan_total(out, result, total);
 		fputc('\n', out);
 	} else {
 		fputs("table: size unknown (no statistics yet)\n", out);

@@ -8,11 +8,22 @@
 #include <stdio.h>
 
 typedef struct bf_term {
-	int tty;   /* stdout is a terminal: progress bars, in-place redraw */
-	int color; /* ... and colors are welcome (NO_COLOR unset, TERM not dumb) */
+	int tty;     /* stdout is a terminal: progress bars, in-place redraw */
+	int color;   /* ... and colors are welcome (NO_COLOR unset, TERM not dumb) */
+	int columns; /* the terminal's width, to fit lines to; 0: no limit */
 } bf_term;
 
 void bf_term_detect(bf_term *term, int fd);
+
+/* The width of the terminal on fd now (it may have been resized); 0 when
+ * fd is not a terminal or does not say. */
+int bf_term_columns(int fd);
+
+/* Writes text (already clean) and a newline, folded to columns (0: not at
+ * all): breaks go at " - " separators where they can, else at spaces, else
+ * anywhere; every line after the first is indented by indent spaces. The
+ * whole inside sgr when sgr is non-NULL. */
+void bf_term_put_folded(FILE *out, const char *text, int columns, int indent, const char *sgr);
 
 /* A copy of s fit for a terminal: control characters (C1 and escape
  * sequences included) become '?'; newlines and tabs become spaces unless

@@ -104,7 +104,13 @@ int bf_ctl_watch(const char *socket_path, int timeout_ms, const char *job, int i
 	for (int round = 0, printed = 0; !bf_ctl_interrupted; round++) {
 		size_t len = 0;
 		int failed = 0;
-		char *frame = watch_frame(socket_path, timeout_ms, job, term, &len, &failed);
+		bf_term now = *term;
+		char *frame;
+
+		/* The width each frame: the terminal may have been resized. */
+		if (term->tty)
+			now.columns = bf_term_columns(STDOUT_FILENO);
+		frame = watch_frame(socket_path, timeout_ms, job, &now, &len, &failed);
 
 		if (bf_ctl_interrupted) {
 			free(frame);

@@ -89,39 +89,138 @@ static json_t *message_result(const char *fmt, ...)
 
 /* ---- status ---- */
 
-static void status_done(bf_pg *pg, const bf_pg_result *r, void *arg)
-{
-	cmd_call *call = arg;
-	const char *job = call->req->job;
-	json_t *result;
+/* How long status waits for the database before it answers from memory:
+ * the query's own timeouts (BF_STATUS_DB_TIMEOUT_MS) plus a round trip.
+ * A network black hole answers nothing at all; the operator still gets
+ * what this daemon knows, at once rather than after the monitor gives up. */
+#define STATUS_DB_WAIT_MS (BF_STATUS_DB_TIMEOUT_MS + 500)
 
-	(void)pg;
-	if (!r->ok && r->res) {
-		call_reply_db_error(call, r);
+/* A status request. Freed once both the monitor's callback (always called,
+ * exactly once) and the timer's close callback have run; answered by
+ * whichever of the query and the timer comes first. */
+typedef struct status_call {
+	bf_commands *cmds;
+	bf_client *client;
+	bf_request *req;
+	uv_timer_t timer;
+	int answered;
+	int timed_out; /* counted in cmds->status_stuck until the query returns */
+	int refs;
+} status_call;
+
+static void status_unref(status_call *st)
+{
+	if (--st->refs > 0)
 		return;
-	}
-	result = bf_status_build(call->cmds->engine, r->ok ? r->res : NULL, r->message, job);
-	if (result && job && json_array_size(json_object_get(result, "jobs")) == 0) {
-		json_decref(result);
-		if (r->ok)
-			call_reply(call, bf_response_error(BF_ERR_NO_SUCH_JOB,
-							   "no such job: \"%s\"", job));
-		else
-			call_reply(call, bf_response_error(
-						 BF_ERR_DATABASE,
-						 "database unreachable, cannot read job \"%s\": %s",
-						 job, r->message));
-		return;
-	}
-	call_reply_ok(call, result);
+	bf_request_free(st->req);
+	free(st->req);
+	free(st);
 }
 
-static void cmd_status(cmd_call *call)
+static void status_timer_closed(uv_handle_t *handle)
 {
-	const char *params[1] = {call->req->job};
+	status_unref(handle->data);
+}
 
-	bf_monitor_query(bf_engine_monitor(call->cmds->engine), bf_status_sql, 1, params,
-			 status_done, call);
+/* res NULL: the query failed or did not answer (why): ours, from memory. */
+static void status_answer(status_call *st, const PGresult *res, const char *why)
+{
+	const char *job = st->req->job;
+	json_t *result;
+
+	st->answered = 1;
+	uv_close((uv_handle_t *)&st->timer, status_timer_closed);
+	result = bf_status_build(st->cmds->engine, res, why, job);
+	if (result && job && json_array_size(json_object_get(result, "jobs")) == 0) {
+		json_decref(result);
+		if (res)
+			bf_client_reply(st->client, bf_response_error(BF_ERR_NO_SUCH_JOB,
+								      "no such job: \"%s\"", job));
+		else
+			bf_client_reply(st->client,
+					bf_response_error(BF_ERR_DATABASE,
+							  "cannot read job \"%s\" (this daemon "
+							  "does not run it): %s",
+							  job, why));
+		return;
+	}
+	bf_client_reply(st->client, result ? bf_response_ok(result) : NULL);
+}
+
+static void status_done(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	status_call *st = arg;
+	char why[700];
+
+	(void)pg;
+	if (st->timed_out)
+		st->cmds->status_stuck--;
+	if (!st->answered) {
+		if (r->ok)
+			status_answer(st, r->res, NULL);
+		else {
+			snprintf(why, sizeof(why), "%s%s",
+				 r->res ? "the status query failed: " : "", r->message);
+			status_answer(st, NULL, why);
+		}
+	}
+	status_unref(st);
+}
+
+static void status_timeout(uv_timer_t *timer)
+{
+	status_call *st = timer->data;
+	char why[128];
+
+	snprintf(why, sizeof(why), "the database did not answer the status query within %.1f s",
+		 STATUS_DB_WAIT_MS / 1000.0);
+	st->timed_out = 1;
+	st->cmds->status_stuck++;
+	status_answer(st, NULL, why);
+}
+
+static void cmd_status(bf_commands *cmds, bf_client *client, bf_request *req)
+{
+	bf_monitor *monitor = bf_engine_monitor(cmds->engine);
+	status_call *st = calloc(1, sizeof(*st));
+	const char *why;
+	char *sql;
+
+	if (!st) {
+		bf_client_reply(client, NULL);
+		bf_request_free(req);
+		free(req);
+		return;
+	}
+	st->cmds = cmds;
+	st->client = client;
+	st->req = req;
+	st->refs = 1; /* the timer */
+	uv_timer_init(bf_engine_loop(cmds->engine), &st->timer);
+	st->timer.data = st;
+	if (!bf_monitor_up(monitor, &why)) {
+		status_answer(st, NULL, why);
+		return;
+	}
+	/* The database holds an earlier status query past its deadline: this
+	 * one would wait the same, and pile up on the monitor connection ahead
+	 * of the throttle samples. */
+	if (cmds->status_stuck > 0) {
+		status_answer(st, NULL,
+			      "an earlier status query has not come back from the "
+			      "database yet");
+		return;
+	}
+	if (!(sql = bf_status_sql(cmds->engine, &monitor->pg, req->job, req->all))) {
+		status_answer(st, NULL,
+			      "cannot build the status query (out of memory, or the "
+			      "job's name is not valid in the database's encoding)");
+		return;
+	}
+	st->refs++; /* the monitor's callback */
+	uv_timer_start(&st->timer, status_timeout, STATUS_DB_WAIT_MS, 0);
+	bf_monitor_query(monitor, sql, 0, NULL, status_done, st);
+	free(sql);
 }
 
 /* ---- pause, resume, cancel: one job ---- */
@@ -406,6 +505,10 @@ void bf_commands_handle(bf_control *ctl, bf_client *client, bf_request *req, voi
 		bf_plan_start(cmds, client, req);
 		return;
 	}
+	if (req->cmd == BF_CMD_STATUS) {
+		cmd_status(cmds, client, req);
+		return;
+	}
 	if (!(call = call_new(cmds, client, req))) {
 		bf_client_reply(client, NULL);
 		bf_request_free(req);
@@ -414,7 +517,7 @@ void bf_commands_handle(bf_control *ctl, bf_client *client, bf_request *req, voi
 	}
 	switch (req->cmd) {
 	case BF_CMD_STATUS:
-		cmd_status(call);
+	case BF_CMD_PLAN: /* handled above, without a cmd_call */
 		break;
 	case BF_CMD_PAUSE:
 	case BF_CMD_RESUME:
@@ -428,8 +531,6 @@ void bf_commands_handle(bf_control *ctl, bf_client *client, bf_request *req, voi
 		break;
 	case BF_CMD_SET:
 		cmd_set(call);
-		break;
-	case BF_CMD_PLAN:
 		break;
 	}
 }

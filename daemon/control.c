@@ -485,11 +485,49 @@ static int control_clear_path(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/* The socket file just bound at path: remembered by its identity (to
+ * unlink only our own on close) and given to group gid. Reached with
+ * O_PATH | O_NOFOLLOW and changed through that descriptor, never by its
+ * path: whoever can write to the directory could swap a symlink in after
+ * bind, and a chown(path) would follow it and hand some other file (root's,
+ * say) to the group. A swapped path is refused. */
+static int control_adopt_file(bf_control *ctl, const char *path, gid_t gid, const char *group,
+			      char *err, size_t errlen)
+{
+	struct stat st = {0};
+	int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+
+	/* With O_PATH, O_NOFOLLOW opens a symlink itself: fstat tells. */
+	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+		int saved = fd < 0 ? errno : 0;
+
+		if (fd >= 0)
+			close(fd);
+		snprintf(err, errlen,
+			 "control socket %s: the path no longer holds the socket just bound "
+			 "there (%s); someone replaced it: refusing to touch it",
+			 path,
+			 saved		       ? strerror(saved)
+			 : S_ISLNK(st.st_mode) ? "it is a symlink now"
+					       : "not a socket now");
+		return -1;
+	}
+	if (gid != (gid_t)-1 && fchownat(fd, "", (uid_t)-1, gid, AT_EMPTY_PATH) != 0) {
+		snprintf(err, errlen, "control socket %s: cannot give it to group %s: %s", path,
+			 group, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	ctl->dev = st.st_dev;
+	ctl->ino = st.st_ino;
+	close(fd);
+	return 0;
+}
+
 static int control_create(bf_control *ctl, const bf_config *cfg, char *err, size_t errlen)
 {
 	const char *path = cfg->control_socket;
 	struct sockaddr_un sa;
-	struct stat st;
 	gid_t gid;
 	int rc;
 
@@ -534,15 +572,9 @@ static int control_create(bf_control *ctl, const bf_config *cfg, char *err, size
 		snprintf(err, errlen, "control socket %s: %s", path, uv_strerror(rc));
 		return -1;
 	}
-	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) != 0) {
-		snprintf(err, errlen, "control socket %s: cannot give it to group %s: %s", path,
-			 cfg->control_socket_group, strerror(errno));
-		unlink(path);
+	if (control_adopt_file(ctl, path, gid, cfg->control_socket_group, err, errlen) != 0) {
+		/* Never unlink: what is at the path now may not be ours. */
 		return -1;
-	}
-	if (stat(path, &st) == 0) {
-		ctl->dev = st.st_dev;
-		ctl->ino = st.st_ino;
 	}
 	ctl->path = strdup(path);
 	return 0;
@@ -644,7 +676,7 @@ void bf_control_close(bf_control *ctl, bf_control_closed_cb cb, void *arg)
 	ctl->on_closed = cb;
 	ctl->closed_arg = arg;
 	/* Only our own socket file: another daemon may have replaced it. */
-	if (ctl->path && stat(ctl->path, &st) == 0 && st.st_dev == ctl->dev &&
+	if (ctl->path && lstat(ctl->path, &st) == 0 && st.st_dev == ctl->dev &&
 	    st.st_ino == ctl->ino)
 		unlink(ctl->path);
 	free(ctl->path);

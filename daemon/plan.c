@@ -30,6 +30,24 @@ typedef enum plan_step {
 	PLAN_DONE,
 } plan_step;
 
+/* The columns of the job row query (row_sql), in order. */
+enum {
+	ROW_STATE,
+	ROW_TABLE_NAME,
+	ROW_KIND,
+	ROW_SET_CLAUSE,
+	ROW_WHERE_CLAUSE,
+	ROW_STATEMENT,
+	ROW_KEY_COLUMNS,
+	ROW_BATCH_SIZE,
+	ROW_CHECKPOINT,
+	ROW_UPPER_BOUND,
+	ROW_ROWS_SCANNED,
+	ROW_MAX_ROWS_PER_S,
+	ROW_CREATED_BY,
+	ROW_ALLOW_TRIGGERS,
+};
+
 struct bf_plan {
 	bf_plan *next;
 	bf_commands *cmds;
@@ -49,6 +67,7 @@ struct bf_plan {
 	bf_job_kind kind;
 	int batch_size;
 	int64_t rows_scanned;
+	int64_t max_rows_per_s; /* the job's knob; 0: none */
 	bf_table table;
 	bf_walk walk;
 
@@ -142,7 +161,7 @@ static void plan_row(bf_plan *plan, const PGresult *res)
 		plan_end(plan, bf_response_error(BF_ERR_NO_SUCH_JOB, "no such job: \"%s\"", name));
 		return;
 	}
-	state = PQgetvalue(res, 0, 0);
+	state = PQgetvalue(res, 0, ROW_STATE);
 	if (strcmp(state, "pending") != 0 && strcmp(state, "paused") != 0 &&
 	    strcmp(state, "failed") != 0) {
 		plan_end(plan, bf_response_error(
@@ -155,19 +174,32 @@ static void plan_row(bf_plan *plan, const PGresult *res)
 					       : "insert a new job to plan another backfill"));
 		return;
 	}
-	plan->table_name = dup_cell(res, 1);
-	plan->kind = strcmp(PQgetvalue(res, 0, 2), "sql") == 0 ? BF_KIND_SQL : BF_KIND_UPDATE;
-	plan->set_clause = bf_clause_dup(PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3));
-	plan->where_clause = bf_clause_dup(PQgetisnull(res, 0, 4) ? NULL : PQgetvalue(res, 0, 4));
-	plan->statement = bf_clause_dup(PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5));
-	plan->key_columns = dup_cell(res, 6);
-	plan->batch_size =
-		PQgetisnull(res, 0, 7) ? plan->cmds->cfg->batch_size : atoi(PQgetvalue(res, 0, 7));
-	plan->checkpoint = dup_cell(res, 8);
-	plan->upper_bound = dup_cell(res, 9);
-	plan->rows_scanned = strtoll(PQgetvalue(res, 0, 10), NULL, 10);
-	plan->created_by = dup_cell(res, 11);
-	plan->allow_triggers = strcmp(PQgetvalue(res, 0, 12), "t") == 0;
+	plan->table_name = dup_cell(res, ROW_TABLE_NAME);
+	plan->kind =
+		strcmp(PQgetvalue(res, 0, ROW_KIND), "sql") == 0 ? BF_KIND_SQL : BF_KIND_UPDATE;
+	plan->set_clause = bf_clause_dup(
+		PQgetisnull(res, 0, ROW_SET_CLAUSE) ? NULL : PQgetvalue(res, 0, ROW_SET_CLAUSE));
+	plan->where_clause = bf_clause_dup(PQgetisnull(res, 0, ROW_WHERE_CLAUSE)
+						   ? NULL
+						   : PQgetvalue(res, 0, ROW_WHERE_CLAUSE));
+	plan->statement = bf_clause_dup(
+		PQgetisnull(res, 0, ROW_STATEMENT) ? NULL : PQgetvalue(res, 0, ROW_STATEMENT));
+	plan->key_columns = dup_cell(res, ROW_KEY_COLUMNS);
+	plan->batch_size = PQgetisnull(res, 0, ROW_BATCH_SIZE)
+				   ? plan->cmds->cfg->batch_size
+				   : atoi(PQgetvalue(res, 0, ROW_BATCH_SIZE));
+	plan->checkpoint = dup_cell(res, ROW_CHECKPOINT);
+	plan->upper_bound = dup_cell(res, ROW_UPPER_BOUND);
+	plan->rows_scanned = strtoll(PQgetvalue(res, 0, ROW_ROWS_SCANNED), NULL, 10);
+	/* Not a whole number (the row says something odd): the job would
+	 * refuse it when it starts; the estimate leaves it out. */
+	plan->max_rows_per_s = PQgetisnull(res, 0, ROW_MAX_ROWS_PER_S)
+				       ? 0
+				       : strtoll(PQgetvalue(res, 0, ROW_MAX_ROWS_PER_S), NULL, 10);
+	if (plan->max_rows_per_s < 0)
+		plan->max_rows_per_s = 0;
+	plan->created_by = dup_cell(res, ROW_CREATED_BY);
+	plan->allow_triggers = strcmp(PQgetvalue(res, 0, ROW_ALLOW_TRIGGERS), "t") == 0;
 
 	char *error = bf_definition_check(plan->kind, plan->set_clause, plan->where_clause,
 					  plan->statement);
@@ -182,6 +214,68 @@ static void plan_row(bf_plan *plan, const PGresult *res)
 	plan_send(plan);
 }
 
+/* The rate limit that applies to the job alone: its own max_rows_per_s,
+ * or the daemon's throttle.max_rows_per_s (over all its jobs), the lower;
+ * 0: none. *which names it. */
+static int64_t plan_rate_limit(const bf_plan *plan, const char **which)
+{
+	int64_t overall = plan->cmds->cfg->throttle_max_rows_per_s;
+
+	*which = NULL;
+	if (plan->max_rows_per_s > 0 && (overall <= 0 || plan->max_rows_per_s <= overall)) {
+		*which = "max_rows_per_s";
+		return plan->max_rows_per_s;
+	}
+	if (overall > 0) {
+		*which = "throttle.max_rows_per_s";
+		return overall;
+	}
+	return 0;
+}
+
+/* The estimates: at the measured pace, and no faster than the rate limit
+ * lets the job go. The slower of the two is the estimate. */
+static void plan_estimates(bf_plan *plan, json_t *result, double batch_ms)
+{
+	int64_t estimate = plan->table.rows_estimate;
+	int64_t left = estimate >= 0 ? estimate - plan->rows_scanned : -1;
+	const char *which;
+	int64_t limit = plan_rate_limit(plan, &which);
+	json_t *batches = json_null(), *total = json_null(), *paced = json_null();
+	json_t *limited = json_null();
+
+	if (left < 0)
+		left = estimate >= 0 ? 0 : -1;
+	if (left > 0 && plan->batch_size > 0) {
+		int64_t n = (left + plan->batch_size - 1) / plan->batch_size;
+		double pace_s = (double)n * batch_ms / 1000.0;
+		double limit_s = limit > 0 ? (double)left / (double)limit : 0;
+		double slower = limit_s > pace_s ? limit_s : pace_s;
+
+		batches = json_integer(n);
+		paced = json_real((double)(int64_t)(pace_s * 10 + 0.5) / 10);
+		if (limit > 0)
+			limited = json_real((double)(int64_t)(limit_s * 10 + 0.5) / 10);
+		total = json_real((double)(int64_t)(slower * 10 + 0.5) / 10);
+		if (limit > 0 && limit_s > pace_s)
+			json_object_set_new(result, "limited_by", json_string(which));
+	} else if (left == 0) {
+		batches = json_integer(0);
+		total = json_real(0);
+		paced = json_real(0);
+	}
+	if (!json_object_get(result, "limited_by"))
+		json_object_set_new(result, "limited_by", json_null());
+	json_object_set_new(result, "estimated_batches", batches);
+	json_object_set_new(result, "estimated_total_s", total);
+	json_object_set_new(result, "estimated_paced_s", paced);
+	json_object_set_new(result, "estimated_rate_limited_s", limited);
+	json_object_set_new(result, "max_rows_per_s",
+			    limit > 0 ? json_integer(limit) : json_null());
+	json_object_set_new(result, "max_rows_per_s_from",
+			    which ? json_string(which) : json_null());
+}
+
 static void plan_explained(bf_plan *plan, const PGresult *res)
 {
 	double ms = (double)(uv_hrtime() - plan->started_ns) / 1e6;
@@ -192,30 +286,22 @@ static void plan_explained(bf_plan *plan, const PGresult *res)
 		bf_strbuf_printf(&text, "%s\n", PQgetvalue(res, i, 0));
 	char *plan_text = bf_strbuf_finish(&text);
 	int64_t estimate = plan->table.rows_estimate;
-	int64_t left = estimate >= 0 ? estimate - plan->rows_scanned : -1;
-	json_t *batches = json_null(), *total = json_null();
 
-	if (left > 0 && plan->batch_size > 0) {
-		int64_t n = (left + plan->batch_size - 1) / plan->batch_size;
-
-		batches = json_integer(n);
-		total = json_real((double)(int64_t)((double)n * ms / 1000.0 * 10 + 0.5) / 10);
-	} else if (left >= 0) {
-		batches = json_integer(0);
-		total = json_real(0);
-	}
 	plan->result = json_pack(
-		"{s:s, s:s, s:i, s:I, s:f, s:o, s:o, s:o, s:s, s:s, s:b}", "job", plan->req->job,
-		"table", plan->table.quoted, "batch_size", plan->batch_size, "batch_rows",
+		"{s:s, s:s, s:i, s:I, s:f, s:o, s:s, s:s, s:b}", "job", plan->req->job, "table",
+		plan->table.quoted, "batch_size", plan->batch_size, "batch_rows",
 		(json_int_t)plan->locked_rows, "duration_ms", (double)(int64_t)(ms * 10 + 0.5) / 10,
-		"rows_estimate", estimate >= 0 ? json_integer(estimate) : json_null(),
-		"estimated_batches", batches, "estimated_total_s", total, "plan",
+		"rows_estimate", estimate >= 0 ? json_integer(estimate) : json_null(), "plan",
 		plan_text ? plan_text : "", "note",
 		"one batch ran inside a transaction that was rolled back: no row changed and the job "
 		"row is untouched; triggers fired and sequences advanced as in any rolled-back "
 		"transaction. Estimates scale this batch's duration (with EXPLAIN ANALYZE overhead) to "
-		"the planner's row count; throttling and the adaptive batch size change the real pace.",
+		"the planner's row count, no faster than max_rows_per_s allows; throttling and the "
+		"adaptive batch size change the real pace, and the verification pass at the end "
+		"(one more read of the walked range) is not included.",
 		"rolled_back", 1);
+	if (plan->result)
+		plan_estimates(plan, plan->result, ms);
 	free(plan_text);
 	plan->step = PLAN_ROLLBACK;
 	plan_send(plan);
@@ -298,7 +384,11 @@ static void plan_send(bf_plan *plan)
 {
 	static const char row_sql[] =
 		"SELECT state, table_name, kind, set_clause, where_clause, statement, key_columns,\n"
-		"       batch_size, checkpoint, upper_bound, rows_scanned, created_by, allow_triggers\n"
+		"       batch_size, checkpoint, upper_bound, rows_scanned,\n"
+		"       CASE WHEN jsonb_typeof(settings -> 'max_rows_per_s') = 'number'\n"
+		"             AND (settings ->> 'max_rows_per_s')::numeric BETWEEN 0 AND 1e15\n"
+		"            THEN (settings ->> 'max_rows_per_s')::numeric::bigint END,\n"
+		"       created_by, allow_triggers\n"
 		"FROM backfill.jobs WHERE name = $1";
 	const char *params[5] = {NULL, NULL, NULL, NULL, NULL};
 	char *sql = NULL;

@@ -40,7 +40,7 @@ static const struct {
 	const char *name;
 	unsigned allowed, required;
 } proto_cmds[] = {
-	[BF_CMD_STATUS] = {"status", F_JOB, 0},
+	[BF_CMD_STATUS] = {"status", F_JOB | F_ALL, 0},
 	[BF_CMD_PAUSE] = {"pause", F_JOB | F_ALL | F_NOW, 0},
 	[BF_CMD_RESUME] = {"resume", F_JOB | F_ALL, 0},
 	[BF_CMD_CANCEL] = {"cancel", F_JOB | F_NOW, F_JOB},

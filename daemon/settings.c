@@ -87,6 +87,21 @@ int bf_knob_parse_assignment(const char *text, const bf_knob **knob, long long *
 	}
 	const char *v = eq + 1;
 
+	/* A 0/1 knob reads as a switch: the words are the ones PostgreSQL
+	 * takes for a boolean setting. Any other word is refused below. */
+	if ((*knob)->min == 0 && (*knob)->max == 1) {
+		if (strcasecmp(v, "true") == 0 || strcasecmp(v, "on") == 0 || strcmp(v, "1") == 0) {
+			*value = 1;
+			return 0;
+		}
+		if (strcasecmp(v, "false") == 0 || strcasecmp(v, "off") == 0 || strcmp(v, "0") == 0) {
+			*value = 0;
+			return 0;
+		}
+		snprintf(err, errlen, "%s is a switch: it takes true or false (also on/off, 1/0), got "
+			 "\"%s\"", name, v);
+		return -1;
+	}
 	if (strcmp(v, "off") == 0 && (*knob)->min == 0) {
 		*value = 0;
 		return 0;

@@ -1,33 +1,102 @@
 /* status.c -- builds the status object of backfillctl status. */
 #include "status.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "proto.h"
+#include "strbuf.h"
 
-const char bf_status_sql[] =
-	"SELECT c.paused, c.paused_at, c.paused_by, j.*\n"
-	"FROM (SELECT coalesce(bool_or(paused), false) AS paused,\n"
+/* The timeouts first, for this transaction only (a multi-statement string
+ * runs as one implicit transaction, and since PostgreSQL 13 each statement
+ * gets its own statement_timeout). Then the control row and the jobs: %s
+ * is the job's name as a literal or NULL, %s whether --all, %d the cut of
+ * finished jobs, %s and %s the ids of our jobs with a query in flight and
+ * their backend pids, whose lock waits are named. */
+static const char status_sql_format[] =
+	"SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d;\n"
+	"WITH p AS (SELECT %s::text AS job, %s::boolean AS every),\n"
+	"shown AS (\n"
+	"  SELECT j.* FROM backfill.jobs j, p\n"
+	"  WHERE CASE WHEN p.job IS NOT NULL THEN j.name = p.job\n"
+	"             WHEN p.every THEN true\n"
+	"             ELSE j.state NOT IN ('succeeded', 'failed', 'cancelled')\n"
+	"                  OR j.id IN (SELECT id FROM backfill.jobs\n"
+	"                              WHERE state IN ('succeeded', 'failed', 'cancelled')\n"
+	"                                AND finished_at > now() - interval '24 hours'\n"
+	"                              ORDER BY finished_at DESC, id DESC LIMIT %d) END),\n"
+	"ours AS (SELECT * FROM unnest('{%s}'::bigint[], '{%s}'::int[]) AS o(id, pid)),\n"
+	"blocked AS (\n"
+	"  SELECT o.id, json_build_object(\n"
+	"    'waiting_s', (SELECT round(extract(epoch FROM now() - min(l.waitstart))::numeric, 1)\n"
+	"                  FROM pg_locks l WHERE l.pid = o.pid AND NOT l.granted),\n"
+	"    'pids', json_agg(json_build_object('pid', b.pid, 'user', a.usename,\n"
+	"      'application', a.application_name, 'state', a.state,\n"
+	"      'xact_s', round(extract(epoch FROM now() - a.xact_start)::numeric, 1),\n"
+	"      'state_s', round(extract(epoch FROM now() - a.state_change)::numeric, 1))\n"
+	"      ORDER BY b.pid))::text AS info\n"
+	"  FROM ours o CROSS JOIN LATERAL unnest(pg_blocking_pids(o.pid)) AS b(pid)\n"
+	"  LEFT JOIN pg_stat_activity a ON a.pid = b.pid\n"
+	"  GROUP BY o.id, o.pid)\n"
+	"SELECT c.paused, c.paused_at, c.paused_by,\n"
+	"       CASE WHEN p.job IS NULL AND NOT p.every\n"
+	"            THEN (SELECT count(*) FROM backfill.jobs) - (SELECT count(*) FROM shown)\n"
+	"            ELSE 0 END,\n"
+	"       j.*\n"
+	"FROM p, (SELECT coalesce(bool_or(paused), false) AS paused,\n"
 	"             max(to_json(paused_at) #>> '{}') AS paused_at, max(paused_by) AS paused_by\n"
 	"      FROM backfill.control) c\n"
 	"LEFT JOIN LATERAL (\n"
-	"  SELECT id, name, table_name, kind, state, priority, owner, rows_scanned, rows_updated,\n"
+	"  SELECT s.id, name, table_name, kind, state, priority, owner, rows_scanned, rows_updated,\n"
 	"         batches, rows_estimate, last_error, settings::text,\n"
 	"         to_json(started_at) #>> '{}', to_json(finished_at) #>> '{}',\n"
 	"         to_json(updated_at) #>> '{}', live::text, batch_size,\n"
-	"         coalesce(lease_until > now(), false)\n"
-	"  FROM backfill.jobs\n"
-	"  WHERE CASE WHEN $1::text IS NULL\n"
-	"             THEN state IN ('pending', 'running', 'paused')\n"
-	"                  OR finished_at > now() - interval '24 hours'\n"
-	"             ELSE name = $1 END\n"
+	"         coalesce(lease_until > now(), false), to_json(lease_until) #>> '{}',\n"
+	"         round(extract(epoch FROM lease_until - now())::numeric, 1), b.info\n"
+	"  FROM shown s LEFT JOIN blocked b ON b.id = s.id\n"
 	"  ORDER BY CASE state WHEN 'running' THEN 0 WHEN 'paused' THEN 1 WHEN 'pending' THEN 2\n"
-	"           ELSE 3 END, priority, id\n"
+	"           ELSE 3 END, priority, finished_at DESC NULLS FIRST, s.id\n"
 	") j ON true";
+
+char *bf_status_sql(bf_engine *engine, bf_pg *pg, const char *job, int all)
+{
+	bf_strbuf ids, pids;
+	char *name = NULL, *sql = NULL, *id_text, *pid_text;
+	int n = 0;
+
+	if (job && !(name = bf_pg_escape_literal(pg, job)))
+		return NULL;
+	bf_strbuf_init(&ids);
+	bf_strbuf_init(&pids);
+	/* Only a job with a query in flight can be waiting for a lock. */
+	for (bf_job *j = engine->jobs; j; j = j->next) {
+		if (j->phase != BF_JOB_QUERY || j->pg.backend_pid <= 0)
+			continue;
+		bf_strbuf_printf(&ids, "%s%" PRId64, n ? "," : "", j->id);
+		bf_strbuf_printf(&pids, "%s%d", n ? "," : "", j->pg.backend_pid);
+		n++;
+	}
+	id_text = bf_strbuf_finish(&ids);
+	pid_text = bf_strbuf_finish(&pids);
+	if (id_text && pid_text) {
+		bf_strbuf out;
+
+		bf_strbuf_init(&out);
+		bf_strbuf_printf(&out, status_sql_format, BF_STATUS_LOCK_TIMEOUT_MS,
+				 BF_STATUS_DB_TIMEOUT_MS, name ? name : "NULL",
+				 all ? "true" : "false", BF_STATUS_FINISHED_MAX, id_text, pid_text);
+		sql = bf_strbuf_finish(&out);
+	}
+	free(id_text);
+	free(pid_text);
+	free(name);
+	return sql;
+}
 
 #define REASONS_MAX 16
 
@@ -112,35 +181,149 @@ static double progress_of(const char *state, int64_t scanned, int64_t estimate, 
 	return rounded(p > 0.99 ? 0.99 : p, 0.0001);
 }
 
-/* A job from its row; ours (job != NULL) from memory where fresher. */
-static json_t *job_object(const PGresult *res, int row, bf_job *job, int paused_all, uint64_t now)
+/* The reason a job nobody runs right now is held back, when it is paused. */
+static void add_pause_reason(json_t *live, const char *state, const char *name, int paused_all)
 {
-	const char *state = cell(res, row, BF_ST_STATE);
+	json_t *reasons = json_object_get(live, "throttle_reasons");
+	int running = strcmp(state, "running") == 0;
+
+	if (!json_is_array(reasons) || json_array_size(reasons) > 0)
+		return;
+	if (strcmp(state, "paused") == 0) {
+		size_t n = strlen(name);
+		char text[1200];
+
+		/* A name longer than fits is cut on a character boundary:
+		 * json_string refuses broken UTF-8. */
+		if (n > 1000)
+			for (n = 1000; n > 0 && ((unsigned char)name[n] & 0xc0) == 0x80; n--)
+				;
+		snprintf(text, sizeof(text),
+			 "paused: this job is paused (backfillctl resume %.*s%s)", (int)n, name,
+			 name[n] ? "..." : "");
+		json_array_append_new(reasons, json_string(text));
+	} else if (paused_all && (running || strcmp(state, "pending") == 0)) {
+		json_array_append_new(
+			reasons,
+			json_string("paused: every job is held by backfillctl pause --all"));
+	}
+	if (json_array_size(reasons) > 0)
+		json_object_set_new(live, "throttled", json_true());
+}
+
+/* A paused job (by its own state or by pause --all) scans nothing: the
+ * rate of the minute before the pause, and an ETA from it, would be news
+ * that is not true. rate_rows_s stays a number (the contract), eta_s null. */
+static void stop_clock_if_paused(json_t *live, const char *state, int paused_all)
+{
+	int active = strcmp(state, "running") == 0 || strcmp(state, "pending") == 0;
+
+	if (strcmp(state, "paused") != 0 && !(paused_all && active))
+		return;
+	json_object_set_new(live, "rate_rows_s", json_real(0));
+	json_object_set_new(live, "eta_s", json_null());
+}
+
+/* Who holds the lease of a running job another daemon (or a dead one)
+ * owns, and when it ends: after a crash the job sits "running" under a
+ * dead owner until then. owner_alive is false only when the owner ran on
+ * this host and its pid is gone; null when we cannot tell. */
+static void add_lease(json_t *obj, const PGresult *res, int row, const bf_engine *engine, int here)
+{
+	const char *owner = cell(res, row, BF_ST_OWNER), *left = cell(res, row, BF_ST_LEASE_LEFT_S);
+	json_t *alive = json_null();
+
+	json_object_set_new(obj, "lease_until", str_or_null(cell(res, row, BF_ST_LEASE_UNTIL)));
+	json_object_set_new(obj, "lease_expires_in_s",
+			    left ? json_real(strtod(left, NULL)) : json_null());
+	if (here) {
+		alive = json_true();
+	} else if (owner) {
+		const char *ours = strrchr(engine->owner, ':'), *theirs = strrchr(owner, ':');
+
+		/* host:pid:random; the host is everything before ":pid". */
+		if (ours && theirs && theirs > owner) {
+			const char *pid_at = theirs - 1, *our_pid_at = ours - 1;
+
+			while (pid_at > owner && *pid_at != ':')
+				pid_at--;
+			while (our_pid_at > engine->owner && *our_pid_at != ':')
+				our_pid_at--;
+			long pid = strtol(pid_at + 1, NULL, 10);
+
+			if (*pid_at == ':' && pid > 0 &&
+			    pid_at - owner == our_pid_at - engine->owner &&
+			    strncmp(owner, engine->owner, (size_t)(pid_at - owner)) == 0 &&
+			    kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+				alive = json_false();
+		}
+	}
+	json_object_set_new(obj, "owner_alive", alive);
+}
+
+/* Whom the batch of a job of ours waits for: pids, how long, their state
+ * (never their query text: it is the application's). */
+static void add_blocked(json_t *obj, const PGresult *res, int row)
+{
+	const char *text = res ? cell(res, row, BF_ST_BLOCKED) : NULL;
+	json_t *info = text ? json_loads(text, 0, NULL) : NULL;
+	json_t *pids = json_object_get(info, "pids");
+
+	json_object_set_new(obj, "blocked_by",
+			    json_is_array(pids) ? json_incref(pids) : json_array());
+	json_object_set(obj, "lock_wait_s",
+			json_is_number(json_object_get(info, "waiting_s"))
+				? json_object_get(info, "waiting_s")
+				: json_null());
+	json_decref(info);
+}
+
+/* The row's counters, merged with ours (from memory, fresher) for a job we
+ * run. */
+typedef struct row_counts {
+	int64_t scanned, updated, batches, estimate;
+} row_counts;
+
+static row_counts counts_of(const PGresult *res, int row, const bf_job *job, int running)
+{
+	row_counts c = {
+		.scanned = strtoll(PQgetvalue(res, row, BF_ST_ROWS_SCANNED), NULL, 10),
+		.updated = strtoll(PQgetvalue(res, row, BF_ST_ROWS_UPDATED), NULL, 10),
+		.batches = strtoll(PQgetvalue(res, row, BF_ST_BATCHES), NULL, 10),
+		.estimate = cell(res, row, BF_ST_ROWS_ESTIMATE)
+				    ? strtoll(cell(res, row, BF_ST_ROWS_ESTIMATE), NULL, 10)
+				    : -1,
+	};
+
+	if (job && running) {
+		/* Ours: the last committed batch is in memory already. */
+		c.scanned = job->rows_scanned > c.scanned ? job->rows_scanned : c.scanned;
+		c.updated = job->rows_updated > c.updated ? job->rows_updated : c.updated;
+		c.batches = job->batches > c.batches ? job->batches : c.batches;
+		if (job->rows_estimate >= 0)
+			c.estimate = job->rows_estimate;
+	}
+	return c;
+}
+
+/* A job from its row; ours (job != NULL) from memory where fresher. */
+static json_t *job_object(const PGresult *res, int row, bf_job *job, const bf_engine *engine,
+			  int paused_all, uint64_t now)
+{
+	const char *state = cell(res, row, BF_ST_STATE), *name = cell(res, row, BF_ST_NAME);
 	const char *live_text = cell(res, row, BF_ST_LIVE);
 	int running = strcmp(state, "running") == 0;
 	int lease_live = strcmp(PQgetvalue(res, row, BF_ST_LEASE_LIVE), "t") == 0;
 	json_t *settings = cell(res, row, BF_ST_SETTINGS)
 				   ? json_loads(cell(res, row, BF_ST_SETTINGS), 0, NULL)
 				   : NULL;
-	int64_t scanned = strtoll(PQgetvalue(res, row, BF_ST_ROWS_SCANNED), NULL, 10);
-	int64_t updated = strtoll(PQgetvalue(res, row, BF_ST_ROWS_UPDATED), NULL, 10);
-	int64_t batches = strtoll(PQgetvalue(res, row, BF_ST_BATCHES), NULL, 10);
-	int64_t estimate = cell(res, row, BF_ST_ROWS_ESTIMATE)
-				   ? strtoll(cell(res, row, BF_ST_ROWS_ESTIMATE), NULL, 10)
-				   : -1;
+	row_counts c = counts_of(res, row, job, running);
 	json_t *live = NULL;
 
-	if (job && running) {
-		/* Ours: the last committed batch is in memory already. */
-		scanned = job->rows_scanned > scanned ? job->rows_scanned : scanned;
-		updated = job->rows_updated > updated ? job->rows_updated : updated;
-		batches = job->batches > batches ? job->batches : batches;
-		if (job->rows_estimate >= 0)
-			estimate = job->rows_estimate;
+	if (job && running)
 		live = job_live(job, now);
-	} else if (running && lease_live && live_text) {
+	else if (running && lease_live && live_text)
 		live = json_loads(live_text, 0, NULL);
-	}
 	if (!live || !json_is_object(live)) {
 		json_decref(live);
 		live = json_pack("{s:n, s:o, s:f, s:n, s:b, s:[], s:f, s:f, s:i}", "phase",
@@ -148,45 +331,19 @@ static json_t *job_object(const PGresult *res, int row, bf_job *job, int paused_
 				 0.0, "eta_s", "throttled", 0, "throttle_reasons", "throttled_s",
 				 0.0, "throttled_share", 0.0, "sessions_waited", 0);
 	}
-	/* What holds back a job nobody runs right now. */
-	json_t *reasons = json_object_get(live, "throttle_reasons");
-
-	if (json_is_array(reasons) && json_array_size(reasons) == 0) {
-		if (strcmp(state, "paused") == 0) {
-			const char *name = cell(res, row, BF_ST_NAME);
-			size_t n = strlen(name);
-			char text[1200];
-
-			/* A name longer than fits is cut on a character
-			 * boundary: json_string refuses broken UTF-8. */
-			if (n > 1000)
-				for (n = 1000; n > 0 && ((unsigned char)name[n] & 0xc0) == 0x80; n--)
-					;
-			snprintf(text, sizeof(text),
-				 "paused: this job is paused (backfillctl resume %.*s%s)", (int)n,
-				 name, name[n] ? "..." : "");
-			json_array_append_new(reasons, json_string(text));
-		} else if (paused_all && (running || strcmp(state, "pending") == 0)) {
-			json_array_append_new(
-				reasons,
-				json_string(
-					"paused: every job is held by backfillctl pause --all"));
-		}
-		if (json_array_size(reasons) > 0)
-			json_object_set_new(live, "throttled", json_true());
-	}
+	add_pause_reason(live, state, name, paused_all);
+	stop_clock_if_paused(live, state, paused_all);
 
 	json_t *obj = json_pack(
 		"{s:I, s:s, s:s, s:s, s:s, s:o, s:o, s:b, s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o}",
-		"id", (json_int_t)strtoll(PQgetvalue(res, row, BF_ST_ID), NULL, 10), "name",
-		cell(res, row, BF_ST_NAME), "table", cell(res, row, BF_ST_TABLE), "kind",
-		cell(res, row, BF_ST_KIND), "state", state, "priority",
-		int_cell(res, row, BF_ST_PRIORITY), "owner",
+		"id", (json_int_t)strtoll(PQgetvalue(res, row, BF_ST_ID), NULL, 10), "name", name,
+		"table", cell(res, row, BF_ST_TABLE), "kind", cell(res, row, BF_ST_KIND), "state",
+		state, "priority", int_cell(res, row, BF_ST_PRIORITY), "owner",
 		str_or_null(cell(res, row, BF_ST_OWNER)), "here", job != NULL, "rows_scanned",
-		(json_int_t)scanned, "rows_updated", (json_int_t)updated, "batches",
-		(json_int_t)batches, "rows_estimate",
-		estimate >= 0 ? json_integer(estimate) : json_null(), "progress",
-		progress_of(state, scanned, estimate, job && job->walk_done), "last_error",
+		(json_int_t)c.scanned, "rows_updated", (json_int_t)c.updated, "batches",
+		(json_int_t)c.batches, "rows_estimate",
+		c.estimate >= 0 ? json_integer(c.estimate) : json_null(), "progress",
+		progress_of(state, c.scanned, c.estimate, job && job->walk_done), "last_error",
 		str_or_null(cell(res, row, BF_ST_LAST_ERROR)), "settings",
 		settings ? settings : json_object(), "started_at",
 		str_or_null(cell(res, row, BF_ST_STARTED_AT)));
@@ -197,19 +354,22 @@ static json_t *job_object(const PGresult *res, int row, bf_job *job, int paused_
 	}
 	json_object_set_new(obj, "finished_at", str_or_null(cell(res, row, BF_ST_FINISHED_AT)));
 	json_object_set_new(obj, "updated_at", str_or_null(cell(res, row, BF_ST_UPDATED_AT)));
+	add_lease(obj, res, row, engine, job != NULL);
+	add_blocked(obj, res, row);
 	/* phase, batch_size, rate_rows_s, eta_s, throttled, throttle_reasons,
-	 * throttled_s, throttled_share */
+	 * throttled_s, throttled_share, sessions_waited */
 	json_object_update(obj, live);
 	json_decref(live);
 	return obj;
 }
 
-/* A job of ours when the database cannot be asked. */
+/* A job of ours when the database cannot be asked: what this daemon knows
+ * (the row's other columns are unknown: null). */
 static json_t *job_from_memory(bf_job *job, int paused_all, uint64_t now)
 {
 	json_t *obj = json_pack(
 		"{s:I, s:s, s:s, s:s, s:s, s:n, s:s, s:b, s:I, s:I, s:I, s:o, s:f, "
-		"s:n, s:o, s:n, s:n, s:n}",
+		"s:n, s:o, s:n, s:n, s:n, s:n, s:n, s:b, s:[], s:n}",
 		"id", (json_int_t)job->id, "name", job->name, "table", job->table_name, "kind",
 		job->kind == BF_KIND_SQL ? "sql" : "update", "state", "running", "priority",
 		"owner", job->owner, "here", 1, "rows_scanned", (json_int_t)job->rows_scanned,
@@ -218,10 +378,12 @@ static json_t *job_from_memory(bf_job *job, int paused_all, uint64_t now)
 		job->rows_estimate >= 0 ? json_integer(job->rows_estimate) : json_null(),
 		"progress",
 		progress_of("running", job->rows_scanned, job->rows_estimate, job->walk_done),
-		"last_error", "settings", json_object(), "started_at", "finished_at", "updated_at");
+		"last_error", "settings", json_object(), "started_at", "finished_at", "updated_at",
+		"lease_until", "lease_expires_in_s", "owner_alive", 1, "blocked_by", "lock_wait_s");
 	json_t *live = job_live(job, now);
 
-	(void)paused_all;
+	add_pause_reason(live, "running", job->name, paused_all);
+	stop_clock_if_paused(live, "running", paused_all);
 	if (obj)
 		json_object_update(obj, live);
 	json_decref(live);
@@ -242,7 +404,8 @@ void bf_status_summary(bf_engine *engine, char *buf, size_t len)
 		held += n > 0;
 		for (int i = 0; i < n; i++)
 			free(reasons[i]);
-		rate += bf_job_rate(job, now);
+		/* Paused: the last minute's rate is not what happens now. */
+		rate += engine->paused ? 0 : bf_job_rate(job, now);
 	}
 	if (engine->stopping)
 		snprintf(buf, len, "stopping: %d job(s) finishing their batch", engine->njobs);
@@ -255,30 +418,15 @@ void bf_status_summary(bf_engine *engine, char *buf, size_t len)
 			 engine->cfg->max_jobs, held, rate);
 }
 
-json_t *bf_status_build(bf_engine *engine, const PGresult *res, const char *db_error,
-			const char *only_job)
+/* The jobs of the answer: from the query's rows, or (res NULL) ours from
+ * memory. *omitted: how many the default cut left out. */
+static json_t *status_jobs(bf_engine *engine, const PGresult *res, const char *only_job, int paused,
+			   uint64_t now, int64_t *omitted)
 {
-	uint64_t now = uv_hrtime();
-	int paused = engine->paused;
-	const char *paused_at = NULL, *paused_by = NULL;
 	json_t *jobs = json_array();
-	char summary[512];
 
-	if (res && PQntuples(res) > 0) {
-		paused = strcmp(PQgetvalue(res, 0, BF_ST_PAUSED), "t") == 0;
-		paused_at = cell(res, 0, BF_ST_PAUSED_AT);
-		paused_by = cell(res, 0, BF_ST_PAUSED_BY);
-		for (int i = 0; i < PQntuples(res); i++) {
-			if (PQgetisnull(res, i, BF_ST_ID))
-				continue;
-			int64_t id = strtoll(PQgetvalue(res, i, BF_ST_ID), NULL, 10);
-			json_t *obj =
-				job_object(res, i, bf_engine_find_job(engine, id), paused, now);
-
-			if (obj)
-				json_array_append_new(jobs, obj);
-		}
-	} else if (!res) {
+	*omitted = 0;
+	if (!res) {
 		for (bf_job *job = engine->jobs; job; job = job->next) {
 			if (only_job && strcmp(only_job, job->name) != 0)
 				continue;
@@ -287,7 +435,40 @@ json_t *bf_status_build(bf_engine *engine, const PGresult *res, const char *db_e
 			if (obj)
 				json_array_append_new(jobs, obj);
 		}
+		return jobs;
 	}
+	if (PQntuples(res) > 0)
+		*omitted = strtoll(PQgetvalue(res, 0, BF_ST_OMITTED), NULL, 10);
+	for (int i = 0; i < PQntuples(res); i++) {
+		if (PQgetisnull(res, i, BF_ST_ID))
+			continue;
+		int64_t id = strtoll(PQgetvalue(res, i, BF_ST_ID), NULL, 10);
+		json_t *obj =
+			job_object(res, i, bf_engine_find_job(engine, id), engine, paused, now);
+
+		if (obj)
+			json_array_append_new(jobs, obj);
+	}
+	return jobs;
+}
+
+json_t *bf_status_build(bf_engine *engine, const PGresult *res, const char *db_error,
+			const char *only_job)
+{
+	uint64_t now = uv_hrtime();
+	int paused = engine->paused;
+	const char *paused_at = NULL, *paused_by = NULL, *why;
+	char summary[512];
+	int64_t omitted;
+
+	if (res && PQntuples(res) > 0) {
+		paused = strcmp(PQgetvalue(res, 0, BF_ST_PAUSED), "t") == 0;
+		paused_at = cell(res, 0, BF_ST_PAUSED_AT);
+		paused_by = cell(res, 0, BF_ST_PAUSED_BY);
+	}
+	json_t *jobs = status_jobs(engine, res, only_job, paused, now, &omitted);
+	int connected = bf_monitor_up(&engine->monitor, &why);
+
 	bf_status_summary(engine, summary, sizeof(summary));
 
 	json_t *daemon = json_pack(
@@ -296,8 +477,12 @@ json_t *bf_status_build(bf_engine *engine, const PGresult *res, const char *db_e
 		(int)getpid(), "uptime_s", (json_int_t)((now - engine->started_ns) / 1000000000ULL),
 		"paused", paused, "paused_since", str_or_null(paused_at), "paused_by",
 		str_or_null(paused_by), "stopping", engine->stopping, "database", "connected",
-		res != NULL, "error", str_or_null(res ? NULL : db_error), "max_jobs",
+		connected, "error", str_or_null(res ? NULL : db_error), "max_jobs",
 		engine->cfg->max_jobs, "jobs_here", engine->njobs, "summary", summary);
 
-	return json_pack("{s:o, s:o}", "daemon", daemon ? daemon : json_object(), "jobs", jobs);
+	/* partial: the database could not be asked; the jobs are only ours,
+	 * from memory, and other instances' jobs are missing. */
+	return json_pack("{s:o, s:o, s:I, s:b, s:o}", "daemon", daemon ? daemon : json_object(),
+			 "jobs", jobs, "jobs_omitted", (json_int_t)omitted, "partial", res == NULL,
+			 "partial_reason", str_or_null(res ? NULL : db_error));
 }

@@ -16,7 +16,8 @@ typedef struct bf_plan bf_plan;
 typedef struct bf_commands {
 	bf_engine *engine;
 	const bf_config *cfg;
-	bf_plan *plans; /* dry runs in progress */
+	bf_plan *plans;	  /* dry runs in progress */
+	int status_stuck; /* status queries answered from memory, still on the monitor */
 	int stopping;
 } bf_commands;
 

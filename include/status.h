@@ -13,11 +13,12 @@
 
 #include "engine.h"
 
-/* The columns bf_status_sql returns, in order. */
+/* The columns of the status query's last result, in order. */
 enum {
 	BF_ST_PAUSED,
 	BF_ST_PAUSED_AT,
 	BF_ST_PAUSED_BY,
+	BF_ST_OMITTED, /* jobs the default cut left out */
 	BF_ST_ID,
 	BF_ST_NAME,
 	BF_ST_TABLE,
@@ -37,14 +38,33 @@ enum {
 	BF_ST_LIVE,
 	BF_ST_BATCH_SIZE,
 	BF_ST_LEASE_LIVE,
+	BF_ST_LEASE_UNTIL,
+	BF_ST_LEASE_LEFT_S,
+	BF_ST_BLOCKED, /* json: who blocks the batch of a job of ours, or NULL */
 };
 
-/* $1: a job name, or NULL for every job not finished and those finished in
- * the last 24 hours. Always at least one row (job columns NULL if none). */
-extern const char bf_status_sql[];
+/* By default status lists every job not finished and the finished ones of
+ * the last day, at most this many (the newest): with thousands of finished
+ * jobs, an answer of megabytes helped nobody. --all lists every job. */
+#define BF_STATUS_FINISHED_MAX 50
 
-/* The status object. res may be NULL (the database is unreachable: db_error
- * says why); the jobs are then only ours, from memory. */
+/* The status query's server-side bounds: status must answer while a lock
+ * on the jobs table or a slow server holds it up, from memory if need be.
+ * The lock wait ends first, so that the reason given is the lock. */
+#define BF_STATUS_LOCK_TIMEOUT_MS 1000
+#define BF_STATUS_DB_TIMEOUT_MS	  1500
+
+/* The status query as one simple-protocol string (its timeouts set with
+ * SET LOCAL in the same round trip), for job (NULL: the default cut, or
+ * every job when all) on the monitor connection pg, which escapes the
+ * name. malloc'd; NULL when pg cannot escape (not connected) or out of
+ * memory. Its last result always has at least one row (job columns NULL
+ * if none). */
+char *bf_status_sql(bf_engine *engine, bf_pg *pg, const char *job, int all);
+
+/* The status object. res may be NULL (the status query failed or did not
+ * answer: db_error says why); the jobs are then only ours, from memory, and
+ * the answer says "partial". */
 json_t *bf_status_build(bf_engine *engine, const PGresult *res, const char *db_error,
 			const char *only_job);
 

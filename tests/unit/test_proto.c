@@ -47,6 +47,8 @@ static void test_round_trip_every_command(void)
 	round_trip(&req, "{\"v\":1,\"cmd\":\"status\"}\n");
 	req.job = "orders-total-cents";
 	round_trip(&req, "{\"v\":1,\"cmd\":\"status\",\"job\":\"orders-total-cents\"}\n");
+	req = (bf_request){.cmd = BF_CMD_STATUS, .all = 1};
+	round_trip(&req, "{\"v\":1,\"cmd\":\"status\",\"all\":true}\n");
 
 	req = (bf_request){.cmd = BF_CMD_PAUSE, .job = "orders"};
 	round_trip(&req, "{\"v\":1,\"cmd\":\"pause\",\"job\":\"orders\"}\n");
@@ -143,8 +145,8 @@ static const struct {
 	/* unknown fields */
 	{"{\"v\":1,\"cmd\":\"pause\",\"job\":\"a\",\"force\":true}", BF_ERR_BAD_REQUEST,
 	 "unknown field \"force\" for command pause"},
-	{"{\"v\":1,\"cmd\":\"status\",\"all\":true}", BF_ERR_BAD_REQUEST,
-	 "unknown field \"all\" for command status"},
+	{"{\"v\":1,\"cmd\":\"status\",\"now\":true}", BF_ERR_BAD_REQUEST,
+	 "unknown field \"now\" for command status"},
 	{"{\"v\":1,\"cmd\":\"resume\",\"all\":true,\"now\":true}", BF_ERR_BAD_REQUEST,
 	 "unknown field \"now\" for command resume"},
 	{"{\"v\":1,\"cmd\":\"plan\",\"job\":\"a\",\"settings\":{}}", BF_ERR_BAD_REQUEST,
