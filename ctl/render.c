@@ -405,6 +405,16 @@ static void render_job_details(FILE *out, const json_t *job, const bf_term *term
 			"  application sessions that waited on its batches: %.0f"
 			" (batch size kept small while they do)\n",
 			v);
+	if (jnum(job, "rows_left", &v) && v >= 1)
+		fprintf(out,
+			"  rows left above the walked range: %.0f (inserted after its last catch-up"
+			" round and still matching where_clause)\n",
+			v);
+	if (jtrue(job, "repairing"))
+		fputs("  repair pass: walking the range again after a failed verification\n", out);
+	else if (jtrue(job, "verification_failed"))
+		fputs("  verification failed: resume walks the whole range again (a repair pass)\n",
+		      out);
 	if (last_error && *last_error) {
 		fprintf(out, "  %slast error: ", term->color ? BF_SGR_RED : "");
 		put_clean(out, last_error, 0);

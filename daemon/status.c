@@ -57,7 +57,8 @@ static const char status_sql_format[] =
 	"         to_json(started_at) #>> '{}', to_json(finished_at) #>> '{}',\n"
 	"         to_json(updated_at) #>> '{}', live::text, batch_size,\n"
 	"         coalesce(lease_until > now(), false), to_json(lease_until) #>> '{}',\n"
-	"         round(extract(epoch FROM lease_until - now())::numeric, 1), b.info\n"
+	"         round(extract(epoch FROM lease_until - now())::numeric, 1), b.info,\n"
+	"         rows_left, catchup_rounds, repairing, verification_failed\n"
 	"  FROM shown s LEFT JOIN blocked b ON b.id = s.id\n"
 	"  ORDER BY CASE state WHEN 'running' THEN 0 WHEN 'paused' THEN 1 WHEN 'pending' THEN 2\n"
 	"           ELSE 3 END, priority, finished_at DESC NULLS FIRST, s.id\n"
@@ -354,6 +355,13 @@ static json_t *job_object(const PGresult *res, int row, bf_job *job, const bf_en
 	}
 	json_object_set_new(obj, "finished_at", str_or_null(cell(res, row, BF_ST_FINISHED_AT)));
 	json_object_set_new(obj, "updated_at", str_or_null(cell(res, row, BF_ST_UPDATED_AT)));
+	json_object_set_new(obj, "rows_left", int_cell(res, row, BF_ST_ROWS_LEFT));
+	json_object_set_new(obj, "catchup_rounds", int_cell(res, row, BF_ST_CATCHUP_ROUNDS));
+	json_object_set_new(obj, "repairing",
+			    json_boolean(strcmp(PQgetvalue(res, row, BF_ST_REPAIRING), "t") == 0));
+	json_object_set_new(
+		obj, "verification_failed",
+		json_boolean(strcmp(PQgetvalue(res, row, BF_ST_VERIFICATION_FAILED), "t") == 0));
 	add_lease(obj, res, row, engine, job != NULL);
 	add_blocked(obj, res, row);
 	/* phase, batch_size, rate_rows_s, eta_s, throttled, throttle_reasons,

@@ -41,6 +41,10 @@ enum {
 	BF_ST_LEASE_UNTIL,
 	BF_ST_LEASE_LEFT_S,
 	BF_ST_BLOCKED, /* json: who blocks the batch of a job of ours, or NULL */
+	BF_ST_ROWS_LEFT, /* above the final bound when the job ended; NULL: not counted */
+	BF_ST_CATCHUP_ROUNDS,
+	BF_ST_REPAIRING,
+	BF_ST_VERIFICATION_FAILED,
 };
 
 /* By default status lists every job not finished and the finished ones of

@@ -97,6 +97,9 @@ def test_rows_left_after_the_last_catch_up_round_are_reported(db, daemon_factory
     assert 'state running -> succeeded' in daemon.log()
     assert '37 rows above the walked range (keys above {400}) still match where_clause ' \
         'after 0 catch-up rounds' in daemon.log()
+    shown = daemon.ctl_json('status', 'fill')['jobs'][0]
+    assert shown['rows_left'] == 37 and shown['catchup_rounds'] == 0, shown
+    assert 'rows left above the walked range: 37' in daemon.ctl('status', 'fill', check=0).stdout
 
 
 # -- a failed verification is repaired by resume ------------------------------
@@ -114,8 +117,10 @@ def test_resume_after_a_failed_verification_walks_the_range_again(db, daemon_fac
     assert row['state'] == 'failed', row
     assert row['verification_failed'] and 'verification failed: 10 rows' in row['last_error']
     assert re.search(r'state running -> failed: .*verification failed: 10 rows', daemon.log())
-    scanned = row['rows_scanned']
-    assert scanned == 600
+    assert row['rows_scanned'] == 600
+    assert daemon.ctl_json('status', 'fill')['jobs'][0]['verification_failed'] is True
+    assert 'verification failed: resume walks the whole range again' in \
+        daemon.ctl('status', 'fill', check=0).stdout
     daemon.ctl('resume', 'fill', check=0)
     row = wait_succeeded(conn, 'fill', timeout=120)
     assert conn.execute('SELECT count(*) FROM fills WHERE v IS NULL').fetchone()[0] == 0
