@@ -243,9 +243,9 @@ static void job_query_failed(bf_job *job, const bf_pg_result *r, const char *wha
 		if (r->sqlstate && strcmp(r->sqlstate, "55P03") == 0)
 			/* A lock we wait for is a throttle, never a failure. */
 			snprintf(reason, sizeof(reason),
-				 "lock_timeout: the %s waited more than %d ms for a lock; retrying with "
+				 "lock_timeout: waited more than %d ms for a lock (%s); retrying with "
 				 "batch size %d",
-				 what, job->lock_timeout_ms, bf_batch_size_get(&job->batch_size));
+				 job->lock_timeout_ms, what, bf_batch_size_get(&job->batch_size));
 		else
 			snprintf(reason, sizeof(reason), "retry: %.1000s", error);
 		job_wait_for(job, delay, reason);
