@@ -57,13 +57,13 @@ Q :=
 E := @true
 endif
 
-LIB_SRCS  := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+LIB_SRCS  := $(filter-out daemon/main.c,$(wildcard daemon/*.c daemon/job/*.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CTL_SRCS  := $(wildcard ctl/*.c)
 CTL_OBJS  := $(CTL_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
-HEADERS   := $(wildcard include/*.h)
+HEADERS   := $(wildcard include/*.h daemon/job/*.h)
 
 .PHONY: all clean check unit pytest demo bench valgrind soak install deps fuzz fuzz-short
 .SECONDARY: $(UNIT_SRCS:%.c=$(BUILD)/%.o)

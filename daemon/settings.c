@@ -36,6 +36,9 @@ const bf_knob bf_knobs[] = {
 	{NULL, 0, 0, NULL, NULL},
 };
 
+_Static_assert(sizeof(bf_knobs) / sizeof(bf_knobs[0]) == BF_KNOB_COUNT + 1,
+	       "bf_knobs[] and bf_knob_id list the same knobs");
+
 const bf_knob *bf_knob_find(const char *name)
 {
 	for (const bf_knob *k = bf_knobs; k->name; k++)

@@ -18,7 +18,28 @@ typedef struct bf_knob {
 	const char *what; /* one line for help and errors */
 } bf_knob;
 
-/* NULL-name terminated. */
+/* The knobs, in the order of bf_knobs[]: a knob's index there. */
+typedef enum bf_knob_id {
+	BF_KNOB_BATCH_SIZE,
+	BF_KNOB_BATCH_SIZE_MIN,
+	BF_KNOB_BATCH_SIZE_MAX,
+	BF_KNOB_BATCH_TARGET_MS,
+	BF_KNOB_MAX_ROWS_PER_S,
+	BF_KNOB_REPLAY_LAG_HIGH_BYTES,
+	BF_KNOB_REPLAY_LAG_LOW_BYTES,
+	BF_KNOB_REPLAY_LAG_HIGH_MS,
+	BF_KNOB_REPLAY_LAG_LOW_MS,
+	BF_KNOB_SLOT_LAG_HIGH_BYTES,
+	BF_KNOB_SLOT_LAG_LOW_BYTES,
+	BF_KNOB_LOCK_WAIT_MAX_MS,
+	BF_KNOB_LOCK_TIMEOUT_MS,
+	BF_KNOB_STATEMENT_TIMEOUT_MS,
+	BF_KNOB_WAIT_FOR_REPLAY,
+	BF_KNOB_REPLAY_WAIT_TIMEOUT_MS,
+	BF_KNOB_COUNT,
+} bf_knob_id;
+
+/* NULL-name terminated; entry i is knob i of bf_knob_id. */
 extern const bf_knob bf_knobs[];
 
 const bf_knob *bf_knob_find(const char *name);

@@ -1,0 +1,130 @@
+/* job_int.h -- what the files of daemon/job/ share; not for the rest of the daemon.
+ *
+ * A job is one claimed row, walked on its own connection: job.c drives it
+ * step by step (job_step), each step one query whose callback takes the
+ * next step. The files split that walk by concept; every cross-file call
+ * is declared here.
+ */
+#ifndef BF_JOB_INT_H
+#define BF_JOB_INT_H
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "job.h"
+#include "log.h"
+
+#define job_log(job, level, fmt, ...) bf_log(level, "job \"%s\": " fmt, (job)->name, ##__VA_ARGS__)
+
+/* How often a running job logs its progress. */
+#define PROGRESS_LOG_NS (10ULL * 1000 * 1000 * 1000)
+
+static inline char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static inline void replace_str(char **dst, const char *src)
+{
+	free(*dst);
+	*dst = dup_or_null(src);
+}
+
+/* A text column, NULL for SQL NULL. */
+static inline const char *col(const PGresult *res, int row, int c)
+{
+	return PQgetisnull(res, row, c) ? NULL : PQgetvalue(res, row, c);
+}
+
+static inline int64_t col_int(const PGresult *res, int row, int c, int64_t null_value)
+{
+	const char *v = col(res, row, c);
+
+	return v ? strtoll(v, NULL, 10) : null_value;
+}
+
+static inline void fmt_int(char *buf, size_t len, int64_t v)
+{
+	snprintf(buf, len, "%" PRId64, v);
+}
+
+/* snprintf may cut a multibyte character in two, and PostgreSQL refuses
+ * such text: drop an incomplete UTF-8 sequence at the end of s. */
+static inline void utf8_trim(char *s)
+{
+	size_t n = strlen(s), i = n;
+
+	while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+		i--;
+	if (i == 0)
+		return;
+	unsigned char lead = (unsigned char)s[i - 1];
+	size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+
+	if (n - (i - 1) < need)
+		s[i - 1] = '\0';
+}
+
+/* Parameters shared by every fenced statement: $1 id, $2 owner, $3 epoch. */
+typedef struct job_params {
+	char id[24], epoch[24];
+	const char *values[8];
+} job_params;
+
+/* job.c: sending a query, waiting, the step driver, closing */
+void job_close(bf_job *job);
+void job_params_fence(bf_job *job, job_params *p);
+void job_retry_later(bf_job *job);
+void job_send(bf_job *job, const char *activity, const char *sql, int nparams,
+		     const char *const *params, bf_pg_query_cb cb);
+void job_step(bf_job *job);
+void job_wait(bf_job *job, uint64_t delay_ms);
+void job_wait_for(bf_job *job, uint64_t delay_ms, const char *reason);
+
+/* failure.c: what a failed query means for the job */
+void job_query_failed(bf_job *job, const bf_pg_result *r, const char *what);
+void job_succeeded_step(bf_job *job);
+
+/* finish.c: releasing the lease, recording the end */
+void job_finish(bf_job *job, const char *state, const char *error);
+void job_finish_as(bf_job *job, const char *state, const char *error,
+			  bool verification_failed);
+void job_release(bf_job *job);
+
+/* sync.c: the job row re-read, its knobs applied, session settings */
+void job_refresh_session(bf_job *job);
+void job_sync(bf_job *job);
+
+/* report.c: what status shows of a job */
+void job_sample(bf_job *job);
+
+/* walk.c: the table resolved, the walk pinned, its bound fixed */
+void job_fix_bound(bf_job *job);
+void job_pin(bf_job *job);
+void job_resolve(bf_job *job);
+
+/* batch.c: one batch, and what its result means */
+void job_batch(bf_job *job);
+void job_rates_settle(bf_job *job, int64_t scanned);
+
+/* batch_failure.c: a batch that failed: narrowing, the failing key, a locked job row */
+void job_batch_failed(bf_job *job, const bf_pg_result *r);
+void job_narrow_passed(bf_job *job, int64_t done);
+void job_probe_row_lock(bf_job *job);
+
+/* catchup.c: rows inserted above the bound during the walk */
+void job_catch_up(bf_job *job);
+
+/* verify.c: the verification pass */
+void job_verify(bf_job *job);
+
+/* hold.c: what holds a batch back: signals, rates, windows, replay waits */
+int job_hold(bf_job *job, int batches);
+int job_wait_replay(bf_job *job);
+
+#endif
