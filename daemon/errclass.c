@@ -9,8 +9,8 @@ static const struct {
 	bf_errclass cls;
 } errclass_table[] = {
 	{BF_SQLSTATE_FENCE, BF_ERR_FENCE},
-	{"55P03", BF_ERR_TRANSIENT_SHRINK}, /* lock_not_available: our lock_timeout */
-	{"57014", BF_ERR_TRANSIENT_SHRINK}, /* query_canceled: statement_timeout or a cancel */
+	{BF_SQLSTATE_LOCK_NOT_AVAILABLE, BF_ERR_TRANSIENT_SHRINK}, /* our lock_timeout */
+	{BF_SQLSTATE_QUERY_CANCELED, BF_ERR_TRANSIENT_SHRINK}, /* statement_timeout or a cancel */
 	{"40001", BF_ERR_TRANSIENT},	    /* serialization_failure */
 	{"40P01", BF_ERR_TRANSIENT},	    /* deadlock_detected */
 	{"25P03", BF_ERR_TRANSIENT},	    /* idle_in_transaction_session_timeout */
@@ -60,4 +60,9 @@ const char *bf_errclass_name(bf_errclass c)
 		return "fence";
 	}
 	return "?";
+}
+
+bool bf_sqlstate_is(const char *sqlstate, const char *code)
+{
+	return sqlstate && strcmp(sqlstate, code) == 0;
 }

@@ -2,6 +2,8 @@
 #ifndef BF_ERRCLASS_H
 #define BF_ERRCLASS_H
 
+#include <stdbool.h>
+
 typedef enum bf_errclass {
 	/* Worth retrying as it is: lock timeout, deadlock, serialization
 	 * failure, lost connection, server shutting down or out of slots. */
@@ -21,6 +23,15 @@ typedef enum bf_errclass {
 
 /* SQLSTATE raised by backfill.checkpoint_fence(). */
 #define BF_SQLSTATE_FENCE "BF001"
+/* Our lock_timeout expired. */
+#define BF_SQLSTATE_LOCK_NOT_AVAILABLE "55P03"
+/* A statement_timeout, or a cancel (ours: pause --now, a blocking batch). */
+#define BF_SQLSTATE_QUERY_CANCELED "57014"
+/* No such function or operator (a key type without ordering, say). */
+#define BF_SQLSTATE_UNDEFINED_FUNCTION "42883"
+
+/* Whether sqlstate (NULL: none) is code. */
+bool bf_sqlstate_is(const char *sqlstate, const char *code);
 
 /* Classifies a five-character SQLSTATE; NULL (no SQLSTATE: the connection
  * broke before the server could answer) is transient. */

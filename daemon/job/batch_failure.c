@@ -190,7 +190,7 @@ static int job_timeout_at_min(bf_job *job, const bf_pg_result *r)
 {
 	char why[512];
 
-	if (job->cancel_requested || !r->sqlstate || strcmp(r->sqlstate, "57014") != 0)
+	if (job->cancel_requested || !bf_sqlstate_is(r->sqlstate, BF_SQLSTATE_QUERY_CANCELED))
 		return 0;
 	if (!job->narrow_limit) {
 		if (job->batch_limit > job->batch_size.min ||
@@ -229,6 +229,6 @@ void job_batch_failed(bf_job *job, const bf_pg_result *r)
 	 * checkpoint)? The next try asks first, so that a job row held for
 	 * minutes is a hold that names its holder, not a batch redone and
 	 * rolled back at every lock_timeout. */
-	if (r->sqlstate && strcmp(r->sqlstate, "55P03") == 0)
+	if (bf_sqlstate_is(r->sqlstate, BF_SQLSTATE_LOCK_NOT_AVAILABLE))
 		job->row_locked = true;
 }

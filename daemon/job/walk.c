@@ -1,5 +1,6 @@
 /* walk.c -- the walk set up: the table resolved, the walk pinned to it, the upper bound fixed. */
 #include "job_int.h"
+#include "errclass.h"
 #include "resolve.h"
 #include "strbuf.h"
 
@@ -149,7 +150,7 @@ static void job_bound_fixed(bf_pg *pg, const bf_pg_result *r, void *arg)
 	if (!r->ok) {
 		/* No ordering operator for a key's type: say why it matters. */
 		job_query_failed(job, r,
-				 r->sqlstate && strcmp(r->sqlstate, "42883") == 0
+				 bf_sqlstate_is(r->sqlstate, BF_SQLSTATE_UNDEFINED_FUNCTION)
 					 ? "fixing the upper bound of the walk (key columns must be "
 					   "sortable)"
 					 : "fixing the upper bound of the walk");
