@@ -63,18 +63,11 @@ void bf_engine_batch_session_sql(char *buf, size_t len, const bf_config *cfg, in
 	session_sql(buf, len, cfg, 1, lock_timeout_ms, statement_timeout_ms);
 }
 
-struct bf_sampler *bf_engine_sampler(bf_engine *engine)
-{
-	return &engine->sampler;
-}
+/* ---- what a job needs of the engine (bf_job_ops) ---- */
 
-bf_rate *bf_engine_rate(bf_engine *engine)
+static uint64_t engine_window_wait(void *owner, char *reason, size_t len)
 {
-	return &engine->rate;
-}
-
-uint64_t bf_engine_window_wait(bf_engine *engine, char *reason, size_t len)
-{
+	bf_engine *engine = owner;
 	time_t now = time(NULL);
 	struct tm local;
 
@@ -101,6 +94,21 @@ struct bf_monitor *bf_engine_monitor(bf_engine *engine)
 int bf_engine_paused(const bf_engine *engine)
 {
 	return engine->paused;
+}
+
+static bool engine_job_paused(void *owner)
+{
+	return bf_engine_paused(owner);
+}
+
+static void engine_job_set_paused(void *owner, bool paused)
+{
+	bf_engine_set_paused(owner, paused);
+}
+
+static bf_job *engine_job_find(void *owner, int64_t id)
+{
+	return bf_engine_find_job(owner, id);
 }
 
 void bf_engine_set_paused(bf_engine *engine, int paused)
@@ -348,9 +356,35 @@ static void engine_renew_timer_cb(uv_timer_t *timer)
 
 /* ---- claims ---- */
 
+static void engine_job_closed(void *owner, bf_job *job);
+
+static const bf_job_ops engine_job_ops = {
+	.paused = engine_job_paused,
+	.set_paused = engine_job_set_paused,
+	.window_wait = engine_window_wait,
+	.find = engine_job_find,
+	.closed = engine_job_closed,
+};
+
+/* What a job gets of the engine: its environment, and the ops above. */
+static bf_job_env engine_job_env(bf_engine *engine)
+{
+	return (bf_job_env){
+		.loop = engine->loop,
+		.cfg = engine->cfg,
+		.owner_name = engine->owner,
+		.monitor = &engine->monitor,
+		.sampler = &engine->sampler,
+		.rate = &engine->rate,
+		.ops = &engine_job_ops,
+		.owner = engine,
+	};
+}
+
 static void engine_claimed(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	bf_engine *engine = arg;
+	bf_job_env env = engine_job_env(engine);
 
 	(void)pg;
 	if (!r->ok) {
@@ -386,7 +420,7 @@ static void engine_claimed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		if (prev_owner)
 			bf_notice("job \"%s\": taking over from %s, whose lease expired", def.name,
 				  prev_owner);
-		bf_job *job = bf_job_start(engine, engine->cfg, engine->owner, &def);
+		bf_job *job = bf_job_start(&env, &def);
 
 		if (!job) {
 			bf_error(
@@ -570,8 +604,10 @@ static void engine_poll_timer_cb(uv_timer_t *timer)
 	engine_kick(engine);
 }
 
-void bf_engine_job_closed(bf_engine *engine, bf_job *job)
+static void engine_job_closed(void *owner, bf_job *job)
 {
+	bf_engine *engine = owner;
+
 	for (bf_job **p = &engine->jobs; *p; p = &(*p)->next) {
 		if (*p == job) {
 			*p = job->next;
@@ -605,8 +641,8 @@ static char *engine_batch_pids(void *arg)
 	bf_strbuf_init(&pids);
 	bf_strbuf_append(&pids, "{");
 	for (bf_job *job = engine->jobs; job; job = job->next)
-		if (job->in_batch && job->phase == BF_JOB_QUERY && job->pg.backend_pid)
-			bf_strbuf_printf(&pids, "%s%d", n++ ? "," : "", job->pg.backend_pid);
+		if (bf_job_batch_pid(job))
+			bf_strbuf_printf(&pids, "%s%d", n++ ? "," : "", bf_job_batch_pid(job));
 	bf_strbuf_append(&pids, "}");
 	return bf_strbuf_finish(&pids);
 }
@@ -616,7 +652,7 @@ static int64_t engine_on_blocked(const bf_blocked *b, void *arg)
 	bf_engine *engine = arg;
 
 	for (bf_job *job = engine->jobs; job; job = job->next)
-		if (job->in_batch && job->pg.backend_pid == b->blocker_pid)
+		if (bf_job_batch_pid(job) == b->blocker_pid)
 			return bf_job_on_blocked(job, b);
 	return 0;
 }
@@ -636,7 +672,7 @@ static int engine_replay_wanted(void *arg)
 	bf_engine *engine = arg;
 
 	for (bf_job *job = engine->jobs; job; job = job->next)
-		if (job->replay_waiting)
+		if (bf_job_replay_waiting(job))
 			return 1;
 	return 0;
 }
@@ -801,7 +837,7 @@ static void engine_grace_timer_cb(uv_timer_t *timer)
 		bf_warning("shutdown grace of %d ms is over", engine->cfg->shutdown_grace_ms);
 	for (bf_job *job = engine->jobs; job; job = job->next)
 		bf_job_abort(job);
-	/* The engine closes once the last job has (bf_engine_job_closed). */
+	/* The engine closes once the last job has (engine_job_closed). */
 	engine_kick(engine);
 }
 

@@ -76,10 +76,10 @@ char *bf_status_sql(bf_engine *engine, bf_pg *pg, const char *job, int all)
 	bf_strbuf_init(&pids);
 	/* Only a job with a query in flight can be waiting for a lock. */
 	for (bf_job *j = engine->jobs; j; j = j->next) {
-		if (j->phase != BF_JOB_QUERY || j->pg.backend_pid <= 0)
+		if (bf_job_query_pid(j) <= 0)
 			continue;
 		bf_strbuf_printf(&ids, "%s%" PRId64, n ? "," : "", j->id);
-		bf_strbuf_printf(&pids, "%s%d", n ? "," : "", j->pg.backend_pid);
+		bf_strbuf_printf(&pids, "%s%d", n ? "," : "", bf_job_query_pid(j));
 		n++;
 	}
 	id_text = bf_strbuf_finish(&ids);

@@ -18,6 +18,7 @@
 #include "sampler.h"
 #include "window.h"
 
+typedef struct bf_engine bf_engine;
 typedef void (*bf_engine_cb)(bf_engine *engine, void *arg);
 
 struct bf_engine {
@@ -70,5 +71,19 @@ void bf_engine_reconfigure(bf_engine *engine);
 
 /* The job this daemon runs with that id, or NULL. */
 bf_job *bf_engine_find_job(bf_engine *engine, int64_t id);
+
+/* For the control commands: the loop, the monitor connection, and
+ * pause --all (what backfill.control says; the engine follows it). */
+uv_loop_t *bf_engine_loop(bf_engine *engine);
+struct bf_monitor *bf_engine_monitor(bf_engine *engine);
+int bf_engine_paused(const bf_engine *engine);
+void bf_engine_set_paused(bf_engine *engine, int paused);
+
+/* The session settings of every connection of ours (batches != 0: those of
+ * a job's batch connection too), as one query, into buf. */
+void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batches);
+/* The same for a job's batch connection with its own timeouts. */
+void bf_engine_batch_session_sql(char *buf, size_t len, const bf_config *cfg, int lock_timeout_ms,
+				 int statement_timeout_ms);
 
 #endif

@@ -22,8 +22,36 @@
 #include "sampler.h"
 #include "throttle.h"
 
-typedef struct bf_engine bf_engine;
 typedef struct bf_job bf_job;
+
+/* What a job needs of its owner (the engine), given when it starts: a job
+ * calls no function of its owner but these. None is called before
+ * bf_job_start returns. */
+typedef struct bf_job_ops {
+	/* pause --all in effect (every batch held). */
+	bool (*paused)(void *owner);
+	/* What the job read of backfill.control: the owner follows it. */
+	void (*set_paused)(void *owner, bool paused);
+	/* Outside the allowed time windows: writes the reason and returns
+	 * the ms until the next look; 0 when allowed now. */
+	uint64_t (*window_wait)(void *owner, char *reason, size_t len);
+	/* The owner's job with that id, or NULL (a reply may outlive a job). */
+	bf_job *(*find)(void *owner, int64_t id);
+	/* The job's last call, once it has closed; it is freed right after.
+	 * Never for a job whose bf_job_start failed. */
+	void (*closed)(void *owner, bf_job *job);
+} bf_job_ops;
+
+typedef struct bf_job_env {
+	uv_loop_t *loop;
+	const bf_config *cfg;
+	const char *owner_name;	   /* the lease owner: host:pid:random */
+	struct bf_monitor *monitor; /* control-plane queries, batch cancels */
+	struct bf_sampler *sampler; /* throttle signals */
+	bf_rate *rate;		    /* throttle.max_rows_per_s over every job */
+	const bf_job_ops *ops;
+	void *owner;
+} bf_job_env;
 
 /* What the claim query returned: the job's definition and our lease. */
 typedef struct bf_job_def {
@@ -49,10 +77,11 @@ typedef enum bf_job_phase {
 } bf_job_phase;
 
 struct bf_job {
-	bf_job *next; /* the engine's list */
-	bf_engine *engine;
-	const bf_config *cfg;
-	const char *owner; /* the engine's lease owner name */
+	bf_job *next; /* the owner's list */
+	bf_job_env env;
+	const bf_config *cfg; /* env.cfg */
+	const char *owner;    /* env.owner_name */
+	bool started;	      /* bf_job_start succeeded: the owner hears of its close */
 
 	int64_t id;
 	char *name;
@@ -66,7 +95,7 @@ struct bf_job {
 	int64_t lease_epoch;
 
 	/* What the job row says (re-read after every failure). */
-	int synced;
+	bool synced;
 	char *checkpoint;  /* text[] literal; NULL before the first batch */
 	char *upper_bound; /* text[] literal; "{}" for an empty table; NULL: not fixed yet */
 	int64_t batches, rows_scanned, rows_updated;
@@ -77,7 +106,7 @@ struct bf_job {
 	bool repairing;	     /* a repair pass after a failed verification */
 
 	/* The table, resolved on this connection (again after every sync). */
-	int resolved;
+	bool resolved;
 	bool resolved_once; /* its "walking ..." line is logged */
 	bf_table table;
 	bf_walk walk;
@@ -85,9 +114,9 @@ struct bf_job {
 	/* Walk and verification progress, known only since the last sync: a
 	 * re-read row is the whole truth, and a walk it says is unfinished
 	 * goes on (a batch past the end finds nothing and ends it again). */
-	int walk_done;
+	bool walk_done;
 	bool caught_up;	     /* no catch-up round is due: verify next */
-	int verify_started;
+	bool verify_started;
 	char *verify_checkpoint;
 	int64_t verify_matching;
 
@@ -96,7 +125,7 @@ struct bf_job {
 	int64_t sessions_held; /* sessions that waited on its batches' row locks */
 	bf_backoff retry;
 	int failures;  /* non-transient failures in a row */
-	int finishing; /* the last query sent records the job's end */
+	bool finishing; /* the last query sent records the job's end */
 	int cuts;      /* batches in a row cut at their first row */
 	/* A batch failed on its data: smaller batches find the row (see
 	 * job_batch_failed). narrow_limit 0: not narrowing. */
@@ -118,7 +147,7 @@ struct bf_job {
 	bf_limits limits;      /* the replication marks */
 	int lock_wait_max_ms;
 	int lock_timeout_ms, statement_timeout_ms;
-	int wait_for_replay;
+	bool wait_for_replay;
 	int replay_wait_timeout_ms;
 
 	/* Throttling: what the latest sample says, and the holds it keeps. */
@@ -126,15 +155,15 @@ struct bf_job {
 	char signals[12][BF_THROTTLE_REASON_LEN];
 	int nsignals;
 	int nestimated; /* the last of signals: lags estimated past a mark, sampling now */
-	int held;	    /* waiting because of holds (not a retry backoff) */
+	bool held;	    /* waiting because of holds (not a retry backoff) */
 	char hold_reasons[16][BF_THROTTLE_REASON_LEN]; /* every reason of that wait */
 	int nhold_reasons;
-	int window_held;    /* outside the time windows (logged once) */
+	bool window_held;    /* outside the time windows (logged once) */
 	int64_t reserved;   /* rows the batch in flight reserved of its own rate */
 	int64_t overall_reserved; /* ... of the daemon's rate (claimed while waiting) */
 	uint64_t overall_slot_ns; /* when its turn under the daemon's rate comes; 0: none */
-	int replay_waiting; /* strict mode: the last batch is not on the standbys yet */
-	int replay_wait_active; /* the job's current wait is that one */
+	bool replay_waiting; /* strict mode: the last batch is not on the standbys yet */
+	bool replay_wait_active; /* the job's current wait is that one */
 	uint64_t replay_target, replay_since_ns;
 
 	/* What status shows. */
@@ -150,22 +179,21 @@ struct bf_job {
 	} samples[32]; /* (time, rows_scanned) after each batch, for the rate */
 	int nsamples, sample_next;
 
-	int in_batch;	      /* the query in flight is a batch */
-	int cancel_requested; /* we asked the server to cancel it */
-	int cancel_blocking;  /* ... because it blocked a session (not pause --now) */
+	bool in_batch;	      /* the query in flight is a batch */
+	bool cancel_requested; /* we asked the server to cancel it */
+	bool cancel_blocking;  /* ... because it blocked a session (not pause --now) */
 	char blocking[256];   /* whom it blocked */
-	int session_stale;    /* the configuration was reloaded: re-apply session settings */
+	bool session_stale;    /* the configuration was reloaded: re-apply session settings */
 
 	bf_job_phase phase;
-	int stop_requested;
+	bool stop_requested;
 	int closes_pending;
 	bf_pg pg;
 	uv_timer_t timer;
 };
 
 /* Creates the job and starts connecting. Returns NULL when out of memory. */
-bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
-		     const bf_job_def *def);
+bf_job *bf_job_start(const bf_job_env *env, const bf_job_def *def);
 
 /* Something may have changed the row (a NOTIFY, a failed lease renewal):
  * re-read it before the next batch, and now if the job is only waiting. */
@@ -193,6 +221,12 @@ double bf_job_rate(const bf_job *job, uint64_t now_ns);
 double bf_job_throttled_s(const bf_job *job, uint64_t now_ns);
 int bf_job_throttle_reasons(const bf_job *job, char **reasons, int max);
 const char *bf_job_phase_name(const bf_job *job);
+/* The server pid of the job's connection while a query is in flight, and
+ * while that query is a batch; 0 otherwise. */
+int bf_job_query_pid(const bf_job *job);
+int bf_job_batch_pid(const bf_job *job);
+/* Strict mode: the job waits for the standbys to replay its last batch. */
+bool bf_job_replay_waiting(const bf_job *job);
 
 /* A new throttle sample: judge it (the log records holds that start and
  * end) and, if the job waits only because of the signals, look again. */
@@ -207,26 +241,5 @@ int64_t bf_job_on_blocked(bf_job *job, const bf_blocked *b);
  * the standbys. */
 void bf_job_on_replay(bf_job *job, const bf_sample *poll);
 
-/* Implemented by the engine: its loop, and the job's last call, made once
- * the job has closed (the job is freed right after). */
-uv_loop_t *bf_engine_loop(bf_engine *engine);
-/* pause --all in effect (every batch held). */
-int bf_engine_paused(const bf_engine *engine);
-/* What a job read from backfill.control: the engine follows it. */
-void bf_engine_set_paused(bf_engine *engine, int paused);
-struct bf_monitor *bf_engine_monitor(bf_engine *engine);
-struct bf_sampler *bf_engine_sampler(bf_engine *engine);
-/* throttle.max_rows_per_s over every job of this daemon. */
-bf_rate *bf_engine_rate(bf_engine *engine);
-/* Outside the allowed time windows: writes the reason and returns the ms
- * until the next look (the next minute); 0 when allowed now. */
-uint64_t bf_engine_window_wait(bf_engine *engine, char *reason, size_t len);
-/* The session settings of every connection of ours (batches != 0: those of
- * a job's batch connection too), as one query, into buf. */
-void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batches);
-/* The same for a job's batch connection with its own timeouts. */
-void bf_engine_batch_session_sql(char *buf, size_t len, const bf_config *cfg, int lock_timeout_ms,
-				 int statement_timeout_ms);
-void bf_engine_job_closed(bf_engine *engine, bf_job *job);
 
 #endif

@@ -67,6 +67,20 @@ typedef struct bf_batch_args {
  * Returns a malloc'd string, NULL when out of memory. */
 char *bf_keyset_batch_sql(const bf_walk *w, const bf_batch_args *a);
 
+/* The columns of the row a batch returns, in order. */
+enum bf_batch_col {
+	BF_BATCH_FENCE,	       /* rows the fenced checkpoint update matched */
+	BF_BATCH_PAGE,	       /* keys the page read */
+	BF_BATCH_DONE,	       /* keys the batch covered */
+	BF_BATCH_UPDATED,      /* rows the work changed */
+	BF_BATCH_BATCHES,      /* the job row's new batches */
+	BF_BATCH_CHECKPOINT,   /* ... checkpoint (text[]) */
+	BF_BATCH_ROWS_SCANNED, /* ... rows_scanned */
+	BF_BATCH_ROWS_UPDATED, /* ... rows_updated */
+	BF_BATCH_WAL_LSN,      /* the WAL insert position after the work */
+	BF_BATCH_WAITERS,      /* sessions waiting for the batch to commit */
+};
+
 /* Every batch's text starts with this comment: a cancel aimed at a batch
  * (pg_stat_activity.query) never hits another statement of the job, and an
  * operator sees at a glance which sessions run batches. */
@@ -98,9 +112,24 @@ char *bf_keyset_upper_bound_sql(const bf_walk *w);
  * row when fenced out or the bound moved meanwhile. */
 char *bf_keyset_catchup_sql(const bf_walk *w);
 
+/* The columns of the row bf_keyset_catchup_sql returns. */
+enum bf_catchup_col {
+	BF_CATCHUP_UPPER_BOUND,
+	BF_CATCHUP_ROUNDS,
+	BF_CATCHUP_ABOVE,
+	BF_CATCHUP_EXTENDED,
+};
+
 /* One chunk of the verification pass: among the next `chunk` keys after $2
  * (absent when first) up to $1 (the upper bound), how many rows still match
  * where_clause. Returns one row: matching, scanned, last key (text[]). */
 char *bf_keyset_verify_sql(const bf_walk *w, int first, int chunk);
+
+/* The columns of the row bf_keyset_verify_sql returns. */
+enum bf_verify_col {
+	BF_VERIFY_MATCHING,
+	BF_VERIFY_SCANNED,
+	BF_VERIFY_LAST_KEY,
+};
 
 #endif

@@ -1,6 +1,5 @@
 /* batch.c -- one batch: sent with its checkpoint, and what its result says. */
 #include "job_int.h"
-#include "engine.h"
 
 /* The batch scanned `scanned` of the rows it reserved: give back the rest. */
 void job_rates_settle(bf_job *job, int64_t scanned)
@@ -9,7 +8,7 @@ void job_rates_settle(bf_job *job, int64_t scanned)
 		bf_rate_settle(&job->rate, job->reserved, scanned);
 	/* A turn claimed but never used is given back too. */
 	if (job->overall_reserved)
-		bf_rate_settle(bf_engine_rate(job->engine), job->overall_reserved, scanned);
+		bf_rate_settle(job->env.rate, job->overall_reserved, scanned);
 	job->reserved = job->overall_reserved = 0;
 	job->overall_slot_ns = 0;
 }
@@ -76,24 +75,23 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	const PGresult *res = r->res;
-	int64_t page = col_int(res, 0, 1, 0);
-	int64_t done = col_int(res, 0, 2, 0);
-	int64_t updated = col_int(res, 0, 3, 0);
+	int64_t page = col_int(res, 0, BF_BATCH_PAGE, 0);
+	int64_t done = col_int(res, 0, BF_BATCH_DONE, 0);
+	int64_t updated = col_int(res, 0, BF_BATCH_UPDATED, 0);
 
 	job->min_timeouts = 0;
 	job_narrow_passed(job, done);
 
 	job_rates_settle(job, done);
-	job->batches = col_int(res, 0, 4, job->batches);
-	if (col(res, 0, 5))
-		replace_str(&job->checkpoint, col(res, 0, 5));
-	job->rows_scanned = col_int(res, 0, 6, job->rows_scanned);
-	job->rows_updated = col_int(res, 0, 7, job->rows_updated);
+	job->batches = col_int(res, 0, BF_BATCH_BATCHES, job->batches);
+	if (col(res, 0, BF_BATCH_CHECKPOINT))
+		replace_str(&job->checkpoint, col(res, 0, BF_BATCH_CHECKPOINT));
+	job->rows_scanned = col_int(res, 0, BF_BATCH_ROWS_SCANNED, job->rows_scanned);
+	job->rows_updated = col_int(res, 0, BF_BATCH_ROWS_UPDATED, job->rows_updated);
 	/* Where the WAL stood after our work: until a sample taken after it,
 	 * every job counts it on top of the sampled lags (job_hold). */
-	if (PQnfields(res) > 8)
-		bf_sampler_note_lsn(bf_engine_sampler(job->engine), bf_lsn_parse(col(res, 0, 8)));
-	int64_t waiters = PQnfields(res) > 9 ? col_int(res, 0, 9, 0) : 0;
+	bf_sampler_note_lsn(job->env.sampler, bf_lsn_parse(col(res, 0, BF_BATCH_WAL_LSN)));
+	int64_t waiters = col_int(res, 0, BF_BATCH_WAITERS, 0);
 
 	job_log(job, BF_LOG_DEBUG,
 		"batch %" PRId64 ": %" PRId64 " rows scanned, %" PRId64
@@ -107,7 +105,7 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job->replay_waiting = 1;
 		job->replay_target = 0;
 		job->replay_since_ns = uv_hrtime();
-		bf_sampler_replay_wanted(bf_engine_sampler(job->engine));
+		bf_sampler_replay_wanted(job->env.sampler);
 	}
 	if (done < page) {
 		/* Cut: a row changed between the snapshot and its lock. The
@@ -196,6 +194,6 @@ void job_batch(bf_job *job)
 		job->reserved = limit;
 		/* The daemon's rate: the turn claimed while holding (job_hold). */
 		job->overall_slot_ns = 0;
-		bf_sampler_batch_started(bf_engine_sampler(job->engine));
+		bf_sampler_batch_started(job->env.sampler);
 	}
 }

@@ -67,7 +67,7 @@ static void job_key_named(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_query_failed(job, r, "finding the key of the failing row");
 		return;
 	}
-	const char *key = col(r->res, 0, 2);
+	const char *key = col(r->res, 0, BF_VERIFY_LAST_KEY);
 
 	snprintf(error, sizeof(error),
 		 "%s; the first row after checkpoint %s, key %s, fails on its own: the rows before "
@@ -122,7 +122,7 @@ static void job_narrow(bf_job *job, const bf_pg_result *r, const char *why)
 	job_log(job, BF_LOG_WARNING, "%s; narrowing the batch to %d rows to find the row",
 		error, job->narrow_limit);
 	/* The row re-read first: the failure may be a pause or a takeover. */
-	job->synced = 0;
+	job_set_synced(job, false);
 	job_step(job);
 }
 
@@ -142,7 +142,7 @@ static void job_row_lock_probed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		if (job->row_lock_held) {
 			/* The lease may have lapsed meanwhile: the row decides. */
 			job_log(job, BF_LOG_NOTICE, "the job row is no longer locked; going on");
-			job->synced = 0;
+			job_set_synced(job, false);
 		}
 		job->row_locked = job->row_lock_held = false;
 		job_step(job);

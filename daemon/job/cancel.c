@@ -1,11 +1,10 @@
 /* cancel.c -- cancelling the batch in flight: pause --now, or a session it blocks. */
 #include "job_int.h"
-#include "engine.h"
 #include "monitor.h"
 
 /* Which cancel a reply is for: the job may be gone by then. */
 typedef struct job_cancel {
-	bf_engine *engine;
+	bf_job_env env;
 	int64_t id;
 	int64_t batches; /* the batch it was for */
 } job_cancel;
@@ -13,7 +12,7 @@ typedef struct job_cancel {
 static void job_cancel_sent(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	job_cancel *c = arg;
-	bf_job *job = bf_engine_find_job(c->engine, c->id);
+	bf_job *job = c->env.ops->find(c->env.owner, c->id);
 	int hit = r->ok && PQntuples(r->res) > 0 && strcmp(PQgetvalue(r->res, 0, 0), "t") == 0;
 
 	(void)pg;
@@ -41,11 +40,11 @@ static void job_cancel_in_flight(bf_job *job, const char *xact_start)
 
 	if (!c)
 		return;
-	*c = (job_cancel){job->engine, job->id, job->batches};
+	*c = (job_cancel){job->env, job->id, job->batches};
 	job->cancel_requested = 1;
 	snprintf(pid, sizeof(pid), "%d", job->pg.backend_pid);
 	job_log(job, BF_LOG_NOTICE, "cancelling the batch in flight (backend pid %s)", pid);
-	bf_monitor_query_first(bf_engine_monitor(job->engine),
+	bf_monitor_query_first(job->env.monitor,
 			       "SELECT pg_cancel_backend(pid) FROM pg_stat_activity\n"
 			       "WHERE pid = $1 AND state = 'active'\n"
 			       "  AND starts_with(query, '" BF_KEYSET_BATCH_MARK "')\n"

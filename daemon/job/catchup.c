@@ -11,14 +11,14 @@ static void job_caught_up(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	if (PQntuples(r->res) == 0) {
-		job->synced = 0; /* fenced out, or the bound moved: the row decides */
+		job_set_synced(job, false); /* fenced out, or the bound moved: the row decides */
 		job_step(job);
 		return;
 	}
-	const char *bound = col(r->res, 0, 0);
-	int rounds = (int)col_int(r->res, 0, 1, 0);
-	int64_t above = col_int(r->res, 0, 2, 0);
-	bool extended = strcmp(PQgetvalue(r->res, 0, 3), "t") == 0;
+	const char *bound = col(r->res, 0, BF_CATCHUP_UPPER_BOUND);
+	int rounds = (int)col_int(r->res, 0, BF_CATCHUP_ROUNDS, 0);
+	int64_t above = col_int(r->res, 0, BF_CATCHUP_ABOVE, 0);
+	bool extended = strcmp(PQgetvalue(r->res, 0, BF_CATCHUP_EXTENDED), "t") == 0;
 
 	job_succeeded_step(job);
 	if (extended) {

@@ -2,7 +2,6 @@
 #include "failure.h"
 
 #include "job_int.h"
-#include "engine.h"
 #include "errclass.h"
 
 bf_failure_verdict bf_failure_judge(const bf_failure *f)
@@ -118,7 +117,7 @@ void job_query_failed(bf_job *job, const bf_pg_result *r, const char *what)
 	};
 	bf_failure_verdict v = bf_failure_judge(&f);
 
-	job->synced = 0;
+	job_set_synced(job, false);
 	job_rates_settle(job, 0);
 	snprintf(error, sizeof(error), "%s: %s (SQLSTATE %s)", what, r->message,
 		 r->sqlstate ? r->sqlstate : "none");
@@ -129,7 +128,7 @@ void job_query_failed(bf_job *job, const bf_pg_result *r, const char *what)
 		/* bf_pg reconnects and its "up" event resumes the walk from
 		 * the row. Whether the batch committed is for the row to say,
 		 * not for us to guess. */
-		job->phase = BF_JOB_CONNECTING;
+		job_set_phase(job, BF_JOB_CONNECTING);
 		job_log(job, BF_LOG_WARNING, "%s interrupted: %s", what, r->message);
 		if (job->stop_requested)
 			job_close(job);

@@ -31,6 +31,9 @@ void job_release(bf_job *job)
 		job_close(job);
 }
 
+/* The columns of job_finish_as's RETURNING. */
+enum { FINISH_STATE, FINISH_ROWS_LEFT };
+
 static void job_finished(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	bf_job *job = arg;
@@ -43,12 +46,12 @@ static void job_finished(bf_pg *pg, const bf_pg_result *r, void *arg)
 	if (PQntuples(r->res) == 0) {
 		/* Paused, cancelled or taken over at the last moment: the row
 		 * decides, and a resumed job re-verifies from its checkpoint. */
-		job->synced = 0;
+		job_set_synced(job, false);
 		job_step(job);
 		return;
 	}
-	const char *state = PQgetvalue(r->res, 0, 0);
-	int64_t rows_left = col_int(r->res, 0, 1, -1);
+	const char *state = PQgetvalue(r->res, 0, FINISH_STATE);
+	int64_t rows_left = col_int(r->res, 0, FINISH_ROWS_LEFT, -1);
 	char left[128] = "";
 
 	if (rows_left > 0)

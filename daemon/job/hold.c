@@ -1,6 +1,5 @@
 /* hold.c -- what holds a job's next batch back: signals, rates, windows, strict replay waits. */
 #include "job_int.h"
-#include "engine.h"
 
 /* Judges a sample against the job's limits; the log gets the holds that
  * start and end, never a line per sample. ahead: the WAL our batches wrote
@@ -138,7 +137,7 @@ int job_wait_replay(bf_job *job)
 		 job->batches);
 	job_wait_for(job, (uint64_t)job->replay_wait_timeout_ms - waited_ms, reason);
 	job->replay_wait_active = 1;
-	bf_sampler_replay_wanted(bf_engine_sampler(job->engine));
+	bf_sampler_replay_wanted(job->env.sampler);
 	return 1;
 }
 
@@ -160,7 +159,7 @@ int job_hold(bf_job *job, int batches)
 			wait_ms = (ms);                                                            \
 	} while (0)
 
-	if ((w = bf_engine_window_wait(job->engine, text, sizeof(text))) > 0) {
+	if ((w = job->env.ops->window_wait(job->env.owner, text, sizeof(text))) > 0) {
 		HOLD(w, "%s", text);
 		if (!job->window_held)
 			job_log(job, BF_LOG_NOTICE, "throttled: %s", text);
@@ -170,7 +169,7 @@ int job_hold(bf_job *job, int batches)
 		job->window_held = 0;
 	}
 	if (batches) {
-		bf_rate *overall = bf_engine_rate(job->engine);
+		bf_rate *overall = job->env.rate;
 
 		if ((w = bf_rate_wait_ns(&job->rate, now)) > 0)
 			HOLD(w / 1000000 + 1, "max_rows_per_s: at the limit of %" PRId64 " rows/s",
@@ -184,7 +183,7 @@ int job_hold(bf_job *job, int batches)
 			     "overall max_rows_per_s: at the limit of %" PRId64
 			     " rows/s for every job of this daemon",
 			     overall->rows_per_s);
-		bf_sampler *sampler = bf_engine_sampler(job->engine);
+		bf_sampler *sampler = job->env.sampler;
 
 		/* A sample is up to an interval old, and a batch may write tens
 		 * of MB in a fraction of one: the byte lags count the WAL

@@ -1,4 +1,6 @@
 /* job.c -- one claimed job: its lifecycle and the step driver that walks it, query by query. */
+#include <assert.h>
+
 #include "job_int.h"
 #include "definition.h"
 #include "engine.h"
@@ -15,6 +17,20 @@ void job_params_fence(bf_job *job, job_params *p)
 
 static void job_throttle_end(bf_job *job);
 
+void job_set_phase(bf_job *job, bf_job_phase to)
+{
+	assert(job->phase != BF_JOB_CLOSING);
+	job->phase = to;
+}
+
+void job_set_synced(bf_job *job, bool synced)
+{
+	/* Only a read of the row makes the job synced, and only while it
+	 * still runs. */
+	assert(!synced || job->phase != BF_JOB_CLOSING);
+	job->synced = synced;
+}
+
 void job_send(bf_job *job, const char *activity, const char *sql, int nparams,
 		     const char *const *params, bf_pg_query_cb cb)
 {
@@ -23,11 +39,11 @@ void job_send(bf_job *job, const char *activity, const char *sql, int nparams,
 	job->in_batch = 0;
 	job->cancel_requested = 0;
 	job->cancel_blocking = 0;
-	job->phase = BF_JOB_QUERY;
+	job_set_phase(job, BF_JOB_QUERY);
 	job->query_started_ns = uv_hrtime();
 	if (bf_pg_query(&job->pg, sql, nparams, params, cb, job) != 0) {
 		/* Not connected after all: the "up" event resumes the walk. */
-		job->phase = BF_JOB_CONNECTING;
+		job_set_phase(job, BF_JOB_CONNECTING);
 	}
 }
 
@@ -59,7 +75,7 @@ static void job_throttle_end(bf_job *job)
 void job_wait_for(bf_job *job, uint64_t delay_ms, const char *reason)
 {
 	job_throttle_end(job);
-	job->phase = BF_JOB_WAITING;
+	job_set_phase(job, BF_JOB_WAITING);
 	if (reason) {
 		snprintf(job->wait_reason, sizeof(job->wait_reason), "%s", reason);
 		job->throttled_since_ns = uv_hrtime();
@@ -92,7 +108,7 @@ void job_step(bf_job *job)
 		if (job->stop_requested)
 			job_close(job);
 		else
-			job->phase = BF_JOB_CONNECTING;
+			job_set_phase(job, BF_JOB_CONNECTING);
 		return;
 	}
 	if (job->stop_requested) {
@@ -109,7 +125,7 @@ void job_step(bf_job *job)
 		job_finish(job, "failed", job->definition_error);
 	} else if (job->session_stale) {
 		job_refresh_session(job);
-	} else if (bf_engine_paused(job->engine)) {
+	} else if (job->env.ops->paused(job->env.owner)) {
 		/* pause --all: nothing starts until resume --all (which pokes
 		 * us); the poll re-checks in case the notification is lost. */
 		job_wait_for(job, (uint64_t)job->cfg->poll_interval_ms,
@@ -143,14 +159,14 @@ static void job_pg_event(bf_pg *pg, int up, void *arg)
 	if (job->phase == BF_JOB_CLOSING)
 		return;
 	if (!up) {
-		job->synced = 0;
+		job_set_synced(job, false);
 		if (job->stop_requested)
 			job_close(job);
 		else if (job->phase != BF_JOB_WAITING)
-			job->phase = BF_JOB_CONNECTING;
+			job_set_phase(job, BF_JOB_CONNECTING);
 		return;
 	}
-	job->synced = 0;
+	job_set_synced(job, false);
 	if (job->phase == BF_JOB_CONNECTING)
 		job_step(job);
 }
@@ -181,9 +197,9 @@ static void job_free(bf_job *job)
 static void job_handle_closed(bf_job *job)
 {
 	if (--job->closes_pending == 0) {
-		bf_engine *engine = job->engine;
-
-		bf_engine_job_closed(engine, job);
+		/* A job that failed to start was never its owner's. */
+		if (job->started)
+			job->env.ops->closed(job->env.owner, job);
 		job_free(job);
 	}
 }
@@ -204,23 +220,23 @@ void job_close(bf_job *job)
 	if (job->phase == BF_JOB_CLOSING)
 		return;
 	job_rates_settle(job, 0);
-	job->phase = BF_JOB_CLOSING;
+	job_set_phase(job, BF_JOB_CLOSING);
 	job->closes_pending = 2;
 	uv_close((uv_handle_t *)&job->timer, job_timer_closed);
 	bf_pg_close(&job->pg, job_pg_closed, job);
 }
 
-bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
-		     const bf_job_def *def)
+bf_job *bf_job_start(const bf_job_env *env, const bf_job_def *def)
 {
 	bf_job *job = calloc(1, sizeof(*job));
+	const bf_config *cfg = env->cfg;
 	char app[64], init_sql[768], pgname[300];
 
 	if (!job)
 		return NULL;
-	job->engine = engine;
+	job->env = *env;
 	job->cfg = cfg;
-	job->owner = owner;
+	job->owner = env->owner_name;
 	job->id = def->id;
 	job->lease_epoch = def->lease_epoch;
 	job->name = strdup(def->name);
@@ -270,21 +286,22 @@ bf_job *bf_job_start(bf_engine *engine, const bf_config *cfg, const char *owner,
 		.on_event = job_pg_event,
 		.arg = job,
 	};
-	if (uv_timer_init(bf_engine_loop(engine), &job->timer) != 0) {
+	if (uv_timer_init(env->loop, &job->timer) != 0) {
 		job_free(job);
 		return NULL;
 	}
 	job->timer.data = job;
-	if (bf_pg_init(&job->pg, bf_engine_loop(engine), &opts) != 0) {
+	if (bf_pg_init(&job->pg, env->loop, &opts) != 0) {
 		/* The timer is initialized: it must go through uv_close. */
-		job->phase = BF_JOB_CLOSING;
+		job_set_phase(job, BF_JOB_CLOSING);
 		job->closes_pending = 1;
 		uv_close((uv_handle_t *)&job->timer, job_timer_closed);
 		return NULL;
 	}
-	job->phase = BF_JOB_CONNECTING;
+	job_set_phase(job, BF_JOB_CONNECTING);
 	job_log(job, BF_LOG_NOTICE, "claimed (lease epoch %" PRId64 "): %s %s", job->lease_epoch,
 		def->kind, job->table_name);
+	job->started = true;
 	bf_pg_start(&job->pg);
 	return job;
 }
@@ -293,7 +310,7 @@ void bf_job_poke(bf_job *job)
 {
 	if (job->phase == BF_JOB_CLOSING)
 		return;
-	job->synced = 0;
+	job_set_synced(job, false);
 	if (job->phase == BF_JOB_WAITING) {
 		uv_timer_stop(&job->timer);
 		job_step(job);

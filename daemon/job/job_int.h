@@ -77,6 +77,12 @@ typedef struct job_params {
 } job_params;
 
 /* job.c: sending a query, waiting, the step driver, closing */
+/* Every change of phase goes through here: a closing job never leaves
+ * CLOSING (its handles are on their way out). */
+void job_set_phase(bf_job *job, bf_job_phase to);
+/* The job row must be re-read before the next step (a failure, a
+ * notification, a reconnect, or a statement fenced out); or it was. */
+void job_set_synced(bf_job *job, bool synced);
 void job_close(bf_job *job);
 void job_params_fence(bf_job *job, job_params *p);
 void job_retry_later(bf_job *job);

@@ -1,6 +1,5 @@
 /* report.c -- what status shows of a job: its rate, time throttled, reasons held, phase. */
 #include "job_int.h"
-#include "engine.h"
 
 /* One (time, rows) point for the rate. */
 void job_sample(bf_job *job)
@@ -52,7 +51,7 @@ int bf_job_throttle_reasons(const bf_job *job, char **reasons, int max)
 {
 	int n = 0;
 
-	if (n < max && bf_engine_paused(job->engine) && !strstr(job->wait_reason, "pause --all"))
+	if (n < max && job->env.ops->paused(job->env.owner) && !strstr(job->wait_reason, "pause --all"))
 		reasons[n++] = strdup("paused: every job is held by backfillctl pause --all");
 	if (job->phase == BF_JOB_WAITING && job->held) {
 		/* Every reason of the hold: windows, rates, signals. */
@@ -105,4 +104,19 @@ const char *bf_job_phase_name(const bf_job *job)
 		return "closing";
 	}
 	return "unknown";
+}
+
+int bf_job_query_pid(const bf_job *job)
+{
+	return job->phase == BF_JOB_QUERY && job->pg.backend_pid > 0 ? job->pg.backend_pid : 0;
+}
+
+int bf_job_batch_pid(const bf_job *job)
+{
+	return job->in_batch ? bf_job_query_pid(job) : 0;
+}
+
+bool bf_job_replay_waiting(const bf_job *job)
+{
+	return job->replay_waiting;
 }

@@ -33,7 +33,7 @@ static int job_apply_settings(bf_job *job, const char *text, int batch_size_colu
 		return 0;
 	if (bf_job_knobs_resolve(&knobs, job->cfg, text, error, sizeof(error)) != 0) {
 		job_log(job, BF_LOG_ERROR, "%s", error);
-		job->synced = 1; /* the row was read: finish from it */
+		job_set_synced(job, true); /* the row was read: finish from it */
 		job_finish(job, "failed", error);
 		return -1;
 	}
@@ -145,11 +145,11 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 	 * pause --all must not lift it; the listener's reads and
 	 * notifications do that. */
 	if (strcmp(PQgetvalue(res, 0, SYNC_PAUSED_ALL), "t") == 0)
-		bf_engine_set_paused(job->engine, 1);
+		job->env.ops->set_paused(job->env.owner, true);
 	if (job_apply_settings(job, col(res, 0, SYNC_SETTINGS),
 			       (int)col_int(res, 0, SYNC_BATCH_SIZE, 0)) != 0)
 		return;
-	job->synced = 1;
+	job_set_synced(job, true);
 	if (job->nsamples == 0)
 		job_sample(job);
 	job_step(job);

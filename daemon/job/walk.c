@@ -55,7 +55,7 @@ static void job_pinned(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	/* Fenced out: the row decides. Otherwise the sync reads the pin. */
-	job->synced = 0;
+	job_set_synced(job, false);
 	job_succeeded_step(job);
 	job_step(job);
 }
@@ -142,6 +142,9 @@ void job_resolve(bf_job *job)
 
 /* ---- the upper bound, fixed once per job ---- */
 
+/* The columns of job_fix_bound's RETURNING. */
+enum { BOUND_UPPER_BOUND, BOUND_TABLE_OID, BOUND_WALK_KEY };
+
 static void job_bound_fixed(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	bf_job *job = arg;
@@ -157,13 +160,13 @@ static void job_bound_fixed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	if (PQntuples(r->res) == 0) {
-		job->synced = 0; /* fenced out: the row decides */
+		job_set_synced(job, false); /* fenced out: the row decides */
 		job_step(job);
 		return;
 	}
-	replace_str(&job->upper_bound, col(r->res, 0, 0));
-	job->pinned_oid = (uint32_t)col_int(r->res, 0, 1, 0);
-	replace_str(&job->pinned_key, col(r->res, 0, 2));
+	replace_str(&job->upper_bound, col(r->res, 0, BOUND_UPPER_BOUND));
+	job->pinned_oid = (uint32_t)col_int(r->res, 0, BOUND_TABLE_OID, 0);
+	replace_str(&job->pinned_key, col(r->res, 0, BOUND_WALK_KEY));
 	if (job->rows_estimate >= 0)
 		job_log(job, BF_LOG_INFO, "walk fixed: keys up to %s (about %" PRId64 " rows)",
 			job->upper_bound, job->rows_estimate);
