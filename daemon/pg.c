@@ -676,11 +676,25 @@ static void pg_drain_notifies(bf_pg *pg)
 	}
 }
 
+static void pg_read_results(bf_pg *pg);
+
 static void pg_query_timeout_cb(uv_timer_t *timer)
 {
 	bf_pg *pg = timer->data;
+	uint64_t query = pg->queries_sent;
 
-	if (pg->state == BF_PG_BUSY)
+	if (pg->state != BF_PG_BUSY)
+		return;
+	/* libuv runs due timers before it polls: when the daemon itself
+	 * stalled (stopped, swapped out) past the deadline, the answer may be
+	 * waiting unread, and the server is not to blame. */
+	if (!PQconsumeInput(pg->conn)) {
+		pg_fail(pg, "connection lost");
+		return;
+	}
+	pg_read_results(pg);
+	pg_drain_notifies(pg);
+	if (pg->state == BF_PG_BUSY && pg->queries_sent == query)
 		pg_fail(pg, "no answer from the server in time (query deadline)");
 }
 
@@ -888,6 +902,7 @@ int bf_pg_query(bf_pg *pg, const char *sql, int nparams, const char *const *para
 	if (pg->state != BF_PG_READY)
 		return -1;
 	pg->state = BF_PG_BUSY;
+	pg->queries_sent++;
 	pg->query_cb = cb;
 	pg->query_arg = arg;
 	if (pg->query_timeout_ms > 0)

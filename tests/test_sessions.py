@@ -16,6 +16,7 @@ itself takes, so that a daemon that does not cancel fails.
 
 import json
 import re
+import time
 
 import pytest
 from psycopg import sql
@@ -214,6 +215,40 @@ def test_the_operators_keepalive_settings_are_kept(db, daemon_factory):
     for name in ('monitor', 'listener'):
         # The interval the operator left out is derived from the lease.
         assert found[name] == (7, 1, 2, 4321), (name, found)
+
+
+def test_a_daemon_stalled_past_a_query_deadline_reads_the_answer_first(db, daemon_factory):
+    """The daemon itself stops (SIGSTOP, as a stalled VM or a swapped-out
+    process would) with a query in flight on the monitor, for longer than
+    that query's deadline (10 s with the default lease). The answer came
+    meanwhile: it is read, the connection is kept."""
+    conn = db.conn
+    counter_table(conn, rows=ROWS)
+    # The throttle query keeps the monitor busy most of each 1 s sample.
+    daemon = daemon_factory(db.server, db.name, overrides={
+        'throttle': {'query': 'SELECT false FROM pg_sleep(0.9)'}})
+    counter_job(conn, 'j', pause_ms=PAUSE_MS)
+
+    def monitor_just_began_sleeping():
+        return conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'backfilld monitor' "
+            "AND state = 'active' AND query LIKE '%pg_sleep(0.9)%' "
+            "AND clock_timestamp() - query_start < interval '300 ms'").fetchone()
+    wait_for(monitor_just_began_sleeping, 30, interval=0.01, what='the throttle query running')
+    daemon.sigstop()
+    try:
+        # The stimulus, not the proof: stopped past the deadline, while the
+        # server answers the query within 0.9 s.
+        time.sleep(11)
+    finally:
+        daemon.sigcont()
+    # Due timers run first after the stop: once status answers, the
+    # deadline has been looked at.
+    wait_for(lambda: daemon.ctl('status').returncode == 0, 30, what='status')
+    stale = log_lines(daemon, r'query deadline|monitor connection: .*reconnecting')
+    assert not stale, '\n'.join(stale)
+    wait_succeeded(conn, 'j', timeout=120)
+    assert_each_row_once(conn, rows=ROWS)
 
 
 # -- other sessions' text stays out of job rows and status --------------------
