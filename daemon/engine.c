@@ -130,7 +130,8 @@ static void session_sql(char *buf, size_t len, const bf_config *cfg, int batches
 void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batches)
 {
 	session_sql(buf, len, cfg, batches, cfg->lock_timeout_ms,
-		    batches ? cfg->statement_timeout_ms : bf_engine_control_statement_timeout_ms(cfg));
+		    batches ? cfg->statement_timeout_ms
+			    : bf_engine_control_statement_timeout_ms(cfg));
 }
 
 void bf_engine_batch_session_sql(char *buf, size_t len, const bf_config *cfg, int lock_timeout_ms,

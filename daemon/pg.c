@@ -186,7 +186,7 @@ static void pg_describe_liveness(bf_pg *pg, char *buf, size_t len)
 		snprintf(buf, len, "keepalives off");
 		return;
 	}
-#if defined(TCP_KEEPIDLE) && defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT) &&                      \
+#if defined(TCP_KEEPIDLE) && defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT) &&                     \
 	defined(TCP_USER_TIMEOUT)
 	int idle = -1, interval = -1, count = -1;
 	unsigned int user_timeout = 0;
@@ -391,8 +391,9 @@ static void pg_connect_start(bf_pg *pg, const char *host, const char *hostaddr, 
 				  "hostaddr",
 				  port ? "port" : NULL,
 				  NULL};
-	const char *values[] = {"1",	      idle,	 interval, count, user_timeout, pg->conninfo,
-				pg->application_name, host, hostaddr, port, NULL};
+	const char *values[] = {
+		"1",  idle,	interval, count, user_timeout, pg->conninfo, pg->application_name,
+		host, hostaddr, port,	  NULL};
 
 	pg->state = BF_PG_CONNECTING;
 	/* expand_dbname = 1: the first "dbname" is the operator's whole

@@ -174,9 +174,9 @@ void bf_sampler_blocked_parse(const PGresult *res, int row, bf_blocked *b)
 	printable(relation, sizeof(relation), col(res, row, LOCKS_RELATION));
 	/* Who waits, for what, on which table: the pid finds the rest in
 	 * pg_stat_activity for whoever may see it. */
-	const char *on = !relation[0]				   ? ""
+	const char *on = !relation[0]				  ? ""
 			 : strcmp(locktype, "transactionid") == 0 ? " on a row of "
-								   : " on ";
+								  : " on ";
 
 	snprintf(b->what, sizeof(b->what), "pid %d waiting for a %s %s%s%s", b->pid,
 		 locktype[0] ? locktype : "?", mode[0] ? mode : "?", on, relation);

@@ -109,7 +109,7 @@ struct bf_pg {
 
 	bf_pg_query_cb query_cb;
 	void *query_arg;
-	uint64_t queries_sent; /* tells a query from the next one its callback sends */
+	uint64_t queries_sent;	/* tells a query from the next one its callback sends */
 	PGresult *query_result; /* the result kept for query_cb: the error one if any */
 
 	bf_pg_close_cb close_cb;

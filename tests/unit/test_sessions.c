@@ -110,8 +110,8 @@ static void test_session_sql_fits_with_the_largest_values(void)
 /* A result as the lock check's query returns it, built client-side. */
 static PGresult *locks_result(const char *const *row)
 {
-	static const char *names[] = {"blocker_pid", "pid", "waited_ms", "ddl",
-				      "locktype", "mode", "relation", "xact_start_us"};
+	static const char *names[] = {"blocker_pid", "pid",  "waited_ms", "ddl",
+				      "locktype",    "mode", "relation",  "xact_start_us"};
 	PGresAttDesc attrs[8];
 	PGresult *res = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
 
@@ -130,9 +130,9 @@ static PGresult *locks_result(const char *const *row)
 
 static void test_blocked_session_text(void)
 {
-	const char *row_lock[] = {"101",	"202",	 "1500", "f", "transactionid",
-				  "ShareLock", "items", "1796300830123456"};
-	const char *ddl[] = {"101", "203", "20", "t", "relation", "AccessExclusiveLock",
+	const char *row_lock[] = {"101",	   "202",	"1500",	 "f",
+				  "transactionid", "ShareLock", "items", "1796300830123456"};
+	const char *ddl[] = {"101",	      "203", "20", "t", "relation", "AccessExclusiveLock",
 			     "\"odd\nname\"", NULL};
 	bf_blocked b;
 	PGresult *res = locks_result(row_lock);
@@ -151,7 +151,8 @@ static void test_blocked_session_text(void)
 	UNIT_CHECK_INT(b.ddl, 1);
 	UNIT_CHECK_INT(b.xact_start_us, 0); /* unknown: the cancel does not check it */
 	/* A newline in a relation's name cannot start a log line of its own. */
-	UNIT_CHECK_STR(b.what, "pid 203 waiting for a relation AccessExclusiveLock on \"odd?name\"");
+	UNIT_CHECK_STR(b.what,
+		       "pid 203 waiting for a relation AccessExclusiveLock on \"odd?name\"");
 	PQclear(res);
 }
 
