@@ -157,13 +157,14 @@ static void printable(char *dst, size_t len, const char *s)
 void bf_sampler_blocked_parse(const PGresult *res, int row, bf_blocked *b)
 {
 	char locktype[32], mode[48], relation[128];
-	const char *ddl = PQnfields(res) == LOCKS_NCOLUMNS ? col(res, row, LOCKS_DDL) : NULL;
+	const char *ddl;
 
 	memset(b, 0, sizeof(*b));
 	if (PQnfields(res) != LOCKS_NCOLUMNS) {
 		snprintf(b->what, sizeof(b->what), "a session (unexpected result shape)");
 		return;
 	}
+	ddl = col(res, row, LOCKS_DDL);
 	b->blocker_pid = (int)col_int(res, row, LOCKS_BLOCKER_PID, 0);
 	b->pid = (int)col_int(res, row, LOCKS_PID, 0);
 	b->waited_ms = col_int(res, row, LOCKS_WAITED_MS, 0);
