@@ -149,6 +149,21 @@ def test_idle_connections_outlive_the_databases_idle_session_timeout(odd_db, dae
 
     wait_succeeded(conn, 'j', timeout=60)
     assert_each_row_once(conn, rows=rows)
+
+    # No job left: the monitor has nothing to ask at all. Three idle
+    # timeouts after the job's end, the same sessions are still there.
+    pids = dict(conn.execute(
+        "SELECT application_name, pid FROM pg_stat_activity "
+        "WHERE application_name IN ('backfilld monitor', 'backfilld listener') "
+        "AND datname = current_database()").fetchall())
+    assert len(pids) == 2, pids
+    wait_for(lambda: conn.execute(
+        "SELECT clock_timestamp() - finished_at > %s * interval '1 s' "
+        "FROM backfill.jobs WHERE name = 'j'", (3 * IDLE_SESSION_TIMEOUT_S,)).fetchone()[0],
+        30, what='three idle timeouts after the job ended')
+    for app, pid in pids.items():
+        assert conn.execute('SELECT application_name FROM pg_stat_activity WHERE pid = %s',
+                            (pid,)).fetchone() == (app,), f'{app} (pid {pid}) is gone'
     reconnects = log_lines(daemon, RECONNECT_RE)
     assert not reconnects, 'the daemon reconnected:\n' + '\n'.join(reconnects)
 
