@@ -172,7 +172,7 @@ static void monitor_event(bf_pg *pg, int up, void *arg)
 
 int bf_monitor_init(bf_monitor *m, uv_loop_t *loop, const bf_config *cfg)
 {
-	char init_sql[384];
+	char init_sql[768];
 
 	memset(m, 0, sizeof(*m));
 	bf_engine_session_sql(init_sql, sizeof(init_sql), cfg, 0);
@@ -183,7 +183,8 @@ int bf_monitor_init(bf_monitor *m, uv_loop_t *loop, const bf_config *cfg)
 		.application_name = "backfilld monitor",
 		.init_sql = init_sql,
 		.connect_timeout_ms = cfg->connect_timeout_ms,
-		.query_timeout_ms = cfg->statement_timeout_ms + BF_QUERY_DEADLINE_MARGIN_MS,
+		.server_timeout_ms = bf_engine_control_statement_timeout_ms(cfg),
+		.lease_s = cfg->lease_s,
 		.backoff_initial_ms = cfg->retry_initial_ms,
 		.backoff_max_ms = cfg->retry_max_ms,
 		.on_event = monitor_event,

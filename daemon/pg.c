@@ -3,8 +3,12 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "log.h"
@@ -165,14 +169,56 @@ static void pg_fail(bf_pg *pg, const char *why)
 	pg_fail_with(pg, why, pg->query_cb, pg->query_arg, NULL);
 }
 
+/* What the kernel applies to the connected socket (the operator's conninfo
+ * may have set its own values): for the log, and for the tests. */
+static void pg_describe_liveness(bf_pg *pg, char *buf, size_t len)
+{
+	int fd = PQsocket(pg->conn), on = 0;
+	struct sockaddr_storage addr;
+	socklen_t addrlen = sizeof(addr), optlen = sizeof(on);
+
+	if (fd < 0 || getsockname(fd, (struct sockaddr *)&addr, &addrlen) != 0 ||
+	    (addr.ss_family != AF_INET && addr.ss_family != AF_INET6)) {
+		snprintf(buf, len, "unix socket");
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, &optlen) != 0 || !on) {
+		snprintf(buf, len, "keepalives off");
+		return;
+	}
+#if defined(TCP_KEEPIDLE) && defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT) &&                     \
+	defined(TCP_USER_TIMEOUT)
+	int idle = -1, interval = -1, count = -1;
+	unsigned int user_timeout = 0;
+
+	optlen = sizeof(int);
+	getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, &optlen);
+	optlen = sizeof(int);
+	getsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, &optlen);
+	optlen = sizeof(int);
+	getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, &optlen);
+	optlen = sizeof(user_timeout);
+	getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, &optlen);
+	snprintf(buf, len,
+		 "keepalives_idle=%d keepalives_interval=%d keepalives_count=%d "
+		 "tcp_user_timeout=%u",
+		 idle, interval, count, user_timeout);
+#else
+	snprintf(buf, len, "keepalives on");
+#endif
+}
+
 static void pg_became_ready(bf_pg *pg)
 {
+	char liveness[160];
+
 	uv_timer_stop(&pg->timer);
 	bf_backoff_reset(&pg->backoff);
 	pg->state = BF_PG_READY;
 	pg->last_error[0] = '\0';
 	pg->backend_pid = PQbackendPID(pg->conn);
-	bf_debug("%s: connected (backend pid %d)", pg->name, pg->backend_pid);
+	pg_describe_liveness(pg, liveness, sizeof(liveness));
+	bf_debug("%s: connected (backend pid %d; %s)", pg->name, pg->backend_pid, liveness);
 	if (pg->on_event)
 		pg->on_event(pg, 1, pg->arg);
 }
@@ -321,22 +367,33 @@ static int split_list(const char *list, char ***items)
 
 static void pg_connect_start(bf_pg *pg, const char *host, const char *hostaddr, const char *port)
 {
-	/* TCP keepalives first, so that the operator's conninfo (expanded from
-	 * "dbname") can override them; then ours: hostaddr, application_name.
-	 * Without keepalives a peer that vanished is noticed only after the
-	 * kernel's two hours. */
+	/* Dead-peer detection first, so that the operator's conninfo (expanded
+	 * from "dbname") overrides any of it; then ours: hostaddr,
+	 * application_name. Without it a peer that vanished is noticed only
+	 * after the kernel's two hours, or a retransmission's fifteen minutes:
+	 * long after the lease. libpq applies none of it to a unix socket. */
+	char idle[16], interval[16], count[16], user_timeout[16];
+	const bf_pg_liveness *l = &pg->liveness;
+
+	snprintf(idle, sizeof(idle), "%d", l->keepalives_idle_s);
+	snprintf(interval, sizeof(interval), "%d", l->keepalives_interval_s);
+	snprintf(count, sizeof(count), "%d", l->keepalives_count);
+	snprintf(user_timeout, sizeof(user_timeout), "%d", l->tcp_user_timeout_ms);
+
 	const char *keywords[] = {"keepalives",
 				  "keepalives_idle",
 				  "keepalives_interval",
 				  "keepalives_count",
+				  "tcp_user_timeout",
 				  "dbname",
 				  "application_name",
 				  host ? "host" : NULL,
 				  "hostaddr",
 				  port ? "port" : NULL,
 				  NULL};
-	const char *values[] = {"1",  "30",	"10", "3", pg->conninfo, pg->application_name,
-				host, hostaddr, port, NULL};
+	const char *values[] = {
+		"1",  idle,	interval, count, user_timeout, pg->conninfo, pg->application_name,
+		host, hostaddr, port,	  NULL};
 
 	pg->state = BF_PG_CONNECTING;
 	/* expand_dbname = 1: the first "dbname" is the operator's whole
@@ -620,11 +677,25 @@ static void pg_drain_notifies(bf_pg *pg)
 	}
 }
 
+static void pg_read_results(bf_pg *pg);
+
 static void pg_query_timeout_cb(uv_timer_t *timer)
 {
 	bf_pg *pg = timer->data;
+	uint64_t query = pg->queries_sent;
 
-	if (pg->state == BF_PG_BUSY)
+	if (pg->state != BF_PG_BUSY)
+		return;
+	/* libuv runs due timers before it polls: when the daemon itself
+	 * stalled (stopped, swapped out) past the deadline, the answer may be
+	 * waiting unread, and the server is not to blame. */
+	if (!PQconsumeInput(pg->conn)) {
+		pg_fail(pg, "connection lost");
+		return;
+	}
+	pg_read_results(pg);
+	pg_drain_notifies(pg);
+	if (pg->state == BF_PG_BUSY && pg->queries_sent == query)
 		pg_fail(pg, "no answer from the server in time (query deadline)");
 }
 
@@ -735,6 +806,61 @@ static void pg_poll_cb(uv_poll_t *handle, int status, int events)
 	}
 }
 
+/* ---- how soon a dead peer is noticed ---- */
+
+/* All from the lease L (engine.lease_s, default 30 s). The listener renews
+ * our leases every L/3. A renewal sent at most L/3 after the last good one
+ * must be answered, or its connection given up on, within D = L/3, so that
+ * a fresh connection still has L/3 to renew before the lease runs out and
+ * another daemon may take the job over:
+ *
+ *   renewed --L/3--> next renewal sent --D--> given up --L/3--> lease ends
+ *
+ * Each way a peer can vanish is noticed within D:
+ *  - data sent and not acknowledged (a query to a host that is gone):
+ *    tcp_user_timeout = D;
+ *  - nothing in flight (the idle listener, a job between batches, a long
+ *    batch computing on the server): keepalive probes after D/2 of
+ *    silence, then `count` probes `interval` apart, D in all (the server's
+ *    kernel answers probes while its backend works, so a long batch is
+ *    never cut by them);
+ *  - TCP alive but no answer (a proxy whose server is gone, a frozen
+ *    backend): the query deadline. The daemon's own queries (renewals,
+ *    claims, samples, status) run with statement_timeout D/2 and their
+ *    deadline falls D/2 later: D. A batch may run its two statements for
+ *    batch.statement_timeout_ms each, so its deadline is twice that plus
+ *    D/2; its lease is not at stake meanwhile (the listener renews it).
+ *
+ * Keepalive times are whole seconds and D is at least 2 s. The daemon's own
+ * queries keep at least 5 s: they take milliseconds, but a server with
+ * every core busy can stretch one to seconds. Below a lease of 30 s the
+ * bounds above are therefore looser than D; below about 6 s no network
+ * could keep them. L = 30: probes after 5 s, 5 of them 1 s apart,
+ * tcp_user_timeout 10 s, own queries cancelled at 5 s by the server and
+ * given up at 10 s; a batch given up at 2 x 30 + 5 = 65 s. */
+void bf_pg_liveness_for_lease(bf_pg_liveness *out, int lease_s)
+{
+	int64_t lease_ms = (int64_t)(lease_s > 0 ? lease_s : 30) * 1000;
+	int detect_ms = (int)(lease_ms / 3 > 2000 ? lease_ms / 3 : 2000);
+	int detect_s = detect_ms / 1000;
+
+	out->tcp_user_timeout_ms = detect_ms;
+	out->keepalives_idle_s = detect_s / 2 > 1 ? detect_s / 2 : 1;
+	out->keepalives_interval_s = detect_s / 10 > 1 ? detect_s / 10 : 1;
+	out->keepalives_count = (detect_s - out->keepalives_idle_s) / out->keepalives_interval_s;
+	if (out->keepalives_count < 1)
+		out->keepalives_count = 1;
+	out->control_statement_timeout_ms = detect_ms / 2 > 5000 ? detect_ms / 2 : 5000;
+	out->answer_margin_ms = detect_ms / 2;
+}
+
+static void pg_set_deadlines(bf_pg *pg, int server_timeout_ms, int lease_s)
+{
+	bf_pg_liveness_for_lease(&pg->liveness, lease_s);
+	pg->query_timeout_ms =
+		server_timeout_ms > 0 ? server_timeout_ms + pg->liveness.answer_margin_ms : 0;
+}
+
 int bf_pg_init(bf_pg *pg, uv_loop_t *loop, const bf_pg_options *opts)
 {
 	int rc;
@@ -752,7 +878,7 @@ int bf_pg_init(bf_pg *pg, uv_loop_t *loop, const bf_pg_options *opts)
 		pg_strdup(opts->application_name ? opts->application_name : "backfilld");
 	pg->init_sql = pg_strdup(opts->init_sql);
 	pg->connect_timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 10000;
-	pg->query_timeout_ms = opts->query_timeout_ms;
+	pg_set_deadlines(pg, opts->server_timeout_ms, opts->lease_s);
 	pg->on_event = opts->on_event;
 	pg->on_notify = opts->on_notify;
 	pg->arg = opts->arg;
@@ -777,6 +903,7 @@ int bf_pg_query(bf_pg *pg, const char *sql, int nparams, const char *const *para
 	if (pg->state != BF_PG_READY)
 		return -1;
 	pg->state = BF_PG_BUSY;
+	pg->queries_sent++;
 	pg->query_cb = cb;
 	pg->query_arg = arg;
 	if (pg->query_timeout_ms > 0)
@@ -835,7 +962,7 @@ void bf_pg_close(bf_pg *pg, bf_pg_close_cb cb, void *arg)
 	uv_close((uv_handle_t *)&pg->timer, pg_handle_closed);
 }
 
-void bf_pg_reconfigure(bf_pg *pg, const char *init_sql, int query_timeout_ms)
+void bf_pg_reconfigure(bf_pg *pg, const char *init_sql, int server_timeout_ms, int lease_s)
 {
 	char *copy = pg_strdup(init_sql);
 
@@ -843,5 +970,5 @@ void bf_pg_reconfigure(bf_pg *pg, const char *init_sql, int query_timeout_ms)
 		return; /* out of memory: keep the old settings */
 	free(pg->init_sql);
 	pg->init_sql = copy;
-	pg->query_timeout_ms = query_timeout_ms;
+	pg_set_deadlines(pg, server_timeout_ms, lease_s);
 }

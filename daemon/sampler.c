@@ -44,18 +44,29 @@ const char bf_sampler_replication_sql[] =
  * pg_blocking_pids (it takes the lock manager's locks). Our own sessions
  * wait with a lock_timeout of their own and are left alone. A relation
  * lock in a mode that conflicts with ROW EXCLUSIVE is DDL (or LOCK TABLE):
- * it stalls the whole table. The blocker's transaction start tells the
- * batch apart from the next one on the same connection. */
+ * it stalls the whole table. The relation is the lock's own, or for a row
+ * (a transactionid wait) that of the tuple lock the waiter holds, and only
+ * in our database (another's OIDs mean nothing here). The blocker's
+ * transaction start, as a number (text would depend on DateStyle and
+ * TimeZone), tells the batch apart from the next one on the same
+ * connection. Nothing of the waiting session's own is read: its query,
+ * application_name and user are none of the job's business (the job's
+ * status and row may be read by people who may not see them). */
 const char bf_sampler_locks_sql[] =
-	"SELECT b.blocker, l.pid,\n"
+	"SELECT b.blocker AS blocker_pid, l.pid,\n"
 	"  (extract(epoch FROM clock_timestamp() - coalesce(l.waitstart, clock_timestamp()))\n"
-	"     * 1000)::bigint,\n"
+	"     * 1000)::bigint AS waited_ms,\n"
 	"  l.locktype = 'relation' AND l.mode IN\n"
-	"    ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'),\n"
-	"  format('pid %s (%s) waiting for a %s %s', l.pid,\n"
-	"         coalesce(nullif(a.application_name, ''), a.usename::text, '?'),\n"
-	"         l.locktype, l.mode),\n"
-	"  (SELECT x.xact_start::text FROM pg_stat_activity x WHERE x.pid = b.blocker)\n"
+	"    ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AS ddl,\n"
+	"  l.locktype, l.mode,\n"
+	"  (SELECT r.relation::regclass::text FROM pg_locks r\n"
+	"   WHERE r.pid = l.pid AND r.relation IS NOT NULL\n"
+	"     AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database())\n"
+	"     AND ((r.locktype = l.locktype AND r.mode = l.mode AND NOT r.granted)\n"
+	"          OR (l.locktype = 'transactionid' AND r.locktype = 'tuple' AND r.granted))\n"
+	"   LIMIT 1) AS relation,\n"
+	"  (SELECT (extract(epoch FROM x.xact_start) * 1000000)::bigint\n"
+	"   FROM pg_stat_activity x WHERE x.pid = b.blocker) AS xact_start_us\n"
 	"FROM (SELECT DISTINCT ON (pid) pid, locktype, mode, waitstart FROM pg_locks\n"
 	"      WHERE NOT granted AND pid IS NOT NULL AND pid <> pg_backend_pid()\n"
 	"      ORDER BY pid, waitstart) l\n"
@@ -63,6 +74,19 @@ const char bf_sampler_locks_sql[] =
 	"LEFT JOIN pg_stat_activity a ON a.pid = l.pid\n"
 	"WHERE b.blocker = ANY ($1::int[])\n"
 	"  AND coalesce(a.application_name, '') NOT LIKE 'backfilld %'";
+
+/* The columns of bf_sampler_locks_sql, by name. */
+enum {
+	LOCKS_BLOCKER_PID,
+	LOCKS_PID,
+	LOCKS_WAITED_MS,
+	LOCKS_DDL,
+	LOCKS_LOCKTYPE,
+	LOCKS_MODE,
+	LOCKS_RELATION,
+	LOCKS_XACT_START_US,
+	LOCKS_NCOLUMNS
+};
 
 static const char *col(const PGresult *res, int row, int c)
 {
@@ -114,6 +138,49 @@ int bf_sampler_parse(const PGresult *res, bf_sample *out)
 		}
 	}
 	return 0;
+}
+
+/* ---- the lock check's rows ---- */
+
+/* s as it may go into a log line or a status reason: a relation's name
+ * may hold any character, a newline included. */
+static void printable(char *dst, size_t len, const char *s)
+{
+	size_t i = 0;
+
+	for (; s && *s && i + 1 < len; s++, i++)
+		dst[i] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+	if (len)
+		dst[i] = '\0';
+}
+
+void bf_sampler_blocked_parse(const PGresult *res, int row, bf_blocked *b)
+{
+	char locktype[32], mode[48], relation[128];
+	const char *ddl;
+
+	memset(b, 0, sizeof(*b));
+	if (PQnfields(res) != LOCKS_NCOLUMNS) {
+		snprintf(b->what, sizeof(b->what), "a session (unexpected result shape)");
+		return;
+	}
+	ddl = col(res, row, LOCKS_DDL);
+	b->blocker_pid = (int)col_int(res, row, LOCKS_BLOCKER_PID, 0);
+	b->pid = (int)col_int(res, row, LOCKS_PID, 0);
+	b->waited_ms = col_int(res, row, LOCKS_WAITED_MS, 0);
+	b->ddl = ddl && strcmp(ddl, "t") == 0;
+	b->xact_start_us = col_int(res, row, LOCKS_XACT_START_US, 0);
+	printable(locktype, sizeof(locktype), col(res, row, LOCKS_LOCKTYPE));
+	printable(mode, sizeof(mode), col(res, row, LOCKS_MODE));
+	printable(relation, sizeof(relation), col(res, row, LOCKS_RELATION));
+	/* Who waits, for what, on which table: the pid finds the rest in
+	 * pg_stat_activity for whoever may see it. */
+	const char *on = !relation[0]				  ? ""
+			 : strcmp(locktype, "transactionid") == 0 ? " on a row of "
+								  : " on ";
+
+	snprintf(b->what, sizeof(b->what), "pid %d waiting for a %s %s%s%s", b->pid,
+		 locktype[0] ? locktype : "?", mode[0] ? mode : "?", on, relation);
 }
 
 /* ---- the sample ---- */
@@ -278,16 +345,9 @@ static void lock_check_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 			bf_notice("checking for sessions blocked by our batches works again");
 		s->locks_error[0] = '\0';
 		for (int i = 0; i < PQntuples(r->res); i++) {
-			bf_blocked b = {
-				.blocker_pid = (int)col_int(r->res, i, 0, 0),
-				.pid = (int)col_int(r->res, i, 1, 0),
-				.waited_ms = col_int(r->res, i, 2, 0),
-				.ddl = col(r->res, i, 3) && strcmp(col(r->res, i, 3), "t") == 0,
-			};
-			snprintf(b.what, sizeof(b.what), "%s",
-				 col(r->res, i, 4) ? col(r->res, i, 4) : "?");
-			snprintf(b.xact_start, sizeof(b.xact_start), "%s",
-				 col(r->res, i, 5) ? col(r->res, i, 5) : "");
+			bf_blocked b;
+
+			bf_sampler_blocked_parse(r->res, i, &b);
 			int64_t again = s->ops.on_blocked(&b, s->arg);
 
 			if (again > 0 && (!soonest || again < soonest))

@@ -69,6 +69,11 @@ void bf_engine_stop(bf_engine *engine);
 /* The configuration struct was reloaded in place: apply it to the jobs. */
 void bf_engine_reconfigure(bf_engine *engine);
 
+/* The statement_timeout of the daemon's own connections (listener,
+ * monitor): from the lease (bf_pg_liveness_for_lease), at most
+ * batch.statement_timeout_ms. */
+int bf_engine_control_statement_timeout_ms(const bf_config *cfg);
+
 /* The job this daemon runs with that id, or NULL. */
 bf_job *bf_engine_find_job(bf_engine *engine, int64_t id);
 

@@ -16,10 +16,25 @@
 
 typedef struct bf_pg bf_pg;
 
-/* How much longer than statement_timeout a query may go unanswered before
- * the peer is presumed dead: the server's own cancel takes a moment to
- * arrive, and a loaded network adds latency. */
-#define BF_QUERY_DEADLINE_MARGIN_MS 10000
+/* How soon a connection notices that its peer is gone, all derived from the
+ * lease (engine.lease_s) by bf_pg_liveness_for_lease(), which explains the
+ * arithmetic. Values are as libpq's connection options take them. */
+typedef struct bf_pg_liveness {
+	int keepalives_idle_s;	   /* silence before the first keepalive probe */
+	int keepalives_interval_s; /* between unanswered probes */
+	int keepalives_count;	   /* unanswered probes before the connection is dropped */
+	int tcp_user_timeout_ms;   /* data sent but unacknowledged this long: dropped */
+	/* statement_timeout of the daemon's own queries (claims, renewals,
+	 * samples, status); capped by batch.statement_timeout_ms elsewhere */
+	int control_statement_timeout_ms;
+	/* a query unanswered this long past the server's own bound (its
+	 * statement_timeouts) means a peer that is alive for TCP but dead to
+	 * us (a proxy whose server is gone) */
+	int answer_margin_ms;
+} bf_pg_liveness;
+
+/* Fills out for a lease of lease_s seconds (<= 0: the default, 30). */
+void bf_pg_liveness_for_lease(bf_pg_liveness *out, int lease_s);
 
 typedef struct bf_pg_result {
 	PGresult *res;	      /* the query's last result; NULL if the connection broke */
@@ -41,9 +56,15 @@ typedef struct bf_pg_options {
 	const char *application_name; /* overrides the conninfo's */
 	const char *init_sql;	      /* run after every connect, before "up"; may be NULL */
 	int connect_timeout_ms;
-	/* A query with no answer after this long means a dead peer (a failover,
-	 * a silent partition): the connection is dropped. 0: no deadline. */
-	int query_timeout_ms;
+	/* The longest a live server may take to answer one query string (the
+	 * statement_timeouts it runs under). Past it and the lease's answer
+	 * margin, the peer is presumed dead (a failover, a silent partition)
+	 * and the connection is dropped. 0: no deadline. */
+	int server_timeout_ms;
+	/* engine.lease_s: keepalives, tcp_user_timeout and the answer margin
+	 * derive from it (bf_pg_liveness_for_lease); <= 0: the default lease.
+	 * The operator's conninfo keeps any of those options it sets. */
+	int lease_s;
 	int backoff_initial_ms;
 	int backoff_max_ms;
 	bf_pg_event_cb on_event;
@@ -69,7 +90,8 @@ struct bf_pg {
 	char *application_name;
 	char *init_sql;
 	int connect_timeout_ms;
-	int query_timeout_ms;
+	int query_timeout_ms; /* server_timeout_ms + the answer margin; 0: none */
+	bf_pg_liveness liveness;
 	bf_pg_event_cb on_event;
 	bf_pg_notify_cb on_notify;
 	void *arg;
@@ -87,6 +109,7 @@ struct bf_pg {
 
 	bf_pg_query_cb query_cb;
 	void *query_arg;
+	uint64_t queries_sent;	/* tells a query from the next one its callback sends */
 	PGresult *query_result; /* the result kept for query_cb: the error one if any */
 
 	bf_pg_close_cb close_cb;
@@ -116,9 +139,10 @@ char *bf_pg_escape_literal(bf_pg *pg, const char *s);
 int bf_pg_is_ready(const bf_pg *pg);
 int bf_pg_is_busy(const bf_pg *pg);
 
-/* A reload: the session SQL run after every (re)connect, and the query
- * deadline, from the next connect and the next query on. */
-void bf_pg_reconfigure(bf_pg *pg, const char *init_sql, int query_timeout_ms);
+/* A reload: the session SQL run after every (re)connect and the query
+ * deadline (as in bf_pg_options), from the next query on; the keepalive
+ * options from the next connect on. */
+void bf_pg_reconfigure(bf_pg *pg, const char *init_sql, int server_timeout_ms, int lease_s);
 
 /* Drops the connection now and reconnects after backoff. An in-flight
  * query's cb gets a broken-connection result; closing the socket does not

@@ -27,8 +27,11 @@ typedef struct bf_blocked {
 	int pid;
 	int64_t waited_ms;
 	int ddl; /* it asks for a relation lock that conflicts with our writes */
-	char what[200]; /* "pid 123 (psql) waiting for a transactionid ShareLock" */
-	char xact_start[64]; /* the blocking batch's transaction start; "" unknown */
+	/* "pid 123 waiting for a transactionid ShareLock on a row of items":
+	 * never the session's query, application_name or user */
+	char what[256];
+	int64_t xact_start_us; /* the blocking batch's transaction start (epoch
+				* microseconds); 0 unknown */
 } bf_blocked;
 
 typedef struct bf_sampler_ops {
@@ -106,6 +109,9 @@ void bf_sampler_close(bf_sampler *s, void (*on_closed)(void *arg));
 /* The SQL of the sample and of the lock check, for the tests and docs. */
 extern const char bf_sampler_replication_sql[];
 extern const char bf_sampler_locks_sql[];
+
+/* Fills b from row `row` of bf_sampler_locks_sql's result. */
+void bf_sampler_blocked_parse(const PGresult *res, int row, bf_blocked *b);
 
 /* Fills out (standbys, slots, role, privilege, current LSN) from the rows of
  * bf_sampler_replication_sql. Returns 0, or -1 with out->error set. */

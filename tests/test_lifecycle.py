@@ -167,8 +167,11 @@ def test_second_sigterm_cuts_the_grace_short(db, daemon_factory):
     daemon = daemon_factory(db.server, db.name, {'batch': {'size': 100}})
     # One batch that takes a long while: 100 rows x 50 ms.
     counter_job(conn, 'slow', pause_ms=50)
-    wait_for(lambda: 'backfilld job slow' in [r[0] for r in conn.execute(
-        "SELECT application_name FROM pg_stat_activity WHERE state = 'active'").fetchall()],
+    # The batch itself, not the job's first queries (resolve, bound), which
+    # a poll right after the INSERT can catch too.
+    wait_for(lambda: conn.execute(
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'backfilld job slow' "
+        "AND state = 'active' AND starts_with(query, '/* backfilld batch */')").fetchone(),
         10, what='the slow batch to run')
     daemon.send_signal(signal.SIGTERM)
     time.sleep(0.3)

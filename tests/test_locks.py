@@ -180,7 +180,7 @@ def test_a_ddl_lock_queued_behind_a_batch_cancels_it_at_once(db, daemon_factory)
         # The daemon may cancel before the test's 20 ms poll ever sees the
         # wait (CI once saw a 10 ms grant): its log naming this very session
         # as blocked by the batch is the same proof.
-        named = log_lines(daemon, rf'blocking: pid {ddl.info.backend_pid} \(')
+        named = log_lines(daemon, rf'blocking: pid {ddl.info.backend_pid} waiting')
         assert seen or named, 'LOCK TABLE never waited on the batch'
         assert waited < 3.0, (
             f'LOCK TABLE waited {waited:.2f} s behind the batch: not cancelled at once')

@@ -32,10 +32,10 @@ static void job_cancel_sent(bf_pg *pg, const bf_pg_result *r, void *arg)
  * with BF_KEYSET_BATCH_MARK), never the re-read or the lease release that may
  * follow it by then; with the batch's transaction start known, never the
  * next batch either. */
-static void job_cancel_in_flight(bf_job *job, const char *xact_start)
+static void job_cancel_in_flight(bf_job *job, int64_t xact_start_us)
 {
-	char pid[16];
-	const char *params[2] = {pid, xact_start && *xact_start ? xact_start : NULL};
+	char pid[16], xact_start[24];
+	const char *params[2] = {pid, xact_start_us ? xact_start : NULL};
 	job_cancel *c = malloc(sizeof(*c));
 
 	if (!c)
@@ -43,12 +43,16 @@ static void job_cancel_in_flight(bf_job *job, const char *xact_start)
 	*c = (job_cancel){job->env, job->id, job->batches};
 	job->cancel_requested = 1;
 	snprintf(pid, sizeof(pid), "%d", job->pg.backend_pid);
+	snprintf(xact_start, sizeof(xact_start), "%" PRId64, xact_start_us);
 	job_log(job, BF_LOG_NOTICE, "cancelling the batch in flight (backend pid %s)", pid);
 	bf_monitor_query_first(job->env.monitor,
 			       "SELECT pg_cancel_backend(pid) FROM pg_stat_activity\n"
 			       "WHERE pid = $1 AND state = 'active'\n"
 			       "  AND starts_with(query, '" BF_KEYSET_BATCH_MARK "')\n"
-			       "  AND ($2::text IS NULL OR xact_start = $2::timestamptz)",
+			       /* A number, as the lock check read it: the text
+				* of a timestamp depends on DateStyle and TimeZone */
+			       "  AND ($2::bigint IS NULL\n"
+			       "       OR (extract(epoch FROM xact_start) * 1000000)::bigint = $2)",
 			       2, params, job_cancel_sent, c);
 }
 
@@ -59,7 +63,7 @@ void bf_job_cancel_batch(bf_job *job)
 	/* The fence already keeps a paused job's batch from committing; the
 	 * cancel only spares waiting for it. */
 	job->cancel_blocking = 0;
-	job_cancel_in_flight(job, NULL);
+	job_cancel_in_flight(job, 0);
 }
 
 int64_t bf_job_on_blocked(bf_job *job, const bf_blocked *b)
@@ -79,6 +83,6 @@ int64_t bf_job_on_blocked(bf_job *job, const bf_blocked *b)
 			 (double)job->lock_wait_max_ms / 1000.0);
 	job_log(job, BF_LOG_NOTICE, "blocking: %s", job->blocking);
 	job->cancel_blocking = 1;
-	job_cancel_in_flight(job, b->xact_start);
+	job_cancel_in_flight(job, b->xact_start_us);
 	return 0;
 }

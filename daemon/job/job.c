@@ -280,7 +280,8 @@ bf_job *bf_job_start(const bf_job_env *env, const bf_job_def *def)
 		.connect_timeout_ms = cfg->connect_timeout_ms,
 		/* A batch is two statements, each bounded by statement_timeout
 		 * on the server; past that and a margin, the server is gone. */
-		.query_timeout_ms = 2 * cfg->statement_timeout_ms + BF_QUERY_DEADLINE_MARGIN_MS,
+		.server_timeout_ms = 2 * cfg->statement_timeout_ms,
+		.lease_s = cfg->lease_s,
 		.backoff_initial_ms = cfg->retry_initial_ms,
 		.backoff_max_ms = cfg->retry_max_ms,
 		.on_event = job_pg_event,

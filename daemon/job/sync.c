@@ -14,7 +14,7 @@ static void job_session_timeouts(bf_job *job, int lock_ms, int statement_ms)
 	bf_engine_batch_session_sql(sql, sizeof(sql), job->cfg, lock_ms, statement_ms);
 	/* A batch is two statements, each bounded by statement_timeout on the
 	 * server; past that and a margin, the server is gone. */
-	bf_pg_reconfigure(&job->pg, sql, 2 * statement_ms + BF_QUERY_DEADLINE_MARGIN_MS);
+	bf_pg_reconfigure(&job->pg, sql, 2 * statement_ms, job->cfg->lease_s);
 }
 
 /* Applies the row's knobs (backfillctl set) over the configuration: bounds
