@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "session.h"
 #include "schema.h"
-#include "status.h"
 #include "strbuf.h"
 
 static void engine_kick(bf_engine *engine);
@@ -21,123 +21,21 @@ uv_loop_t *bf_engine_loop(bf_engine *engine)
 	return engine->loop;
 }
 
-/* ---- session settings and connection options ---- */
-
-/* One setting of every connection of ours. */
-typedef struct session_setting {
-	const char *name;
-	char value[32];
-} session_setting;
-
-#define SESSION_SETTINGS_MAX 12
-
-static int session_add(session_setting *set, int n, const char *name, const char *value)
+/* Every job's live fields, keyed by id: the renewal publishes them. */
+static char *engine_live_all(bf_engine *engine)
 {
-	set[n].name = name;
-	snprintf(set[n].value, sizeof(set[n].value), "%s", value);
-	return n + 1;
-}
+	json_t *all = json_object();
+	uint64_t now = uv_hrtime();
+	char id[24];
 
-static int session_add_ms(session_setting *set, int n, const char *name, int ms)
-{
-	char value[24];
-
-	snprintf(value, sizeof(value), "%dms", ms);
-	return session_add(set, n, name, value);
-}
-
-int bf_engine_control_statement_timeout_ms(const bf_config *cfg)
-{
-	bf_pg_liveness l;
-
-	/* The daemon's own queries: bounded by the lease (pg.c says why),
-	 * and never longer than a batch statement may take. */
-	bf_pg_liveness_for_lease(&l, cfg->lease_s);
-	return cfg->statement_timeout_ms < l.control_statement_timeout_ms
-		       ? cfg->statement_timeout_ms
-		       : l.control_statement_timeout_ms;
-}
-
-/* The settings of every connection of ours, whatever the server's, the
- * database's or the role's defaults (set_config(..., false) is a session
- * setting, which outranks them all). batches: a job's (or a plan's)
- * connection, which runs the operator's SQL. */
-static int session_settings(session_setting *set, const bf_config *cfg, int batches, int lock_ms,
-			    int statement_ms)
-{
-	int n = 0;
-
-	/* Bounded waits, so that an operator's transaction left open on a job
-	 * row cannot freeze claims, renewals or a job. */
-	n = session_add_ms(set, n, "lock_timeout", lock_ms);
-	n = session_add_ms(set, n, "statement_timeout", statement_ms);
-	/* READ COMMITTED and read-write whatever the role's defaults: a
-	 * batch's second statement must see what its first one waited for. */
-	n = session_add(set, n, "default_transaction_isolation", "read committed");
-	n = session_add(set, n, "default_transaction_read_only", "off");
-	/* The definition checks read quotes the standard way (sqltext.c): so
-	 * must the server, or a backslash could hide a ';' from them. */
-	n = session_add(set, n, "standard_conforming_strings", "on");
-	/* Values travel as text: keys, checkpoints, bounds. Dates in ISO (a
-	 * 'Postgres' or 'SQL' style cannot be read back: "IST" is taken for
-	 * Israel's time), intervals as PostgreSQL writes them, floats exact.
-	 * The DMY/MDY order of date input stays the database's: the
-	 * operator's literals mean what they mean in psql. So does TimeZone,
-	 * on every connection alike (they share the conninfo): it changes what
-	 * the operator's SQL computes (ts::date, date_trunc), and nothing of
-	 * ours depends on it (ISO text carries its offset, transaction starts
-	 * are compared as numbers). */
-	n = session_add(set, n, "DateStyle", "ISO");
-	n = session_add(set, n, "IntervalStyle", "postgres");
-	n = session_add(set, n, "extra_float_digits", "3");
-	/* A database-wide idle_session_timeout would kill the listener (it
-	 * idles between notifications), the monitor and a job between batches
-	 * over and over; dead peers are found by keepalives instead (pg.c). */
-	n = session_add(set, n, "idle_session_timeout", "0");
-	if (batches) {
-		/* Never idle in a transaction: a stalled daemon's locks go. */
-		n = session_add_ms(set, n, "idle_in_transaction_session_timeout",
-				   cfg->idle_in_transaction_timeout_ms);
-		/* A batch is short and planned afresh each time: JIT would
-		 * compile for tens of milliseconds per batch (large row
-		 * estimates trigger it) to save less. */
-		n = session_add(set, n, "jit", "off");
+	for (bf_job *job = engine->jobs; job; job = job->next) {
+		snprintf(id, sizeof(id), "%" PRId64, job->id);
+		json_object_set_new(all, id, bf_job_live(job, now));
 	}
-	return n;
-}
+	char *text = json_dumps(all, JSON_COMPACT);
 
-static void session_sql(char *buf, size_t len, const bf_config *cfg, int batches, int lock_ms,
-			int statement_ms)
-{
-	session_setting set[SESSION_SETTINGS_MAX];
-	int n = session_settings(set, cfg, batches, lock_ms, statement_ms);
-	size_t used;
-
-	used = (size_t)snprintf(buf, len, "SELECT set_config(name, value, false) FROM (VALUES ");
-	for (int i = 0; i < n && used < len; i++)
-		used += (size_t)snprintf(buf + used, len - used, "%s('%s', '%s')", i ? ", " : "",
-					 set[i].name, set[i].value);
-	if (used < len)
-		used += (size_t)snprintf(buf + used, len - used, ") AS s(name, value)");
-	if (used >= len) {
-		/* A caller's buffer too small: a cut query would fail every
-		 * connect, and the log would not say why. */
-		bf_error("internal: the session settings need %zu bytes, %zu given", used + 1, len);
-		snprintf(buf, len, "SELECT 1/0 AS session_settings_do_not_fit");
-	}
-}
-
-void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batches)
-{
-	session_sql(buf, len, cfg, batches, cfg->lock_timeout_ms,
-		    batches ? cfg->statement_timeout_ms
-			    : bf_engine_control_statement_timeout_ms(cfg));
-}
-
-void bf_engine_batch_session_sql(char *buf, size_t len, const bf_config *cfg, int lock_timeout_ms,
-				 int statement_timeout_ms)
-{
-	session_sql(buf, len, cfg, 1, lock_timeout_ms, statement_timeout_ms);
+	json_decref(all);
+	return text;
 }
 
 /* ---- what a job needs of the engine (bf_job_ops) ---- */
@@ -407,7 +305,7 @@ static void engine_renew(bf_engine *engine)
 	char lease[16];
 	char *ids = engine_job_ids(engine);
 	/* What status shows for our jobs on every other instance too. */
-	char *live = bf_status_live_all(engine);
+	char *live = engine_live_all(engine);
 
 	if (!ids || !live) {
 		free(ids);
@@ -604,7 +502,7 @@ static void engine_kick(bf_engine *engine)
 		char sql[768];
 
 		engine->want_session = 0;
-		bf_engine_session_sql(sql, sizeof(sql), engine->cfg, 0);
+		bf_session_sql(sql, sizeof(sql), engine->cfg, 0);
 		bf_pg_query(&engine->listener, sql, 0, NULL, engine_session_applied, engine);
 		return;
 	}
@@ -820,7 +718,7 @@ int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg, bf_
 
 	char init_sql[768];
 
-	bf_engine_session_sql(init_sql, sizeof(init_sql), cfg, 0);
+	bf_session_sql(init_sql, sizeof(init_sql), cfg, 0);
 
 	bf_pg_options opts = {
 		.name = "listener connection",
@@ -828,7 +726,7 @@ int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg, bf_
 		.application_name = "backfilld listener",
 		.init_sql = init_sql,
 		.connect_timeout_ms = cfg->connect_timeout_ms,
-		.server_timeout_ms = bf_engine_control_statement_timeout_ms(cfg),
+		.server_timeout_ms = bf_session_control_statement_timeout_ms(cfg),
 		.lease_s = cfg->lease_s,
 		.backoff_initial_ms = cfg->retry_initial_ms,
 		.backoff_max_ms = cfg->retry_max_ms,
@@ -880,13 +778,13 @@ static void engine_session_applied(bf_pg *pg, const bf_pg_result *r, void *arg)
 void bf_engine_reconfigure(bf_engine *engine)
 {
 	uint64_t renew_ms = (uint64_t)engine->cfg->lease_s * 1000 / 3;
-	int server_ms = bf_engine_control_statement_timeout_ms(engine->cfg);
+	int server_ms = bf_session_control_statement_timeout_ms(engine->cfg);
 	char sql[768];
 
 	if (engine->stopping)
 		return;
 	/* Our own connections: after every reconnect, and now. */
-	bf_engine_session_sql(sql, sizeof(sql), engine->cfg, 0);
+	bf_session_sql(sql, sizeof(sql), engine->cfg, 0);
 	bf_pg_reconfigure(&engine->listener, sql, server_ms, engine->cfg->lease_s);
 	bf_pg_reconfigure(&engine->monitor.pg, sql, server_ms, engine->cfg->lease_s);
 	bf_monitor_query(&engine->monitor, sql, 0, NULL, engine_session_applied, engine);

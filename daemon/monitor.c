@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine.h"
 #include "log.h"
+#include "session.h"
 
 struct bf_monitor_item {
 	bf_monitor_item *next;
@@ -175,7 +175,7 @@ int bf_monitor_init(bf_monitor *m, uv_loop_t *loop, const bf_config *cfg)
 	char init_sql[768];
 
 	memset(m, 0, sizeof(*m));
-	bf_engine_session_sql(init_sql, sizeof(init_sql), cfg, 0);
+	bf_session_sql(init_sql, sizeof(init_sql), cfg, 0);
 
 	bf_pg_options opts = {
 		.name = "monitor connection",
@@ -183,7 +183,7 @@ int bf_monitor_init(bf_monitor *m, uv_loop_t *loop, const bf_config *cfg)
 		.application_name = "backfilld monitor",
 		.init_sql = init_sql,
 		.connect_timeout_ms = cfg->connect_timeout_ms,
-		.server_timeout_ms = bf_engine_control_statement_timeout_ms(cfg),
+		.server_timeout_ms = bf_session_control_statement_timeout_ms(cfg),
 		.lease_s = cfg->lease_s,
 		.backoff_initial_ms = cfg->retry_initial_ms,
 		.backoff_max_ms = cfg->retry_max_ms,

@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "definition.h"
 #include "log.h"
+#include "session.h"
 #include "monitor.h"
 #include "resolve.h"
 #include "strbuf.h"
@@ -506,7 +507,7 @@ void bf_plan_start(bf_commands *cmds, bf_client *client, bf_request *req)
 		return;
 	}
 	/* A batch connection's settings: the same timeouts bound the dry run. */
-	bf_engine_session_sql(init_sql, sizeof(init_sql), cfg, 1);
+	bf_session_sql(init_sql, sizeof(init_sql), cfg, 1);
 	snprintf(app, sizeof(app), "backfilld plan %s", req->job);
 
 	bf_pg_options opts = {

@@ -123,51 +123,6 @@ static double rounded(double v, double unit)
 	return (double)(long long)(v / unit + 0.5) * unit;
 }
 
-/* The fields only the daemon running a job knows. */
-static json_t *job_live(const bf_job *job, uint64_t now)
-{
-	char *reasons[REASONS_MAX];
-	int n = bf_job_throttle_reasons(job, reasons, REASONS_MAX);
-	json_t *list = json_array();
-	double rate = bf_job_rate(job, now);
-	double throttled_s = bf_job_throttled_s(job, now);
-	double alive_s = (double)(now - job->started_ns) / 1e9;
-	json_t *eta = json_null();
-
-	for (int i = 0; i < n; i++) {
-		json_array_append_new(list, json_string(reasons[i]));
-		free(reasons[i]);
-	}
-	if (job->walk_done)
-		eta = json_integer(0);
-	else if (rate > 0 && job->rows_estimate > job->rows_scanned)
-		eta = json_integer((
-			json_int_t)((double)(job->rows_estimate - job->rows_scanned) / rate + 0.5));
-	return json_pack("{s:s, s:i, s:f, s:o, s:b, s:o, s:f, s:f, s:I}", "phase",
-			 bf_job_phase_name(job), "batch_size", bf_batch_size_get(&job->batch_size),
-			 "rate_rows_s", rounded(rate, 0.1), "eta_s", eta, "throttled", n > 0,
-			 "throttle_reasons", list, "throttled_s", rounded(throttled_s, 0.1),
-			 "throttled_share",
-			 alive_s > 0 ? rounded(throttled_s / alive_s, 0.001) : 0.0,
-			 "sessions_waited", (json_int_t)job->sessions_held);
-}
-
-char *bf_status_live_all(bf_engine *engine)
-{
-	json_t *all = json_object();
-	uint64_t now = uv_hrtime();
-	char id[24];
-
-	for (bf_job *job = engine->jobs; job; job = job->next) {
-		snprintf(id, sizeof(id), "%" PRId64, job->id);
-		json_object_set_new(all, id, job_live(job, now));
-	}
-	char *text = json_dumps(all, JSON_COMPACT);
-
-	json_decref(all);
-	return text;
-}
-
 static double progress_of(const char *state, int64_t scanned, int64_t estimate, int walk_done)
 {
 	if (strcmp(state, "succeeded") == 0)
@@ -322,7 +277,7 @@ static json_t *job_object(const PGresult *res, int row, bf_job *job, const bf_en
 	json_t *live = NULL;
 
 	if (job && running)
-		live = job_live(job, now);
+		live = bf_job_live(job, now);
 	else if (running && lease_live && live_text)
 		live = json_loads(live_text, 0, NULL);
 	if (!live || !json_is_object(live)) {
@@ -388,7 +343,7 @@ static json_t *job_from_memory(bf_job *job, int paused_all, uint64_t now)
 		progress_of("running", job->rows_scanned, job->rows_estimate, job->walk_done),
 		"last_error", "settings", json_object(), "started_at", "finished_at", "updated_at",
 		"lease_until", "lease_expires_in_s", "owner_alive", 1, "blocked_by", "lock_wait_s");
-	json_t *live = job_live(job, now);
+	json_t *live = bf_job_live(job, now);
 
 	add_pause_reason(live, "running", job->name, paused_all);
 	stop_clock_if_paused(live, "running", paused_all);

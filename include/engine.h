@@ -69,11 +69,6 @@ void bf_engine_stop(bf_engine *engine);
 /* The configuration struct was reloaded in place: apply it to the jobs. */
 void bf_engine_reconfigure(bf_engine *engine);
 
-/* The statement_timeout of the daemon's own connections (listener,
- * monitor): from the lease (bf_pg_liveness_for_lease), at most
- * batch.statement_timeout_ms. */
-int bf_engine_control_statement_timeout_ms(const bf_config *cfg);
-
 /* The job this daemon runs with that id, or NULL. */
 bf_job *bf_engine_find_job(bf_engine *engine, int64_t id);
 
@@ -84,11 +79,5 @@ struct bf_monitor *bf_engine_monitor(bf_engine *engine);
 int bf_engine_paused(const bf_engine *engine);
 void bf_engine_set_paused(bf_engine *engine, int paused);
 
-/* The session settings of every connection of ours (batches != 0: those of
- * a job's batch connection too), as one query, into buf. */
-void bf_engine_session_sql(char *buf, size_t len, const bf_config *cfg, int batches);
-/* The same for a job's batch connection with its own timeouts. */
-void bf_engine_batch_session_sql(char *buf, size_t len, const bf_config *cfg, int lock_timeout_ms,
-				 int statement_timeout_ms);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <uv.h>
 
 #include "batch_size.h"
@@ -221,6 +222,11 @@ double bf_job_rate(const bf_job *job, uint64_t now_ns);
 double bf_job_throttled_s(const bf_job *job, uint64_t now_ns);
 int bf_job_throttle_reasons(const bf_job *job, char **reasons, int max);
 const char *bf_job_phase_name(const bf_job *job);
+/* What only the daemon running the job knows, as status and the row's
+ * live column show it: phase, batch_size, rate_rows_s, eta_s, throttled,
+ * throttle_reasons, throttled_s, throttled_share, sessions_waited. A new
+ * reference; NULL when out of memory. */
+json_t *bf_job_live(const bf_job *job, uint64_t now_ns);
 /* The server pid of the job's connection while a query is in flight, and
  * while that query is a batch; 0 otherwise. */
 int bf_job_query_pid(const bf_job *job);

@@ -72,9 +72,6 @@ char *bf_status_sql(bf_engine *engine, bf_pg *pg, const char *job, int all);
 json_t *bf_status_build(bf_engine *engine, const PGresult *res, const char *db_error,
 			const char *only_job);
 
-/* {"<id>": live, ...} of every job we run, as JSON text (malloc'd). */
-char *bf_status_live_all(bf_engine *engine);
-
 /* One line for sd_notify STATUS= and the log. */
 void bf_status_summary(bf_engine *engine, char *buf, size_t len);
 

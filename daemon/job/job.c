@@ -2,8 +2,8 @@
 #include <assert.h>
 
 #include "job_int.h"
+#include "session.h"
 #include "definition.h"
-#include "engine.h"
 #include "sqltext.h"
 
 void job_params_fence(bf_job *job, job_params *p)
@@ -268,7 +268,7 @@ bf_job *bf_job_start(const bf_job_env *env, const bf_job_def *def)
 			(uint64_t)def->id * 0x9e3779b97f4a7c15ULL ^ uv_hrtime());
 
 	/* Every batch connection carries its own limits (see the engine). */
-	bf_engine_session_sql(init_sql, sizeof(init_sql), cfg, 1);
+	bf_session_sql(init_sql, sizeof(init_sql), cfg, 1);
 	snprintf(app, sizeof(app), "backfilld job %s", def->name);
 	snprintf(pgname, sizeof(pgname), "job \"%s\" connection", def->name);
 

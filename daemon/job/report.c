@@ -1,4 +1,6 @@
 /* report.c -- what status shows of a job: its rate, time throttled, reasons held, phase. */
+#include <jansson.h>
+
 #include "job_int.h"
 
 /* One (time, rows) point for the rate. */
@@ -119,4 +121,40 @@ int bf_job_batch_pid(const bf_job *job)
 bool bf_job_replay_waiting(const bf_job *job)
 {
 	return job->replay_waiting;
+}
+
+#define LIVE_REASONS_MAX 16
+
+static double rounded(double v, double unit)
+{
+	return (double)(long long)(v / unit + 0.5) * unit;
+}
+
+/* The fields only the daemon running a job knows. */
+json_t *bf_job_live(const bf_job *job, uint64_t now)
+{
+	char *reasons[LIVE_REASONS_MAX];
+	int n = bf_job_throttle_reasons(job, reasons, LIVE_REASONS_MAX);
+	json_t *list = json_array();
+	double rate = bf_job_rate(job, now);
+	double throttled_s = bf_job_throttled_s(job, now);
+	double alive_s = (double)(now - job->started_ns) / 1e9;
+	json_t *eta = json_null();
+
+	for (int i = 0; i < n; i++) {
+		json_array_append_new(list, json_string(reasons[i]));
+		free(reasons[i]);
+	}
+	if (job->walk_done)
+		eta = json_integer(0);
+	else if (rate > 0 && job->rows_estimate > job->rows_scanned)
+		eta = json_integer((
+			json_int_t)((double)(job->rows_estimate - job->rows_scanned) / rate + 0.5));
+	return json_pack("{s:s, s:i, s:f, s:o, s:b, s:o, s:f, s:f, s:I}", "phase",
+			 bf_job_phase_name(job), "batch_size", bf_batch_size_get(&job->batch_size),
+			 "rate_rows_s", rounded(rate, 0.1), "eta_s", eta, "throttled", n > 0,
+			 "throttle_reasons", list, "throttled_s", rounded(throttled_s, 0.1),
+			 "throttled_share",
+			 alive_s > 0 ? rounded(throttled_s / alive_s, 0.001) : 0.0,
+			 "sessions_waited", (json_int_t)job->sessions_held);
 }

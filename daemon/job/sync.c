@@ -1,6 +1,6 @@
 /* sync.c -- re-reading the job row (the row is the truth), applying its knobs and session settings. */
 #include "job_int.h"
-#include "engine.h"
+#include "session.h"
 #include "knobs.h"
 
 /* Sets the job's session timeouts: now on this connection (before the next
@@ -11,7 +11,7 @@ static void job_session_timeouts(bf_job *job, int lock_ms, int statement_ms)
 
 	job->lock_timeout_ms = lock_ms;
 	job->statement_timeout_ms = statement_ms;
-	bf_engine_batch_session_sql(sql, sizeof(sql), job->cfg, lock_ms, statement_ms);
+	bf_session_batch_sql(sql, sizeof(sql), job->cfg, lock_ms, statement_ms);
 	/* A batch is two statements, each bounded by statement_timeout on the
 	 * server; past that and a margin, the server is gone. */
 	bf_pg_reconfigure(&job->pg, sql, 2 * statement_ms, job->cfg->lease_s);
@@ -187,7 +187,7 @@ void job_refresh_session(bf_job *job)
 	char sql[768];
 
 	/* The job's own timeouts, which may differ from the configuration's. */
-	bf_engine_batch_session_sql(sql, sizeof(sql), job->cfg, job->lock_timeout_ms,
+	bf_session_batch_sql(sql, sizeof(sql), job->cfg, job->lock_timeout_ms,
 				    job->statement_timeout_ms);
 	job_send(job, "applying session settings", sql, 0, NULL, job_session_refreshed);
 }

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "config.h"
-#include "engine.h"
+#include "session.h"
 #include "pg.h"
 #include "sampler.h"
 #include "unit.h"
@@ -64,7 +64,7 @@ static void test_session_sql_for_every_connection(void)
 
 	bf_config_defaults(&cfg);
 	for (int batches = 0; batches <= 1; batches++) {
-		bf_engine_session_sql(sql, sizeof(sql), &cfg, batches);
+		bf_session_sql(sql, sizeof(sql), &cfg, batches);
 		UNIT_CHECK_CONTAINS(sql, "SELECT set_config(name, value, false) FROM (VALUES ");
 		UNIT_CHECK_CONTAINS(sql, "('DateStyle', 'ISO')");
 		UNIT_CHECK_CONTAINS(sql, "('IntervalStyle', 'postgres')");
@@ -76,17 +76,17 @@ static void test_session_sql_for_every_connection(void)
 		UNIT_CHECK(!strstr(sql, "TimeZone"));
 	}
 	/* The daemon's own queries: bounded by the lease. */
-	bf_engine_session_sql(sql, sizeof(sql), &cfg, 0);
+	bf_session_sql(sql, sizeof(sql), &cfg, 0);
 	UNIT_CHECK_CONTAINS(sql, "('statement_timeout', '5000ms')");
 	UNIT_CHECK(!strstr(sql, "idle_in_transaction"));
 	/* A batch: by batch.statement_timeout_ms. */
-	bf_engine_session_sql(sql, sizeof(sql), &cfg, 1);
+	bf_session_sql(sql, sizeof(sql), &cfg, 1);
 	UNIT_CHECK_CONTAINS(sql, "('statement_timeout', '30000ms')");
 	UNIT_CHECK_CONTAINS(sql, "('idle_in_transaction_session_timeout', '60000ms')");
 	UNIT_CHECK_CONTAINS(sql, "('jit', 'off')");
 	/* A batch timeout below the lease's bound bounds ours too. */
 	cfg.statement_timeout_ms = 400;
-	bf_engine_session_sql(sql, sizeof(sql), &cfg, 0);
+	bf_session_sql(sql, sizeof(sql), &cfg, 0);
 	UNIT_CHECK_CONTAINS(sql, "('statement_timeout', '400ms')");
 	bf_config_free(&cfg);
 }
@@ -101,7 +101,7 @@ static void test_session_sql_fits_with_the_largest_values(void)
 	cfg.statement_timeout_ms = 2147483647;
 	cfg.idle_in_transaction_timeout_ms = 2147483647;
 	cfg.lease_s = 3600;
-	bf_engine_batch_session_sql(sql, sizeof(sql), &cfg, -2147483647 - 1, -2147483647 - 1);
+	bf_session_batch_sql(sql, sizeof(sql), &cfg, -2147483647 - 1, -2147483647 - 1);
 	UNIT_CHECK_CONTAINS(sql, ") AS s(name, value)");
 	UNIT_CHECK(!strstr(sql, "do_not_fit"));
 	bf_config_free(&cfg);
