@@ -168,9 +168,7 @@ static void engine_released_all(bf_pg *pg, const bf_pg_result *r, void *arg)
 static void engine_release_all(bf_engine *engine)
 {
 	static const char sql[] =
-		"UPDATE backfill.jobs SET owner = NULL, lease_until = NULL,\n"
-		"  state = CASE WHEN state = 'running' THEN 'pending' ELSE state END\n"
-		"WHERE owner = $1";
+		"UPDATE backfill.jobs SET " BF_SCHEMA_LEASE_RELEASE_SET "WHERE owner = $1";
 	const char *params[1] = {engine->owner};
 
 	if (bf_pg_query(&engine->listener, sql, 1, params, engine_released_all, engine) != 0)
@@ -294,9 +292,7 @@ static void engine_renew(bf_engine *engine)
 		"               FOR UPDATE SKIP LOCKED)\n"
 		"  RETURNING id, name\n"
 		"), released AS (\n"
-		"  UPDATE backfill.jobs SET owner = NULL, lease_until = NULL,\n"
-		"    state = CASE WHEN state = 'running' THEN 'pending' ELSE state END\n"
-		"  WHERE id IN (SELECT id FROM backfill.jobs\n"
+		"  UPDATE backfill.jobs SET " BF_SCHEMA_LEASE_RELEASE_SET "  WHERE id IN (SELECT id FROM backfill.jobs\n"
 		"               WHERE owner = $1 AND id <> ALL ($3::bigint[])\n"
 		"               FOR UPDATE SKIP LOCKED)\n"
 		"  RETURNING id, name\n"
@@ -720,20 +716,11 @@ int bf_engine_init(bf_engine *engine, uv_loop_t *loop, const bf_config *cfg, bf_
 
 	bf_session_sql(init_sql, sizeof(init_sql), cfg, 0);
 
-	bf_pg_options opts = {
-		.name = "listener connection",
-		.conninfo = cfg->conninfo,
-		.application_name = "backfilld listener",
-		.init_sql = init_sql,
-		.connect_timeout_ms = cfg->connect_timeout_ms,
-		.server_timeout_ms = bf_session_control_statement_timeout_ms(cfg),
-		.lease_s = cfg->lease_s,
-		.backoff_initial_ms = cfg->retry_initial_ms,
-		.backoff_max_ms = cfg->retry_max_ms,
-		.on_event = engine_listener_event,
-		.on_notify = engine_notify,
-		.arg = engine,
-	};
+	bf_pg_options opts =
+		bf_session_pg_options(cfg, false, "listener connection", "backfilld listener",
+				      init_sql, engine_listener_event, engine);
+
+	opts.on_notify = engine_notify;
 	/* All or nothing: timers are only closed through the loop. */
 	if ((rc = uv_timer_init(loop, &engine->poll_timer)) != 0)
 		return rc;

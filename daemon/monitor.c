@@ -177,19 +177,9 @@ int bf_monitor_init(bf_monitor *m, uv_loop_t *loop, const bf_config *cfg)
 	memset(m, 0, sizeof(*m));
 	bf_session_sql(init_sql, sizeof(init_sql), cfg, 0);
 
-	bf_pg_options opts = {
-		.name = "monitor connection",
-		.conninfo = cfg->conninfo,
-		.application_name = "backfilld monitor",
-		.init_sql = init_sql,
-		.connect_timeout_ms = cfg->connect_timeout_ms,
-		.server_timeout_ms = bf_session_control_statement_timeout_ms(cfg),
-		.lease_s = cfg->lease_s,
-		.backoff_initial_ms = cfg->retry_initial_ms,
-		.backoff_max_ms = cfg->retry_max_ms,
-		.on_event = monitor_event,
-		.arg = m,
-	};
+	bf_pg_options opts = bf_session_pg_options(cfg, false, "monitor connection",
+						   "backfilld monitor", init_sql, monitor_event, m);
+
 	return bf_pg_init(&m->pg, loop, &opts);
 }
 

@@ -510,19 +510,9 @@ void bf_plan_start(bf_commands *cmds, bf_client *client, bf_request *req)
 	bf_session_sql(init_sql, sizeof(init_sql), cfg, 1);
 	snprintf(app, sizeof(app), "backfilld plan %s", req->job);
 
-	bf_pg_options opts = {
-		.name = "plan connection",
-		.conninfo = cfg->conninfo,
-		.application_name = app,
-		.init_sql = init_sql,
-		.connect_timeout_ms = cfg->connect_timeout_ms,
-		.server_timeout_ms = 2 * cfg->statement_timeout_ms,
-		.lease_s = cfg->lease_s,
-		.backoff_initial_ms = cfg->retry_initial_ms,
-		.backoff_max_ms = cfg->retry_max_ms,
-		.on_event = plan_event,
-		.arg = plan,
-	};
+	bf_pg_options opts = bf_session_pg_options(cfg, true, "plan connection", app, init_sql,
+						   plan_event, plan);
+
 	uv_timer_init(bf_engine_loop(cmds->engine), &plan->timer);
 	plan->timer.data = plan;
 	bf_pg_init(&plan->pg, bf_engine_loop(cmds->engine), &opts);

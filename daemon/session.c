@@ -122,3 +122,26 @@ void bf_session_batch_sql(char *buf, size_t len, const bf_config *cfg, int lock_
 {
 	session_sql(buf, len, cfg, 1, lock_timeout_ms, statement_timeout_ms);
 }
+
+bf_pg_options bf_session_pg_options(const bf_config *cfg, bool batches, const char *name,
+				    const char *application_name, const char *init_sql,
+				    bf_pg_event_cb on_event, void *arg)
+{
+	return (bf_pg_options){
+		.name = name,
+		.conninfo = cfg->conninfo,
+		.application_name = application_name,
+		.init_sql = init_sql,
+		.connect_timeout_ms = cfg->connect_timeout_ms,
+		/* A batch is two statements, each bounded by statement_timeout
+		 * on the server; the daemon's own queries by theirs. Past
+		 * that and a margin (pg.c), the server is gone. */
+		.server_timeout_ms = batches ? 2 * cfg->statement_timeout_ms
+					     : bf_session_control_statement_timeout_ms(cfg),
+		.lease_s = cfg->lease_s,
+		.backoff_initial_ms = cfg->retry_initial_ms,
+		.backoff_max_ms = cfg->retry_max_ms,
+		.on_event = on_event,
+		.arg = arg,
+	};
+}

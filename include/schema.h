@@ -16,4 +16,11 @@ const char *bf_schema_install_sql(void);
 /* The channel the jobs trigger notifies on. */
 #define BF_NOTIFY_CHANNEL "backfill_jobs"
 
+/* Giving a job's lease back, as the SET list of an UPDATE of backfill.jobs:
+ * no owner, no lease, and a running job pending again for any daemon (a
+ * paused or cancelled one keeps its state). */
+#define BF_SCHEMA_LEASE_RELEASE_SET                                                                \
+	"owner = NULL, lease_until = NULL,\n"                                                      \
+	"  state = CASE WHEN state = 'running' THEN 'pending' ELSE state END\n"
+
 #endif

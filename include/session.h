@@ -8,9 +8,11 @@
 #ifndef BF_SESSION_H
 #define BF_SESSION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
+#include "pg.h"
 
 /* The statement_timeout of the daemon's own queries (claims, renewals,
  * status): bounded by the lease (pg.c says why), and never longer than a
@@ -24,5 +26,14 @@ void bf_session_sql(char *buf, size_t len, const bf_config *cfg, int batches);
 /* The same for a job's batch connection with its own timeouts. */
 void bf_session_batch_sql(char *buf, size_t len, const bf_config *cfg, int lock_timeout_ms,
 			  int statement_timeout_ms);
+
+/* The options of a connection of ours: the configuration's conninfo,
+ * connect timeout and backoff, and the deadline of its queries (batches:
+ * a job's or a plan's connection, whose batch statements are bounded by
+ * batch.statement_timeout_ms; otherwise the daemon's own queries). The
+ * strings must outlive bf_pg_init. */
+bf_pg_options bf_session_pg_options(const bf_config *cfg, bool batches, const char *name,
+				    const char *application_name, const char *init_sql,
+				    bf_pg_event_cb on_event, void *arg);
 
 #endif

@@ -1,5 +1,6 @@
 /* finish.c -- giving a job back (the lease released) or recording its end. */
 #include "job_int.h"
+#include "schema.h"
 
 static void job_released(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
@@ -19,9 +20,7 @@ static void job_released(bf_pg *pg, const bf_pg_result *r, void *arg)
 void job_release(bf_job *job)
 {
 	static const char sql[] =
-		"UPDATE backfill.jobs SET owner = NULL, lease_until = NULL,\n"
-		"  state = CASE WHEN state = 'running' THEN 'pending' ELSE state END\n"
-		"WHERE id = $1 AND owner = $2 AND lease_epoch = $3\n"
+		"UPDATE backfill.jobs SET " BF_SCHEMA_LEASE_RELEASE_SET "WHERE id = $1 AND owner = $2 AND lease_epoch = $3\n"
 		"RETURNING state";
 	job_params p;
 

@@ -272,21 +272,9 @@ bf_job *bf_job_start(const bf_job_env *env, const bf_job_def *def)
 	snprintf(app, sizeof(app), "backfilld job %s", def->name);
 	snprintf(pgname, sizeof(pgname), "job \"%s\" connection", def->name);
 
-	bf_pg_options opts = {
-		.name = pgname,
-		.conninfo = cfg->conninfo,
-		.application_name = app,
-		.init_sql = init_sql,
-		.connect_timeout_ms = cfg->connect_timeout_ms,
-		/* A batch is two statements, each bounded by statement_timeout
-		 * on the server; past that and a margin, the server is gone. */
-		.server_timeout_ms = 2 * cfg->statement_timeout_ms,
-		.lease_s = cfg->lease_s,
-		.backoff_initial_ms = cfg->retry_initial_ms,
-		.backoff_max_ms = cfg->retry_max_ms,
-		.on_event = job_pg_event,
-		.arg = job,
-	};
+	bf_pg_options opts =
+		bf_session_pg_options(cfg, true, pgname, app, init_sql, job_pg_event, job);
+
 	if (uv_timer_init(env->loop, &job->timer) != 0) {
 		job_free(job);
 		return NULL;
