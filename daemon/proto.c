@@ -4,6 +4,7 @@
  */
 #include "proto.h"
 #include "settings.h"
+#include "utf8.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -91,16 +92,12 @@ static const char *printable(const char *s, char *buf, size_t len)
 {
 	size_t n = 0;
 
-	for (; *s && n + 4 < len; s++)
-		buf[n++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
-	if (*s) {
-		/* The next byte continues a character: drop its first part. */
-		if (((unsigned char)*s & 0xc0) == 0x80) {
-			while (n > 0 && ((unsigned char)buf[n - 1] & 0xc0) == 0x80)
-				n--;
-			if (n > 0 && (unsigned char)buf[n - 1] >= 0xc0)
-				n--;
-		}
+	for (; s[n] && n + 4 < len; n++)
+		buf[n] = ((unsigned char)s[n] < 0x20 || s[n] == 0x7f) ? '?' : s[n];
+	if (s[n]) {
+		/* Control characters are ASCII: buf and s agree on where
+		 * characters start. */
+		n = bf_utf8_cut(s, n);
 		memcpy(buf + n, "...", 3);
 		n += 3;
 	}
@@ -408,56 +405,6 @@ char *bf_response_ok(json_t *result)
 	return dump_line(root);
 }
 
-/* Length of the valid UTF-8 character at p (by jansson's rules: no
- * overlong forms, no surrogates, nothing above U+10FFFF), 0 when invalid. */
-static size_t utf8_char_len(const unsigned char *p)
-{
-	static const unsigned int min[] = {0, 0, 0x80, 0x800, 0x10000};
-	unsigned int cp;
-	size_t n;
-
-	if (*p < 0x80)
-		return 1;
-	if ((*p & 0xe0) == 0xc0) {
-		n = 2;
-		cp = *p & 0x1f;
-	} else if ((*p & 0xf0) == 0xe0) {
-		n = 3;
-		cp = *p & 0x0f;
-	} else if ((*p & 0xf8) == 0xf0) {
-		n = 4;
-		cp = *p & 0x07;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
-/* Makes msg one line of valid UTF-8 in place: jansson refuses invalid UTF-8
- * (a server message in another encoding, a cut multibyte character), and a
- * newline in an error would break the CLI's one-line contract. */
-static void one_line_utf8(char *msg)
-{
-	unsigned char *p = (unsigned char *)msg;
-
-	while (*p) {
-		size_t n = utf8_char_len(p);
-
-		if (n == 0)
-			*p = '?';
-		else if (n == 1 && (*p < 0x20 || *p == 0x7f))
-			*p = ' ';
-		p += n ? n : 1;
-	}
-}
-
 char *bf_response_error(const char *code, const char *fmt, ...)
 {
 	json_t *root = json_object(), *error = json_object();
@@ -471,7 +418,7 @@ char *bf_response_error(const char *code, const char *fmt, ...)
 	if (n < 0)
 		msg = NULL;
 	else
-		one_line_utf8(msg);
+		bf_utf8_one_line(msg);
 	if (!root || !error || !msg || json_object_set_new(error, "code", json_string(code)) ||
 	    json_object_set_new(error, "message", json_string(msg)) ||
 	    json_object_set_new(root, "v", json_integer(BF_PROTO_VERSION)) ||
