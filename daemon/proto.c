@@ -253,89 +253,112 @@ static int decode_fields(json_t *root, bf_cmd cmd, bf_request *req, const char *
 	return 0;
 }
 
-int bf_request_decode(const char *line, size_t len, bf_request *req, const char **code, char *err,
-		      size_t errlen)
+/* The line as a JSON object (a new reference), or NULL with the reason. */
+static json_t *decode_line(const char *line, size_t len, const char **code, char *err,
+			   size_t errlen)
 {
 	json_error_t jerr;
-	json_t *root = NULL, *v, *cmd;
+	json_t *root;
 	const char *nul;
-	char shown[72];
-	int c;
 
-	memset(req, 0, sizeof *req);
 	if (len > 0 && line[len - 1] == '\n')
 		len--;
-	if (len > BF_PROTO_MAX_REQUEST)
-		return fail(code, BF_ERR_TOO_LARGE, err, errlen,
-			    "request of %zu bytes is larger than the limit of %d", len,
-			    BF_PROTO_MAX_REQUEST);
-	if ((nul = memchr(line, '\0', len)))
-		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
-			    "request contains a NUL byte at byte %td", nul - line);
-	if (len == 0 || (len == 1 && line[0] == '\r'))
-		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
-			    "empty request: expected a JSON object");
+	if (len > BF_PROTO_MAX_REQUEST) {
+		fail(code, BF_ERR_TOO_LARGE, err, errlen,
+		     "request of %zu bytes is larger than the limit of %d", len,
+		     BF_PROTO_MAX_REQUEST);
+		return NULL;
+	}
+	if ((nul = memchr(line, '\0', len))) {
+		fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+		     "request contains a NUL byte at byte %td", nul - line);
+		return NULL;
+	}
+	if (len == 0 || (len == 1 && line[0] == '\r')) {
+		fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+		     "empty request: expected a JSON object");
+		return NULL;
+	}
 	root = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-	if (!root)
-		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
-			    "request is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
+	if (!root) {
+		fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+		     "request is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
+		return NULL;
+	}
 	if (!json_is_object(root)) {
 		fail(code, BF_ERR_BAD_REQUEST, err, errlen, "request must be a JSON object, got %s",
 		     json_type_name(root));
-		goto fail;
+		json_decref(root);
+		return NULL;
 	}
+	return root;
+}
 
+/* "v": present, an integer, and a version this daemon speaks. */
+static int decode_version(json_t *root, bf_request *req, const char **code, char *err,
+			  size_t errlen)
+{
+	json_t *v = json_object_get(root, "v");
+
+	if (!v)
+		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+			    "request has no \"v\" (the protocol version, %d)", BF_PROTO_VERSION);
+	if (!json_is_integer(v))
+		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+			    "\"v\" must be an integer, got %s", json_type_name(v));
+	if (json_integer_value(v) > BF_PROTO_VERSION)
+		return fail(code, BF_ERR_UNSUPPORTED_VERSION, err, errlen,
+			    "protocol version %" JSON_INTEGER_FORMAT
+			    " is newer than this daemon's (%d): upgrade backfilld",
+			    json_integer_value(v), BF_PROTO_VERSION);
+	if (json_integer_value(v) < 1)
+		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+			    "\"v\" must be 1 or more, got %" JSON_INTEGER_FORMAT,
+			    json_integer_value(v));
+	req->version = (int)json_integer_value(v);
+	return 0;
+}
+
+/* "cmd": present, a string, and a command this daemon knows. */
+static int decode_cmd(json_t *root, bf_request *req, const char **code, char *err, size_t errlen)
+{
+	json_t *cmd = json_object_get(root, "cmd");
+	char shown[72];
+	int c;
+
+	if (!cmd)
+		return fail(code, BF_ERR_BAD_REQUEST, err, errlen, "request has no \"cmd\"");
+	if (!json_is_string(cmd))
+		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+			    "\"cmd\" must be a string, got %s", json_type_name(cmd));
+	if ((c = bf_cmd_parse(json_string_value(cmd))) < 0)
+		return fail(
+			code, BF_ERR_UNKNOWN_COMMAND, err, errlen,
+			"unknown command \"%s\" (known: status, pause, resume, cancel, set, plan)",
+			printable(json_string_value(cmd), shown, sizeof shown));
+	req->cmd = (bf_cmd)c;
+	return 0;
+}
+
+int bf_request_decode(const char *line, size_t len, bf_request *req, const char **code, char *err,
+		      size_t errlen)
+{
+	json_t *root;
+
+	memset(req, 0, sizeof *req);
+	if (!(root = decode_line(line, len, code, err, errlen)))
+		return -1;
 	/* The version first: a newer client's request may well carry
 	 * commands and fields this daemon has never heard of. */
-	if (!(v = json_object_get(root, "v"))) {
-		fail(code, BF_ERR_BAD_REQUEST, err, errlen,
-		     "request has no \"v\" (the protocol version, %d)", BF_PROTO_VERSION);
-		goto fail;
+	if (decode_version(root, req, code, err, errlen) != 0 ||
+	    decode_cmd(root, req, code, err, errlen) != 0 ||
+	    decode_fields(root, req->cmd, req, code, err, errlen) != 0) {
+		json_decref(root);
+		bf_request_free(req);
+		return -1;
 	}
-	if (!json_is_integer(v)) {
-		fail(code, BF_ERR_BAD_REQUEST, err, errlen, "\"v\" must be an integer, got %s",
-		     json_type_name(v));
-		goto fail;
-	}
-	if (json_integer_value(v) > BF_PROTO_VERSION) {
-		fail(code, BF_ERR_UNSUPPORTED_VERSION, err, errlen,
-		     "protocol version %" JSON_INTEGER_FORMAT
-		     " is newer than this daemon's (%d): upgrade backfilld",
-		     json_integer_value(v), BF_PROTO_VERSION);
-		goto fail;
-	}
-	if (json_integer_value(v) < 1) {
-		fail(code, BF_ERR_BAD_REQUEST, err, errlen,
-		     "\"v\" must be 1 or more, got %" JSON_INTEGER_FORMAT, json_integer_value(v));
-		goto fail;
-	}
-	req->version = (int)json_integer_value(v);
-
-	if (!(cmd = json_object_get(root, "cmd"))) {
-		fail(code, BF_ERR_BAD_REQUEST, err, errlen, "request has no \"cmd\"");
-		goto fail;
-	}
-	if (!json_is_string(cmd)) {
-		fail(code, BF_ERR_BAD_REQUEST, err, errlen, "\"cmd\" must be a string, got %s",
-		     json_type_name(cmd));
-		goto fail;
-	}
-	if ((c = bf_cmd_parse(json_string_value(cmd))) < 0) {
-		fail(code, BF_ERR_UNKNOWN_COMMAND, err, errlen,
-		     "unknown command \"%s\" (known: status, pause, resume, cancel, set, plan)",
-		     printable(json_string_value(cmd), shown, sizeof shown));
-		goto fail;
-	}
-	req->cmd = (bf_cmd)c;
-	if (decode_fields(root, req->cmd, req, code, err, errlen) != 0)
-		goto fail;
 	json_decref(root);
 	return 0;
-
-fail:
-	json_decref(root);
-	bf_request_free(req);
-	return -1;
 }
 
 void bf_request_free(bf_request *req)
