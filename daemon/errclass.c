@@ -44,20 +44,3 @@ bf_errclass bf_errclass_of(const char *sqlstate)
 	}
 	return BF_ERR_PERMANENT;
 }
-
-const char *bf_errclass_name(bf_errclass c)
-{
-	switch (c) {
-	case BF_ERR_TRANSIENT:
-		return "transient";
-	case BF_ERR_TRANSIENT_SHRINK:
-		return "transient (shrink batch)";
-	case BF_ERR_PERMANENT:
-		return "permanent";
-	case BF_ERR_DATA:
-		return "data";
-	case BF_ERR_FENCE:
-		return "fence";
-	}
-	return "?";
-}

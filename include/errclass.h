@@ -26,6 +26,4 @@ typedef enum bf_errclass {
  * broke before the server could answer) is transient. */
 bf_errclass bf_errclass_of(const char *sqlstate);
 
-const char *bf_errclass_name(bf_errclass c);
-
 #endif
