@@ -11,6 +11,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,7 +299,11 @@ static int parse_seconds(const char *option, const char *text, double min, int *
 	return BF_CTL_OK;
 }
 
-int main(int argc, char **argv)
+/* The options into c, the other arguments into positional[]. Returns true
+ * to go on; false when done (--help, --version: *status BF_CTL_OK) or
+ * refused (*status BF_CTL_USAGE, said on stderr). */
+static bool parse_options(int argc, char **argv, ctl *c, char **positional, int *npositional,
+			  int *status)
 {
 	static const struct option long_options[] = {
 		{"socket", required_argument, NULL, 's'},
@@ -311,13 +316,8 @@ int main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	ctl c = {.interval_ms = WATCH_INTERVAL_MS};
-	char **positional = calloc((size_t)argc + 1, sizeof *positional);
-	int npositional = 0, opt, status;
-	const ctl_cmd *cmd = NULL;
+	int opt;
 
-	if (!positional)
-		return usage_error("out of memory");
 	/* "-" first: options and arguments in any order (status --json and
 	 * --json status alike) even under POSIXLY_CORRECT; ":" next: missing
 	 * arguments reported here, in our words. "--" ends the options, for
@@ -326,54 +326,115 @@ int main(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "-:s:n:h", long_options, NULL)) != -1) {
 		switch (opt) {
 		case 1:
-			positional[npositional++] = optarg;
+			positional[(*npositional)++] = optarg;
 			break;
 		case 's':
-			c.socket_path = optarg;
+			c->socket_path = optarg;
 			break;
 		case 'T':
-			if ((status = parse_seconds("--timeout", optarg, 0.001, &c.timeout_ms)))
-				goto done;
+			if ((*status = parse_seconds("--timeout", optarg, 0.001, &c->timeout_ms)))
+				return false;
 			break;
 		case 'n':
-			if ((status = parse_seconds("-n", optarg, 0.1, &c.interval_ms)))
-				goto done;
-			c.options |= OPT_INTERVAL;
+			if ((*status = parse_seconds("-n", optarg, 0.1, &c->interval_ms)))
+				return false;
+			c->options |= OPT_INTERVAL;
 			break;
 		case 'j':
-			c.options |= OPT_JSON;
+			c->options |= OPT_JSON;
 			break;
 		case 'a':
-			c.options |= OPT_ALL;
+			c->options |= OPT_ALL;
 			break;
 		case 'N':
-			c.options |= OPT_NOW;
+			c->options |= OPT_NOW;
 			break;
 		case 'V':
 			printf("backfillctl %s (control protocol %d)\n", BF_VERSION,
 			       BF_PROTO_VERSION);
-			status = BF_CTL_OK;
-			goto done;
+			*status = BF_CTL_OK;
+			return false;
 		case 'h':
 			print_usage(stdout);
-			status = BF_CTL_OK;
-			goto done;
+			*status = BF_CTL_OK;
+			return false;
 		case ':':
-			status = usage_error("option %s needs a value", argv[optind - 1]);
-			goto done;
+			*status = usage_error("option %s needs a value", argv[optind - 1]);
+			return false;
 		default:
 			if (optopt)
-				status = usage_error("unknown option -%c (see backfillctl --help)",
-						     optopt);
+				*status = usage_error("unknown option -%c (see backfillctl --help)",
+						      optopt);
 			else
-				status = usage_error("unknown option %s (see backfillctl --help)",
-						     argv[optind - 1]);
-			goto done;
+				*status = usage_error("unknown option %s (see backfillctl --help)",
+						      argv[optind - 1]);
+			return false;
 		}
 	}
 	while (optind < argc)
-		positional[npositional++] = argv[optind++];
+		positional[(*npositional)++] = argv[optind++];
+	return true;
+}
 
+static const ctl_cmd *command_named(const char *name)
+{
+	const ctl_cmd *cmd = NULL;
+
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (strcmp(commands[i].name, name) == 0)
+			cmd = &commands[i];
+	return cmd;
+}
+
+/* The options and arguments c holds, against what cmd takes: BF_CTL_OK, or
+ * BF_CTL_USAGE said on stderr. */
+static int check_usage(const ctl *c, const ctl_cmd *cmd)
+{
+	for (size_t i = 0; i < sizeof option_names / sizeof option_names[0]; i++)
+		if ((c->options & ~cmd->options) & (1u << i))
+			return usage_error("%s is not an option of %s (usage: backfillctl %s %s)",
+					   option_names[i], cmd->name, cmd->name, cmd->args_usage);
+	if (c->nargs < cmd->min_args)
+		return usage_error("%s needs %s (usage: backfillctl %s %s)", cmd->name,
+				   c->nargs ? "KEY=VALUE" : "JOB", cmd->name, cmd->args_usage);
+	if (cmd->max_args >= 0 && c->nargs > cmd->max_args)
+		return usage_error("too many arguments for %s (usage: backfillctl %s %s)",
+				   cmd->name, cmd->name, cmd->args_usage);
+	if (c->nargs)
+		return check_job(c->args[0]);
+	return BF_CTL_OK;
+}
+
+/* Runs cmd against the socket; an answer that could not be written out
+ * fails, whatever the daemon said. */
+static int run_command(ctl *c, const ctl_cmd *cmd)
+{
+	int status;
+
+	c->socket_path = c->socket_path ? c->socket_path : getenv("BACKFILLD_SOCKET");
+	if (!c->socket_path || !*c->socket_path)
+		c->socket_path = DEFAULT_SOCKET;
+	bf_term_detect(&c->term, STDOUT_FILENO);
+	status = cmd->run(c, cmd);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "backfillctl: cannot write to standard output\n");
+		if (status == BF_CTL_OK)
+			status = BF_CTL_FAILED;
+	}
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	ctl c = {.interval_ms = WATCH_INTERVAL_MS};
+	char **positional = calloc((size_t)argc + 1, sizeof *positional);
+	int npositional = 0, status;
+	const ctl_cmd *cmd;
+
+	if (!positional)
+		return usage_error("out of memory");
+	if (!parse_options(argc, argv, &c, positional, &npositional, &status))
+		goto done;
 	if (npositional == 0) {
 		print_usage(stderr);
 		status = BF_CTL_USAGE;
@@ -384,9 +445,7 @@ int main(int argc, char **argv)
 		status = BF_CTL_OK;
 		goto done;
 	}
-	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-		if (strcmp(commands[i].name, positional[0]) == 0)
-			cmd = &commands[i];
+	cmd = command_named(positional[0]);
 	if (!cmd) {
 		status = usage_error("unknown command \"%s\" (see backfillctl --help)",
 				     positional[0]);
@@ -394,36 +453,9 @@ int main(int argc, char **argv)
 	}
 	c.args = positional + 1;
 	c.nargs = npositional - 1;
-	for (size_t i = 0; i < sizeof option_names / sizeof option_names[0]; i++)
-		if ((c.options & ~cmd->options) & (1u << i)) {
-			status =
-				usage_error("%s is not an option of %s (usage: backfillctl %s %s)",
-					    option_names[i], cmd->name, cmd->name, cmd->args_usage);
-			goto done;
-		}
-	if (c.nargs < cmd->min_args) {
-		status = usage_error("%s needs %s (usage: backfillctl %s %s)", cmd->name,
-				     c.nargs ? "KEY=VALUE" : "JOB", cmd->name, cmd->args_usage);
-		goto done;
-	}
-	if (cmd->max_args >= 0 && c.nargs > cmd->max_args) {
-		status = usage_error("too many arguments for %s (usage: backfillctl %s %s)",
-				     cmd->name, cmd->name, cmd->args_usage);
-		goto done;
-	}
-	if (c.nargs && (status = check_job(c.args[0])))
-		goto done;
-
-	c.socket_path = c.socket_path ? c.socket_path : getenv("BACKFILLD_SOCKET");
-	if (!c.socket_path || !*c.socket_path)
-		c.socket_path = DEFAULT_SOCKET;
-	bf_term_detect(&c.term, STDOUT_FILENO);
-	status = cmd->run(&c, cmd);
-	if (fflush(stdout) != 0 || ferror(stdout)) {
-		fprintf(stderr, "backfillctl: cannot write to standard output\n");
-		if (status == BF_CTL_OK)
-			status = BF_CTL_FAILED;
-	}
+	status = check_usage(&c, cmd);
+	if (status == BF_CTL_OK)
+		status = run_command(&c, cmd);
 done:
 	free(positional);
 	return status;

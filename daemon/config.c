@@ -36,12 +36,12 @@ struct bf_key {
 	const char *section;
 	const char *name;
 	enum bf_key_type type;
-	size_t offset;	     /* of the field in bf_config */
-	long long min, max;  /* BF_KEY_INT: inclusive bounds */
-	long long def;	     /* BF_KEY_INT and BF_KEY_LOG_LEVEL */
-	const char *def_str; /* BF_KEY_STRING; never freed, see bf_config_free */
-	bf_item_check check;		/* BF_KEY_LIST */
-	const char *const *choices;	/* BF_KEY_CHOICE, NULL-terminated */
+	size_t offset;		    /* of the field in bf_config */
+	long long min, max;	    /* BF_KEY_INT: inclusive bounds */
+	long long def;		    /* BF_KEY_INT and BF_KEY_LOG_LEVEL */
+	const char *def_str;	    /* BF_KEY_STRING; never freed, see bf_config_free */
+	bf_item_check check;	    /* BF_KEY_LIST */
+	const char *const *choices; /* BF_KEY_CHOICE, NULL-terminated */
 };
 
 #define BF_INT(sec, key, field, dflt, lo, hi)                                                      \
@@ -54,7 +54,7 @@ struct bf_key {
 	}
 #define BF_NAMES(sec, key, field)                                                                  \
 	{                                                                                          \
-		sec, key, BF_KEY_NAMES, offsetof(bf_config, field), 0, 0, 0, "", NULL, NULL       \
+		sec, key, BF_KEY_NAMES, offsetof(bf_config, field), 0, 0, 0, "", NULL, NULL        \
 	}
 
 #define BF_LIST(sec, key, field, chk)                                                              \
@@ -153,8 +153,7 @@ static const struct bf_key bf_keys[] = {
 	 * one batch or two, for one cheap query. */
 	BF_INT("throttle", "sample_interval_ms", throttle_sample_interval_ms, 1000, 50, 60000),
 	/* None by default: which standbys matter is the operator's call. */
-	BF_LIST("throttle", "expected_standbys", throttle_expected_standbys,
-		bf_standby_name_check),
+	BF_LIST("throttle", "expected_standbys", throttle_expected_standbys, bf_standby_name_check),
 	/* About a second of replay for a standby on ordinary disks; the gap
 	 * between the marks keeps the job from flapping. */
 	BF_BYTES("throttle", "replay_lag_high_bytes", throttle_replay_lag_high_bytes, 64 * MB, 0,
@@ -491,109 +490,153 @@ static int bf_names_append(struct bf_parse *p, const struct bf_key *key, const c
 	return 0;
 }
 
+/* The setters of bf_key_set, one per key type: text is the current
+ * scalar at p, field the key's place in the configuration. Each returns 0,
+ * or bf_fail's -1 with the field unchanged. */
+
+static int bf_set_int(struct bf_parse *p, const struct bf_key *key, const char *text, int *field)
+{
+	const yaml_mark_t *at = &p->event.start_mark;
+	char *end;
+	long long n;
+
+	if (!*text)
+		return bf_fail(p, at, "\"%s.%s\" must be an integer, got an empty value",
+			       key->section, key->name);
+	errno = 0;
+	n = strtoll(text, &end, 10);
+	/* strtoll alone would skip leading blanks and stop at garbage. */
+	if (!isdigit((unsigned char)text[*text == '-' || *text == '+']) || *end)
+		return bf_fail(p, at, "\"%s.%s\" must be an integer, got \"%s\"", key->section,
+			       key->name, text);
+	if (errno == ERANGE || n < key->min || n > key->max)
+		return bf_fail(p, at, "\"%s.%s\" must be between %lld and %lld, got %s",
+			       key->section, key->name, key->min, key->max, text);
+	*field = (int)n;
+	return 0;
+}
+
+static int bf_set_mode(struct bf_parse *p, const struct bf_key *key, const char *text, int *field)
+{
+	char *end;
+	long long n;
+
+	errno = 0;
+	n = strtoll(text, &end, 8);
+	if (!*text || !isdigit((unsigned char)*text) || *end || errno == ERANGE || n < 0 ||
+	    n > key->max)
+		return bf_fail(p, &p->event.start_mark,
+			       "\"%s.%s\" must be an octal file mode such as \"0660\", got \"%s\"",
+			       key->section, key->name, text);
+	*field = (int)n;
+	return 0;
+}
+
+static int bf_set_bytes(struct bf_parse *p, const struct bf_key *key, const char *text,
+			int64_t *field)
+{
+	const yaml_mark_t *at = &p->event.start_mark;
+	int64_t bytes;
+
+	if (bf_parse_bytes(text, &bytes) != 0)
+		return bf_fail(p, at,
+			       "\"%s.%s\" must be a byte count such as 1048576, \"512kB\", "
+			       "\"16MB\" or \"1GB\", got \"%s\"",
+			       key->section, key->name, text);
+	if (bytes < key->min || bytes > key->max)
+		return bf_fail(p, at, "\"%s.%s\" must be between %lld and %lld, got %s",
+			       key->section, key->name, key->min, key->max, text);
+	*field = bytes;
+	return 0;
+}
+
+static int bf_set_bool(struct bf_parse *p, const struct bf_key *key, const char *text, int *field)
+{
+	static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no",
+									       "off"};
+	int v = -1;
+
+	for (size_t k = 0; k < 3; k++) {
+		if (strcasecmp(text, yes[k]) == 0)
+			v = 1;
+		if (strcasecmp(text, no[k]) == 0)
+			v = 0;
+	}
+	if (v < 0)
+		return bf_fail(p, &p->event.start_mark,
+			       "\"%s.%s\" must be true or false, got \"%s\"", key->section,
+			       key->name, text);
+	*field = v;
+	return 0;
+}
+
+static int bf_set_choice(struct bf_parse *p, const struct bf_key *key, const char *text, int *field)
+{
+	char levels[64] = "";
+
+	for (int k = 0; key->choices[k]; k++) {
+		if (strcmp(text, key->choices[k]) == 0) {
+			*field = k;
+			return 0;
+		}
+		snprintf(levels + strlen(levels), sizeof levels - strlen(levels), "%s%s",
+			 k ? ", " : "", key->choices[k]);
+	}
+	return bf_fail(p, &p->event.start_mark, "\"%s.%s\" must be one of %s, got \"%s\"",
+		       key->section, key->name, levels, text);
+}
+
+static int bf_set_log_level(struct bf_parse *p, const struct bf_key *key, const char *text,
+			    bf_log_level *field)
+{
+	char levels[64] = "";
+	int level;
+
+	if ((level = bf_log_level_parse(text)) < 0) {
+		for (size_t i = 0; i < BF_NLEVELS; i++)
+			snprintf(levels + strlen(levels), sizeof levels - strlen(levels), "%s%s",
+				 i ? ", " : "", bf_log_level_names[i]);
+		return bf_fail(p, &p->event.start_mark, "\"%s.%s\" must be one of %s, got \"%s\"",
+			       key->section, key->name, levels, text);
+	}
+	*field = (bf_log_level)level;
+	return 0;
+}
+
 /* Stores the current scalar event into key's field. */
 static int bf_key_set(struct bf_parse *p, const struct bf_key *key)
 {
-	const yaml_mark_t *at = &p->event.start_mark;
 	const char *text = bf_scalar(p);
 	void *field = bf_field(p->cfg, key);
-	char *copy, *end, levels[64] = "";
-	long long n;
-	int level;
+	char *copy;
 
 	switch (key->type) {
 	case BF_KEY_STRING:
 		if (bf_is_null(p))
 			break; /* ~ keeps the default */
 		if (!(copy = strdup(text)))
-			return bf_fail(p, at, "out of memory");
+			return bf_fail(p, &p->event.start_mark, "out of memory");
 		/* Duplicates are refused, so the field still holds the default. */
 		*(char **)field = copy;
 		break;
 	case BF_KEY_INT:
-		if (!*text)
-			return bf_fail(p, at, "\"%s.%s\" must be an integer, got an empty value",
-				       key->section, key->name);
-		errno = 0;
-		n = strtoll(text, &end, 10);
-		/* strtoll alone would skip leading blanks and stop at garbage. */
-		if (!isdigit((unsigned char)text[*text == '-' || *text == '+']) || *end)
-			return bf_fail(p, at, "\"%s.%s\" must be an integer, got \"%s\"",
-				       key->section, key->name, text);
-		if (errno == ERANGE || n < key->min || n > key->max)
-			return bf_fail(p, at, "\"%s.%s\" must be between %lld and %lld, got %s",
-				       key->section, key->name, key->min, key->max, text);
-		*(int *)field = (int)n;
-		break;
+		return bf_set_int(p, key, text, field);
 	case BF_KEY_MODE:
-		errno = 0;
-		n = strtoll(text, &end, 8);
-		if (!*text || !isdigit((unsigned char)*text) || *end || errno == ERANGE || n < 0 ||
-		    n > key->max)
-			return bf_fail(
-				p, at,
-				"\"%s.%s\" must be an octal file mode such as \"0660\", got \"%s\"",
-				key->section, key->name, text);
-		*(int *)field = (int)n;
-		break;
+		return bf_set_mode(p, key, text, field);
 	case BF_KEY_NAMES:
 	case BF_KEY_LIST:
 		/* A single item; sequences go through bf_parse_names. */
 		if (bf_is_null(p))
 			break;
 		return bf_names_append(p, key, text);
-	case BF_KEY_BYTES: {
-		int64_t bytes;
-
-		if (bf_parse_bytes(text, &bytes) != 0)
-			return bf_fail(p, at,
-				       "\"%s.%s\" must be a byte count such as 1048576, \"512kB\", "
-				       "\"16MB\" or \"1GB\", got \"%s\"",
-				       key->section, key->name, text);
-		if (bytes < key->min || bytes > key->max)
-			return bf_fail(p, at, "\"%s.%s\" must be between %lld and %lld, got %s",
-				       key->section, key->name, key->min, key->max, text);
-		*(int64_t *)field = bytes;
-		break;
-	}
-	case BF_KEY_BOOL: {
-		static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no",
-										"off"};
-		int v = -1;
-
-		for (size_t k = 0; k < 3; k++) {
-			if (strcasecmp(text, yes[k]) == 0)
-				v = 1;
-			if (strcasecmp(text, no[k]) == 0)
-				v = 0;
-		}
-		if (v < 0)
-			return bf_fail(p, at, "\"%s.%s\" must be true or false, got \"%s\"",
-				       key->section, key->name, text);
-		*(int *)field = v;
-		break;
-	}
+	case BF_KEY_BYTES:
+		return bf_set_bytes(p, key, text, field);
+	case BF_KEY_BOOL:
+		return bf_set_bool(p, key, text, field);
 	case BF_KEY_CHOICE:
-		for (int k = 0; key->choices[k]; k++) {
-			if (strcmp(text, key->choices[k]) == 0) {
-				*(int *)field = k;
-				return 0;
-			}
-			snprintf(levels + strlen(levels), sizeof levels - strlen(levels), "%s%s",
-				 k ? ", " : "", key->choices[k]);
-		}
-		return bf_fail(p, at, "\"%s.%s\" must be one of %s, got \"%s\"", key->section,
-			       key->name, levels, text);
+		return bf_set_choice(p, key, text, field);
 	case BF_KEY_LOG_LEVEL:
-		if ((level = bf_log_level_parse(text)) < 0) {
-			for (size_t i = 0; i < BF_NLEVELS; i++)
-				snprintf(levels + strlen(levels), sizeof levels - strlen(levels),
-					 "%s%s", i ? ", " : "", bf_log_level_names[i]);
-			return bf_fail(p, at, "\"%s.%s\" must be one of %s, got \"%s\"",
-				       key->section, key->name, levels, text);
-		}
-		*(bf_log_level *)field = (bf_log_level)level;
-		break;
+		return bf_set_log_level(p, key, text, field);
 	}
 	return 0;
 }

@@ -45,23 +45,6 @@ bf_errclass bf_errclass_of(const char *sqlstate)
 	return BF_ERR_PERMANENT;
 }
 
-const char *bf_errclass_name(bf_errclass c)
-{
-	switch (c) {
-	case BF_ERR_TRANSIENT:
-		return "transient";
-	case BF_ERR_TRANSIENT_SHRINK:
-		return "transient (shrink batch)";
-	case BF_ERR_PERMANENT:
-		return "permanent";
-	case BF_ERR_DATA:
-		return "data";
-	case BF_ERR_FENCE:
-		return "fence";
-	}
-	return "?";
-}
-
 bool bf_sqlstate_is(const char *sqlstate, const char *code)
 {
 	return sqlstate && strcmp(sqlstate, code) == 0;

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,7 +238,9 @@ static int check_config(bf_daemon *d)
 	return 0;
 }
 
-int main(int argc, char **argv)
+/* The command line into d and *check_only. Returns true to go on; false
+ * with *exit_code when done (--version, --help: 0) or refused (2). */
+static bool parse_args(int argc, char **argv, bf_daemon *d, int *check_only, int *exit_code)
 {
 	static const struct option options[] = {
 		{"config", required_argument, NULL, 'c'},
@@ -246,37 +249,93 @@ int main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	static bf_daemon d;
-	int check_only = 0, opt;
-	char err[1024];
+	int opt;
 
-	d.config_path = BF_CONFIG_DEFAULT_PATH;
-	/* throttle.windows are in local time: read TZ (or /etc/localtime) once. */
-	tzset();
 	while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
-			d.config_path = optarg;
+			d->config_path = optarg;
 			break;
 		case 'C':
-			check_only = 1;
+			*check_only = 1;
 			break;
 		case 'V':
 			printf("backfilld %s\n", BF_VERSION);
-			return 0;
+			*exit_code = 0;
+			return false;
 		case 'h':
 			usage(stdout);
-			return 0;
+			*exit_code = 0;
+			return false;
 		default:
 			usage(stderr);
-			return 2;
+			*exit_code = 2;
+			return false;
 		}
 	}
 	if (optind < argc) {
 		fprintf(stderr, "backfilld: unexpected argument \"%s\"\n", argv[optind]);
 		usage(stderr);
-		return 2;
+		*exit_code = 2;
+		return false;
 	}
+	return true;
+}
+
+/* The signal handlers and the daemon's own timers (the status timer is
+ * started later, with the engine). */
+static void handles_start(bf_daemon *d)
+{
+	uv_signal_init(&d->loop, &d->sigterm);
+	uv_signal_init(&d->loop, &d->sigint);
+	uv_signal_init(&d->loop, &d->sighup);
+	uv_timer_init(&d->loop, &d->watchdog_timer);
+	uv_timer_init(&d->loop, &d->status_timer);
+	d->sigterm.data = d->sigint.data = d->sighup.data = d;
+	d->watchdog_timer.data = d->status_timer.data = d;
+	uv_signal_start(&d->sigterm, on_stop_signal, SIGTERM);
+	uv_signal_start(&d->sigint, on_stop_signal, SIGINT);
+	uv_signal_start(&d->sighup, on_sighup, SIGHUP);
+}
+
+/* Pings systemd's watchdog at half its interval, when it has one. */
+static void watchdog_start(bf_daemon *d)
+{
+	uint64_t usec = bf_notify_watchdog_usec();
+
+	if (usec > 0) {
+		uint64_t every = usec / 2000 > 0 ? usec / 2000 : 1;
+
+		bf_info("systemd watchdog: %llu ms; pinging every %llu ms",
+			(unsigned long long)(usec / 1000), (unsigned long long)every);
+		uv_timer_start(&d->watchdog_timer, watchdog_timer_cb, every, every);
+	}
+}
+
+/* Runs the loop until every handle is closed; the exit status. */
+static int run_until_stopped(bf_daemon *d)
+{
+	uv_run(&d->loop, UV_RUN_DEFAULT);
+	int rc = uv_loop_close(&d->loop);
+
+	if (rc != 0)
+		bf_error("event loop closed with handles still open: %s", uv_strerror(rc));
+	bf_notice("stopped");
+	bf_config_free(&d->cfg);
+	return d->exit_code ? d->exit_code : (rc != 0);
+}
+
+int main(int argc, char **argv)
+{
+	static bf_daemon d;
+	int check_only = 0, exit_code;
+	char err[1024];
+
+	d.config_path = BF_CONFIG_DEFAULT_PATH;
+	/* throttle.windows are in local time: read TZ (or /etc/localtime) once. */
+	tzset();
+	if (!parse_args(argc, argv, &d, &check_only, &exit_code))
+		return exit_code;
 
 	bf_config_defaults(&d.cfg);
 	if (bf_config_load(&d.cfg, d.config_path, err, sizeof(err)) != 0) {
@@ -300,16 +359,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "backfilld: cannot initialize the event loop\n");
 		return 1;
 	}
-	uv_signal_init(&d.loop, &d.sigterm);
-	uv_signal_init(&d.loop, &d.sigint);
-	uv_signal_init(&d.loop, &d.sighup);
-	uv_timer_init(&d.loop, &d.watchdog_timer);
-	uv_timer_init(&d.loop, &d.status_timer);
-	d.sigterm.data = d.sigint.data = d.sighup.data = &d;
-	d.watchdog_timer.data = d.status_timer.data = &d;
-	uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
-	uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
-	uv_signal_start(&d.sighup, on_sighup, SIGHUP);
+	handles_start(&d);
 
 	bf_notice("backfilld %s starting with %s", BF_VERSION, d.config_path);
 	if (bf_engine_init(&d.engine, &d.loop, &d.cfg, on_engine_ready, on_engine_stopped, &d) !=
@@ -326,27 +376,11 @@ int main(int argc, char **argv)
 		d.commands.stopping = 1;
 		bf_engine_stop(&d.engine);
 	} else {
-		uint64_t usec = bf_notify_watchdog_usec();
-
-		if (usec > 0) {
-			uint64_t every = usec / 2000 > 0 ? usec / 2000 : 1;
-
-			bf_info("systemd watchdog: %llu ms; pinging every %llu ms",
-				(unsigned long long)(usec / 1000), (unsigned long long)every);
-			uv_timer_start(&d.watchdog_timer, watchdog_timer_cb, every, every);
-		}
+		watchdog_start(&d);
 		bf_engine_start(&d.engine);
 		/* STATUS= from the start: while the database is unreachable,
 		 * systemctl status says so. */
 		uv_timer_start(&d.status_timer, status_timer_cb, 500, STATUS_INTERVAL_MS);
 	}
-
-	uv_run(&d.loop, UV_RUN_DEFAULT);
-	int rc = uv_loop_close(&d.loop);
-
-	if (rc != 0)
-		bf_error("event loop closed with handles still open: %s", uv_strerror(rc));
-	bf_notice("stopped");
-	bf_config_free(&d.cfg);
-	return d.exit_code ? d.exit_code : (rc != 0);
+	return run_until_stopped(&d);
 }

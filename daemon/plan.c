@@ -16,6 +16,7 @@
 #include "log.h"
 #include "session.h"
 #include "monitor.h"
+#include "pgcell.h"
 #include "resolve.h"
 #include "strbuf.h"
 
@@ -148,11 +149,6 @@ static void plan_fail(bf_plan *plan, const char *code, const char *what, const b
 		plan_end(plan, bf_response_error(code, "plan: %s", what));
 }
 
-static char *dup_cell(const PGresult *res, int col)
-{
-	return PQgetisnull(res, 0, col) ? NULL : strdup(PQgetvalue(res, 0, col));
-}
-
 static void plan_row(bf_plan *plan, const PGresult *res)
 {
 	const char *name = plan->req->job;
@@ -162,7 +158,7 @@ static void plan_row(bf_plan *plan, const PGresult *res)
 		plan_end(plan, bf_response_error(BF_ERR_NO_SUCH_JOB, "no such job: \"%s\"", name));
 		return;
 	}
-	state = PQgetvalue(res, 0, ROW_STATE);
+	state = bf_cell(res, 0, ROW_STATE);
 	if (strcmp(state, "pending") != 0 && strcmp(state, "paused") != 0 &&
 	    strcmp(state, "failed") != 0) {
 		plan_end(plan, bf_response_error(
@@ -175,32 +171,23 @@ static void plan_row(bf_plan *plan, const PGresult *res)
 					       : "insert a new job to plan another backfill"));
 		return;
 	}
-	plan->table_name = dup_cell(res, ROW_TABLE_NAME);
-	plan->kind =
-		strcmp(PQgetvalue(res, 0, ROW_KIND), "sql") == 0 ? BF_KIND_SQL : BF_KIND_UPDATE;
-	plan->set_clause = bf_clause_dup(
-		PQgetisnull(res, 0, ROW_SET_CLAUSE) ? NULL : PQgetvalue(res, 0, ROW_SET_CLAUSE));
-	plan->where_clause = bf_clause_dup(PQgetisnull(res, 0, ROW_WHERE_CLAUSE)
-						   ? NULL
-						   : PQgetvalue(res, 0, ROW_WHERE_CLAUSE));
-	plan->statement = bf_clause_dup(
-		PQgetisnull(res, 0, ROW_STATEMENT) ? NULL : PQgetvalue(res, 0, ROW_STATEMENT));
-	plan->key_columns = dup_cell(res, ROW_KEY_COLUMNS);
-	plan->batch_size = PQgetisnull(res, 0, ROW_BATCH_SIZE)
-				   ? plan->cmds->cfg->batch_size
-				   : atoi(PQgetvalue(res, 0, ROW_BATCH_SIZE));
-	plan->checkpoint = dup_cell(res, ROW_CHECKPOINT);
-	plan->upper_bound = dup_cell(res, ROW_UPPER_BOUND);
-	plan->rows_scanned = strtoll(PQgetvalue(res, 0, ROW_ROWS_SCANNED), NULL, 10);
+	plan->table_name = bf_cell_dup(res, 0, ROW_TABLE_NAME);
+	plan->kind = strcmp(bf_cell(res, 0, ROW_KIND), "sql") == 0 ? BF_KIND_SQL : BF_KIND_UPDATE;
+	plan->set_clause = bf_clause_dup(bf_cell(res, 0, ROW_SET_CLAUSE));
+	plan->where_clause = bf_clause_dup(bf_cell(res, 0, ROW_WHERE_CLAUSE));
+	plan->statement = bf_clause_dup(bf_cell(res, 0, ROW_STATEMENT));
+	plan->key_columns = bf_cell_dup(res, 0, ROW_KEY_COLUMNS);
+	plan->batch_size = (int)bf_cell_int(res, 0, ROW_BATCH_SIZE, plan->cmds->cfg->batch_size);
+	plan->checkpoint = bf_cell_dup(res, 0, ROW_CHECKPOINT);
+	plan->upper_bound = bf_cell_dup(res, 0, ROW_UPPER_BOUND);
+	plan->rows_scanned = bf_cell_int(res, 0, ROW_ROWS_SCANNED, 0);
 	/* Not a whole number (the row says something odd): the job would
 	 * refuse it when it starts; the estimate leaves it out. */
-	plan->max_rows_per_s = PQgetisnull(res, 0, ROW_MAX_ROWS_PER_S)
-				       ? 0
-				       : strtoll(PQgetvalue(res, 0, ROW_MAX_ROWS_PER_S), NULL, 10);
+	plan->max_rows_per_s = bf_cell_int(res, 0, ROW_MAX_ROWS_PER_S, 0);
 	if (plan->max_rows_per_s < 0)
 		plan->max_rows_per_s = 0;
-	plan->created_by = dup_cell(res, ROW_CREATED_BY);
-	plan->allow_triggers = strcmp(PQgetvalue(res, 0, ROW_ALLOW_TRIGGERS), "t") == 0;
+	plan->created_by = bf_cell_dup(res, 0, ROW_CREATED_BY);
+	plan->allow_triggers = bf_cell_bool(res, 0, ROW_ALLOW_TRIGGERS);
 
 	char *error = bf_definition_check(plan->kind, plan->set_clause, plan->where_clause,
 					  plan->statement);
@@ -361,7 +348,7 @@ static void plan_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		plan->step = PLAN_LOCK;
 		break;
 	case PLAN_LOCK:
-		plan->locked_rows = strtoll(PQgetvalue(r->res, 0, 0), NULL, 10);
+		plan->locked_rows = bf_cell_int(r->res, 0, 0, 0);
 		plan->step = PLAN_EXPLAIN;
 		break;
 	case PLAN_EXPLAIN:

@@ -4,6 +4,7 @@
  */
 #include "proto.h"
 #include "settings.h"
+#include "utf8.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -91,16 +92,12 @@ static const char *printable(const char *s, char *buf, size_t len)
 {
 	size_t n = 0;
 
-	for (; *s && n + 4 < len; s++)
-		buf[n++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
-	if (*s) {
-		/* The next byte continues a character: drop its first part. */
-		if (((unsigned char)*s & 0xc0) == 0x80) {
-			while (n > 0 && ((unsigned char)buf[n - 1] & 0xc0) == 0x80)
-				n--;
-			if (n > 0 && (unsigned char)buf[n - 1] >= 0xc0)
-				n--;
-		}
+	for (; s[n] && n + 4 < len; n++)
+		buf[n] = ((unsigned char)s[n] < 0x20 || s[n] == 0x7f) ? '?' : s[n];
+	if (s[n]) {
+		/* Control characters are ASCII: buf and s agree on where
+		 * characters start. */
+		n = bf_utf8_cut(s, n);
 		memcpy(buf + n, "...", 3);
 		n += 3;
 	}
@@ -256,89 +253,112 @@ static int decode_fields(json_t *root, bf_cmd cmd, bf_request *req, const char *
 	return 0;
 }
 
-int bf_request_decode(const char *line, size_t len, bf_request *req, const char **code, char *err,
-		      size_t errlen)
+/* The line as a JSON object (a new reference), or NULL with the reason. */
+static json_t *decode_line(const char *line, size_t len, const char **code, char *err,
+			   size_t errlen)
 {
 	json_error_t jerr;
-	json_t *root = NULL, *v, *cmd;
+	json_t *root;
 	const char *nul;
-	char shown[72];
-	int c;
 
-	memset(req, 0, sizeof *req);
 	if (len > 0 && line[len - 1] == '\n')
 		len--;
-	if (len > BF_PROTO_MAX_REQUEST)
-		return fail(code, BF_ERR_TOO_LARGE, err, errlen,
-			    "request of %zu bytes is larger than the limit of %d", len,
-			    BF_PROTO_MAX_REQUEST);
-	if ((nul = memchr(line, '\0', len)))
-		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
-			    "request contains a NUL byte at byte %td", nul - line);
-	if (len == 0 || (len == 1 && line[0] == '\r'))
-		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
-			    "empty request: expected a JSON object");
+	if (len > BF_PROTO_MAX_REQUEST) {
+		fail(code, BF_ERR_TOO_LARGE, err, errlen,
+		     "request of %zu bytes is larger than the limit of %d", len,
+		     BF_PROTO_MAX_REQUEST);
+		return NULL;
+	}
+	if ((nul = memchr(line, '\0', len))) {
+		fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+		     "request contains a NUL byte at byte %td", nul - line);
+		return NULL;
+	}
+	if (len == 0 || (len == 1 && line[0] == '\r')) {
+		fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+		     "empty request: expected a JSON object");
+		return NULL;
+	}
 	root = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-	if (!root)
-		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
-			    "request is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
+	if (!root) {
+		fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+		     "request is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
+		return NULL;
+	}
 	if (!json_is_object(root)) {
 		fail(code, BF_ERR_BAD_REQUEST, err, errlen, "request must be a JSON object, got %s",
 		     json_type_name(root));
-		goto fail;
+		json_decref(root);
+		return NULL;
 	}
+	return root;
+}
 
+/* "v": present, an integer, and a version this daemon speaks. */
+static int decode_version(json_t *root, bf_request *req, const char **code, char *err,
+			  size_t errlen)
+{
+	json_t *v = json_object_get(root, "v");
+
+	if (!v)
+		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+			    "request has no \"v\" (the protocol version, %d)", BF_PROTO_VERSION);
+	if (!json_is_integer(v))
+		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+			    "\"v\" must be an integer, got %s", json_type_name(v));
+	if (json_integer_value(v) > BF_PROTO_VERSION)
+		return fail(code, BF_ERR_UNSUPPORTED_VERSION, err, errlen,
+			    "protocol version %" JSON_INTEGER_FORMAT
+			    " is newer than this daemon's (%d): upgrade backfilld",
+			    json_integer_value(v), BF_PROTO_VERSION);
+	if (json_integer_value(v) < 1)
+		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+			    "\"v\" must be 1 or more, got %" JSON_INTEGER_FORMAT,
+			    json_integer_value(v));
+	req->version = (int)json_integer_value(v);
+	return 0;
+}
+
+/* "cmd": present, a string, and a command this daemon knows. */
+static int decode_cmd(json_t *root, bf_request *req, const char **code, char *err, size_t errlen)
+{
+	json_t *cmd = json_object_get(root, "cmd");
+	char shown[72];
+	int c;
+
+	if (!cmd)
+		return fail(code, BF_ERR_BAD_REQUEST, err, errlen, "request has no \"cmd\"");
+	if (!json_is_string(cmd))
+		return fail(code, BF_ERR_BAD_REQUEST, err, errlen,
+			    "\"cmd\" must be a string, got %s", json_type_name(cmd));
+	if ((c = bf_cmd_parse(json_string_value(cmd))) < 0)
+		return fail(
+			code, BF_ERR_UNKNOWN_COMMAND, err, errlen,
+			"unknown command \"%s\" (known: status, pause, resume, cancel, set, plan)",
+			printable(json_string_value(cmd), shown, sizeof shown));
+	req->cmd = (bf_cmd)c;
+	return 0;
+}
+
+int bf_request_decode(const char *line, size_t len, bf_request *req, const char **code, char *err,
+		      size_t errlen)
+{
+	json_t *root;
+
+	memset(req, 0, sizeof *req);
+	if (!(root = decode_line(line, len, code, err, errlen)))
+		return -1;
 	/* The version first: a newer client's request may well carry
 	 * commands and fields this daemon has never heard of. */
-	if (!(v = json_object_get(root, "v"))) {
-		fail(code, BF_ERR_BAD_REQUEST, err, errlen,
-		     "request has no \"v\" (the protocol version, %d)", BF_PROTO_VERSION);
-		goto fail;
+	if (decode_version(root, req, code, err, errlen) != 0 ||
+	    decode_cmd(root, req, code, err, errlen) != 0 ||
+	    decode_fields(root, req->cmd, req, code, err, errlen) != 0) {
+		json_decref(root);
+		bf_request_free(req);
+		return -1;
 	}
-	if (!json_is_integer(v)) {
-		fail(code, BF_ERR_BAD_REQUEST, err, errlen, "\"v\" must be an integer, got %s",
-		     json_type_name(v));
-		goto fail;
-	}
-	if (json_integer_value(v) > BF_PROTO_VERSION) {
-		fail(code, BF_ERR_UNSUPPORTED_VERSION, err, errlen,
-		     "protocol version %" JSON_INTEGER_FORMAT
-		     " is newer than this daemon's (%d): upgrade backfilld",
-		     json_integer_value(v), BF_PROTO_VERSION);
-		goto fail;
-	}
-	if (json_integer_value(v) < 1) {
-		fail(code, BF_ERR_BAD_REQUEST, err, errlen,
-		     "\"v\" must be 1 or more, got %" JSON_INTEGER_FORMAT, json_integer_value(v));
-		goto fail;
-	}
-	req->version = (int)json_integer_value(v);
-
-	if (!(cmd = json_object_get(root, "cmd"))) {
-		fail(code, BF_ERR_BAD_REQUEST, err, errlen, "request has no \"cmd\"");
-		goto fail;
-	}
-	if (!json_is_string(cmd)) {
-		fail(code, BF_ERR_BAD_REQUEST, err, errlen, "\"cmd\" must be a string, got %s",
-		     json_type_name(cmd));
-		goto fail;
-	}
-	if ((c = bf_cmd_parse(json_string_value(cmd))) < 0) {
-		fail(code, BF_ERR_UNKNOWN_COMMAND, err, errlen,
-		     "unknown command \"%s\" (known: status, pause, resume, cancel, set, plan)",
-		     printable(json_string_value(cmd), shown, sizeof shown));
-		goto fail;
-	}
-	req->cmd = (bf_cmd)c;
-	if (decode_fields(root, req->cmd, req, code, err, errlen) != 0)
-		goto fail;
 	json_decref(root);
 	return 0;
-
-fail:
-	json_decref(root);
-	bf_request_free(req);
-	return -1;
 }
 
 void bf_request_free(bf_request *req)
@@ -408,56 +428,6 @@ char *bf_response_ok(json_t *result)
 	return dump_line(root);
 }
 
-/* Length of the valid UTF-8 character at p (by jansson's rules: no
- * overlong forms, no surrogates, nothing above U+10FFFF), 0 when invalid. */
-static size_t utf8_char_len(const unsigned char *p)
-{
-	static const unsigned int min[] = {0, 0, 0x80, 0x800, 0x10000};
-	unsigned int cp;
-	size_t n;
-
-	if (*p < 0x80)
-		return 1;
-	if ((*p & 0xe0) == 0xc0) {
-		n = 2;
-		cp = *p & 0x1f;
-	} else if ((*p & 0xf0) == 0xe0) {
-		n = 3;
-		cp = *p & 0x0f;
-	} else if ((*p & 0xf8) == 0xf0) {
-		n = 4;
-		cp = *p & 0x07;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
-/* Makes msg one line of valid UTF-8 in place: jansson refuses invalid UTF-8
- * (a server message in another encoding, a cut multibyte character), and a
- * newline in an error would break the CLI's one-line contract. */
-static void one_line_utf8(char *msg)
-{
-	unsigned char *p = (unsigned char *)msg;
-
-	while (*p) {
-		size_t n = utf8_char_len(p);
-
-		if (n == 0)
-			*p = '?';
-		else if (n == 1 && (*p < 0x20 || *p == 0x7f))
-			*p = ' ';
-		p += n ? n : 1;
-	}
-}
-
 char *bf_response_error(const char *code, const char *fmt, ...)
 {
 	json_t *root = json_object(), *error = json_object();
@@ -471,7 +441,7 @@ char *bf_response_error(const char *code, const char *fmt, ...)
 	if (n < 0)
 		msg = NULL;
 	else
-		one_line_utf8(msg);
+		bf_utf8_one_line(msg);
 	if (!root || !error || !msg || json_object_set_new(error, "code", json_string(code)) ||
 	    json_object_set_new(error, "message", json_string(msg)) ||
 	    json_object_set_new(root, "v", json_integer(BF_PROTO_VERSION)) ||

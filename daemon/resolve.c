@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgcell.h"
 #include "strbuf.h"
 
 /* The server quotes every identifier we compose (format %I,
@@ -243,16 +244,6 @@ void bf_table_walk(const bf_table *t, bf_walk *w, bf_job_kind kind, const char *
 	w->statement = statement;
 }
 
-static const char *cell(const PGresult *res, int row, enum resolve_col c)
-{
-	return PQgetvalue(res, row, (int)c);
-}
-
-static bool cell_true(const PGresult *res, int row, enum resolve_col c)
-{
-	return strcmp(PQgetvalue(res, row, (int)c), "t") == 0;
-}
-
 /* What the table is, rather than its key: a reason it cannot be walked. */
 static int resolve_check_relation(const PGresult *res, char **out)
 {
@@ -273,24 +264,24 @@ static int resolve_check_relation(const PGresult *res, char **out)
 		{'I', "a partitioned index"},
 		{'t', "a TOAST table"},
 	};
-	char relkind = n > 0 ? cell(res, 0, RC_RELKIND)[0] : 'r';
+	char relkind = n > 0 ? bf_cell(res, 0, RC_RELKIND)[0] : 'r';
 
 	for (size_t i = 0; i < sizeof(relkinds) / sizeof(relkinds[0]); i++) {
 		if (relkinds[i].relkind == relkind) {
 			snprintf(error, sizeof(error),
 				 "%s is %s: backfilld walks tables and partitioned tables only",
-				 cell(res, 0, RC_QUALIFIED), relkinds[i].what);
+				 bf_cell(res, 0, RC_QUALIFIED), relkinds[i].what);
 			return resolve_fail(out, error);
 		}
 	}
 	/* A unique index of a parent does not cover its inheritance children:
 	 * keys could repeat across the hierarchy. (Partitioned tables are
 	 * fine: their unique indexes span every partition.) */
-	if (n > 0 && relkind == 'r' && cell_true(res, 0, RC_HAS_CHILDREN)) {
+	if (n > 0 && relkind == 'r' && bf_cell_bool(res, 0, RC_HAS_CHILDREN)) {
 		snprintf(error, sizeof(error),
 			 "%s has inheritance children, whose keys its unique index does not cover: "
 			 "run one job per child table instead",
-			 cell(res, 0, RC_QUALIFIED));
+			 bf_cell(res, 0, RC_QUALIFIED));
 		return resolve_fail(out, error);
 	}
 	return 0;
@@ -303,16 +294,16 @@ static int resolve_check_keys(const PGresult *res, const char *table_name, char 
 	int n = PQntuples(res);
 
 	/* key_columns = '{NULL}' would otherwise read as "no primary key". */
-	if (n > 0 && cell_true(res, 0, RC_KEYS_HAVE_NULL)) {
+	if (n > 0 && bf_cell_bool(res, 0, RC_KEYS_HAVE_NULL)) {
 		snprintf(error, sizeof(error),
 			 "key_columns of table %s contains a NULL: give the names of columns "
 			 "that identify a row",
-			 cell(res, 0, RC_QUALIFIED));
+			 bf_cell(res, 0, RC_QUALIFIED));
 		return resolve_fail(out, error);
 	}
 	/* One row per key column; a NULL key name: no primary key; a NULL
 	 * attribute: a key_columns entry the table does not have. */
-	if (n == 0 || PQgetisnull(res, 0, RC_KEY_NAME)) {
+	if (n == 0 || !bf_cell(res, 0, RC_KEY_NAME)) {
 		snprintf(
 			error, sizeof(error),
 			"table %s has no primary key: set key_columns to columns that identify a row",
@@ -320,20 +311,21 @@ static int resolve_check_keys(const PGresult *res, const char *table_name, char 
 		return resolve_fail(out, error);
 	}
 	for (int i = 0; i < n; i++) {
-		if (PQgetisnull(res, i, RC_KEY_QUOTED)) {
+		if (!bf_cell(res, i, RC_KEY_QUOTED)) {
 			snprintf(error, sizeof(error),
 				 "key column \"%s\" does not exist in table %s",
-				 cell(res, i, RC_KEY_NAME), cell(res, 0, RC_QUALIFIED));
+				 bf_cell(res, i, RC_KEY_NAME), bf_cell(res, 0, RC_QUALIFIED));
 			return resolve_fail(out, error);
 		}
 	}
-	if (!cell_true(res, 0, RC_KEYS_UNIQUE)) {
+	if (!bf_cell_bool(res, 0, RC_KEYS_UNIQUE)) {
 		bf_strbuf keys;
 
 		bf_strbuf_init(&keys);
 		for (int i = 0; i < n; i++)
 			bf_strbuf_printf(&keys, "%s%s %s", i ? ", " : "",
-					 cell(res, i, RC_KEY_QUOTED), cell(res, i, RC_KEY_TYPE));
+					 bf_cell(res, i, RC_KEY_QUOTED),
+					 bf_cell(res, i, RC_KEY_TYPE));
 		/* Equal keys straddling two pages would be skipped, and without
 		 * an index on exactly these columns every batch scans the table.
 		 * A type without btree ordering (json, point) can have no such index. */
@@ -341,17 +333,17 @@ static int resolve_check_keys(const PGresult *res, const char *table_name, char 
 			error, sizeof(error),
 			"key columns (%s) of table %s are not exactly the columns of a unique btree index, "
 			"in index order: create such an index or choose other key_columns",
-			keys.data ? keys.data : "", cell(res, 0, RC_QUALIFIED));
+			keys.data ? keys.data : "", bf_cell(res, 0, RC_QUALIFIED));
 		bf_strbuf_free(&keys);
 		return resolve_fail(out, error);
 	}
 	for (int i = 0; i < n; i++) {
-		if (!cell_true(res, i, RC_KEY_NOT_NULL)) {
+		if (!bf_cell_bool(res, i, RC_KEY_NOT_NULL)) {
 			snprintf(
 				error, sizeof(error),
 				"key column %s of table %s is nullable: rows with a NULL key would never be "
 				"walked; make it NOT NULL or choose other key_columns",
-				cell(res, i, RC_KEY_QUOTED), cell(res, 0, RC_QUALIFIED));
+				bf_cell(res, i, RC_KEY_QUOTED), bf_cell(res, 0, RC_QUALIFIED));
 			return resolve_fail(out, error);
 		}
 	}
@@ -364,34 +356,34 @@ static int resolve_check_keys(const PGresult *res, const char *table_name, char 
  * objects and the remedy; building it can run out of memory (*out NULL). */
 static int resolve_check_code(const PGresult *res, char **out)
 {
-	long count = strtol(cell(res, 0, RC_FOREIGN_COUNT), NULL, 10);
+	long count = (long)bf_cell_int(res, 0, RC_FOREIGN_COUNT, 0);
 
 	if (count <= 0)
 		return 0;
 
 	bf_strbuf msg;
-	bool one_role = strcmp(cell(res, 0, RC_FOREIGN_NROLES), "1") == 0;
+	bool one_role = strcmp(bf_cell(res, 0, RC_FOREIGN_NROLES), "1") == 0;
 
 	bf_strbuf_init(&msg);
 	bf_strbuf_printf(
 		&msg,
 		"table %s has code that would run as the daemon's role during the backfill "
 		"and is controlled by %s %s, not by the job's author ",
-		cell(res, 0, RC_QUALIFIED), one_role ? "role" : "roles",
-		cell(res, 0, RC_FOREIGN_ROLES));
-	if (PQgetisnull(res, 0, RC_AUTHOR))
+		bf_cell(res, 0, RC_QUALIFIED), one_role ? "role" : "roles",
+		bf_cell(res, 0, RC_FOREIGN_ROLES));
+	if (!bf_cell(res, 0, RC_AUTHOR))
 		bf_strbuf_append(&msg, "(not recorded: the job was scheduled before backfilld "
 				       "recorded authors)");
 	else
-		bf_strbuf_printf(&msg, "\"%s\"", cell(res, 0, RC_AUTHOR));
-	bf_strbuf_printf(&msg, ": %s", cell(res, 0, RC_FOREIGN_OBJECTS));
+		bf_strbuf_printf(&msg, "\"%s\"", bf_cell(res, 0, RC_AUTHOR));
+	bf_strbuf_printf(&msg, ": %s", bf_cell(res, 0, RC_FOREIGN_OBJECTS));
 	if (count > 3)
 		bf_strbuf_printf(&msg, " and %ld more", count - 3);
 	bf_strbuf_printf(&msg,
 			 "; review it, then set allow_triggers = true on the job and resume it "
 			 "(UPDATE backfill.jobs SET allow_triggers = true, state = 'pending' "
 			 "WHERE name = %s)",
-			 cell(res, 0, RC_JOB_LITERAL));
+			 bf_cell(res, 0, RC_JOB_LITERAL));
 	*out = bf_strbuf_finish(&msg);
 	return -1;
 }
@@ -403,24 +395,22 @@ static int resolve_fill(const PGresult *res, bf_table *t)
 	bf_table_free(t);
 	t->key_names = calloc((size_t)n, sizeof(char *));
 	t->key_types = calloc((size_t)n, sizeof(char *));
-	t->quoted = strdup(cell(res, 0, RC_QUALIFIED));
+	t->quoted = strdup(bf_cell(res, 0, RC_QUALIFIED));
 	if (!t->key_names || !t->key_types || !t->quoted) {
 		bf_table_free(t);
 		return -1;
 	}
 	t->nkeys = n;
 	for (int i = 0; i < n; i++) {
-		t->key_names[i] = strdup(cell(res, i, RC_KEY_QUOTED));
-		t->key_types[i] = strdup(cell(res, i, RC_KEY_TYPE));
+		t->key_names[i] = strdup(bf_cell(res, i, RC_KEY_QUOTED));
+		t->key_types[i] = strdup(bf_cell(res, i, RC_KEY_TYPE));
 		if (!t->key_names[i] || !t->key_types[i]) {
 			bf_table_free(t);
 			return -1;
 		}
 	}
-	t->rows_estimate = PQgetisnull(res, 0, RC_ROWS_ESTIMATE)
-				   ? -1
-				   : strtoll(cell(res, 0, RC_ROWS_ESTIMATE), NULL, 10);
-	t->oid = (uint32_t)strtoul(cell(res, 0, RC_OID), NULL, 10);
+	t->rows_estimate = bf_cell_int(res, 0, RC_ROWS_ESTIMATE, -1);
+	t->oid = (uint32_t)strtoul(bf_cell(res, 0, RC_OID), NULL, 10);
 	return 0;
 }
 

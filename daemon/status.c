@@ -9,8 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "pgcell.h"
 #include "proto.h"
 #include "strbuf.h"
+#include "utf8.h"
 
 /* The timeouts first, for this transaction only (a multi-statement string
  * runs as one implicit transaction, and since PostgreSQL 13 each statement
@@ -101,11 +103,6 @@ char *bf_status_sql(bf_engine *engine, bf_pg *pg, const char *job, int all)
 
 #define REASONS_MAX 16
 
-static const char *cell(const PGresult *res, int row, int col)
-{
-	return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
-}
-
 static json_t *str_or_null(const char *s)
 {
 	return s ? json_string(s) : json_null();
@@ -113,7 +110,7 @@ static json_t *str_or_null(const char *s)
 
 static json_t *int_cell(const PGresult *res, int row, int col)
 {
-	const char *v = cell(res, row, col);
+	const char *v = bf_cell(res, row, col);
 
 	return v ? json_integer(strtoll(v, NULL, 10)) : json_null();
 }
@@ -152,8 +149,7 @@ static void add_pause_reason(json_t *live, const char *state, const char *name, 
 		/* A name longer than fits is cut on a character boundary:
 		 * json_string refuses broken UTF-8. */
 		if (n > 1000)
-			for (n = 1000; n > 0 && ((unsigned char)name[n] & 0xc0) == 0x80; n--)
-				;
+			n = bf_utf8_cut(name, 1000);
 		snprintf(text, sizeof(text),
 			 "paused: this job is paused (backfillctl resume %.*s%s)", (int)n, name,
 			 name[n] ? "..." : "");
@@ -186,10 +182,11 @@ static void stop_clock_if_paused(json_t *live, const char *state, int paused_all
  * this host and its pid is gone; null when we cannot tell. */
 static void add_lease(json_t *obj, const PGresult *res, int row, const bf_engine *engine, int here)
 {
-	const char *owner = cell(res, row, BF_ST_OWNER), *left = cell(res, row, BF_ST_LEASE_LEFT_S);
+	const char *owner = bf_cell(res, row, BF_ST_OWNER),
+		   *left = bf_cell(res, row, BF_ST_LEASE_LEFT_S);
 	json_t *alive = json_null();
 
-	json_object_set_new(obj, "lease_until", str_or_null(cell(res, row, BF_ST_LEASE_UNTIL)));
+	json_object_set_new(obj, "lease_until", str_or_null(bf_cell(res, row, BF_ST_LEASE_UNTIL)));
 	json_object_set_new(obj, "lease_expires_in_s",
 			    left ? json_real(strtod(left, NULL)) : json_null());
 	if (here) {
@@ -221,7 +218,7 @@ static void add_lease(json_t *obj, const PGresult *res, int row, const bf_engine
  * (never their query text: it is the application's). */
 static void add_blocked(json_t *obj, const PGresult *res, int row)
 {
-	const char *text = res ? cell(res, row, BF_ST_BLOCKED) : NULL;
+	const char *text = res ? bf_cell(res, row, BF_ST_BLOCKED) : NULL;
 	json_t *info = text ? json_loads(text, 0, NULL) : NULL;
 	json_t *pids = json_object_get(info, "pids");
 
@@ -243,12 +240,10 @@ typedef struct row_counts {
 static row_counts counts_of(const PGresult *res, int row, const bf_job *job, int running)
 {
 	row_counts c = {
-		.scanned = strtoll(PQgetvalue(res, row, BF_ST_ROWS_SCANNED), NULL, 10),
-		.updated = strtoll(PQgetvalue(res, row, BF_ST_ROWS_UPDATED), NULL, 10),
-		.batches = strtoll(PQgetvalue(res, row, BF_ST_BATCHES), NULL, 10),
-		.estimate = cell(res, row, BF_ST_ROWS_ESTIMATE)
-				    ? strtoll(cell(res, row, BF_ST_ROWS_ESTIMATE), NULL, 10)
-				    : -1,
+		.scanned = bf_cell_int(res, row, BF_ST_ROWS_SCANNED, 0),
+		.updated = bf_cell_int(res, row, BF_ST_ROWS_UPDATED, 0),
+		.batches = bf_cell_int(res, row, BF_ST_BATCHES, 0),
+		.estimate = bf_cell_int(res, row, BF_ST_ROWS_ESTIMATE, -1),
 	};
 
 	if (job && running) {
@@ -266,12 +261,12 @@ static row_counts counts_of(const PGresult *res, int row, const bf_job *job, int
 static json_t *job_object(const PGresult *res, int row, bf_job *job, const bf_engine *engine,
 			  int paused_all, uint64_t now)
 {
-	const char *state = cell(res, row, BF_ST_STATE), *name = cell(res, row, BF_ST_NAME);
-	const char *live_text = cell(res, row, BF_ST_LIVE);
+	const char *state = bf_cell(res, row, BF_ST_STATE), *name = bf_cell(res, row, BF_ST_NAME);
+	const char *live_text = bf_cell(res, row, BF_ST_LIVE);
 	int running = strcmp(state, "running") == 0;
-	int lease_live = strcmp(PQgetvalue(res, row, BF_ST_LEASE_LIVE), "t") == 0;
-	json_t *settings = cell(res, row, BF_ST_SETTINGS)
-				   ? json_loads(cell(res, row, BF_ST_SETTINGS), 0, NULL)
+	int lease_live = bf_cell_bool(res, row, BF_ST_LEASE_LIVE);
+	json_t *settings = bf_cell(res, row, BF_ST_SETTINGS)
+				   ? json_loads(bf_cell(res, row, BF_ST_SETTINGS), 0, NULL)
 				   : NULL;
 	row_counts c = counts_of(res, row, job, running);
 	json_t *live = NULL;
@@ -292,31 +287,30 @@ static json_t *job_object(const PGresult *res, int row, bf_job *job, const bf_en
 
 	json_t *obj = json_pack(
 		"{s:I, s:s, s:s, s:s, s:s, s:o, s:o, s:b, s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o}",
-		"id", (json_int_t)strtoll(PQgetvalue(res, row, BF_ST_ID), NULL, 10), "name", name,
-		"table", cell(res, row, BF_ST_TABLE), "kind", cell(res, row, BF_ST_KIND), "state",
+		"id", (json_int_t)bf_cell_int(res, row, BF_ST_ID, 0), "name", name, "table",
+		bf_cell(res, row, BF_ST_TABLE), "kind", bf_cell(res, row, BF_ST_KIND), "state",
 		state, "priority", int_cell(res, row, BF_ST_PRIORITY), "owner",
-		str_or_null(cell(res, row, BF_ST_OWNER)), "here", job != NULL, "rows_scanned",
+		str_or_null(bf_cell(res, row, BF_ST_OWNER)), "here", job != NULL, "rows_scanned",
 		(json_int_t)c.scanned, "rows_updated", (json_int_t)c.updated, "batches",
 		(json_int_t)c.batches, "rows_estimate",
 		c.estimate >= 0 ? json_integer(c.estimate) : json_null(), "progress",
 		progress_of(state, c.scanned, c.estimate, job && job->walk_done), "last_error",
-		str_or_null(cell(res, row, BF_ST_LAST_ERROR)), "settings",
+		str_or_null(bf_cell(res, row, BF_ST_LAST_ERROR)), "settings",
 		settings ? settings : json_object(), "started_at",
-		str_or_null(cell(res, row, BF_ST_STARTED_AT)));
+		str_or_null(bf_cell(res, row, BF_ST_STARTED_AT)));
 
 	if (!obj) {
 		json_decref(live);
 		return NULL;
 	}
-	json_object_set_new(obj, "finished_at", str_or_null(cell(res, row, BF_ST_FINISHED_AT)));
-	json_object_set_new(obj, "updated_at", str_or_null(cell(res, row, BF_ST_UPDATED_AT)));
+	json_object_set_new(obj, "finished_at", str_or_null(bf_cell(res, row, BF_ST_FINISHED_AT)));
+	json_object_set_new(obj, "updated_at", str_or_null(bf_cell(res, row, BF_ST_UPDATED_AT)));
 	json_object_set_new(obj, "rows_left", int_cell(res, row, BF_ST_ROWS_LEFT));
 	json_object_set_new(obj, "catchup_rounds", int_cell(res, row, BF_ST_CATCHUP_ROUNDS));
 	json_object_set_new(obj, "repairing",
-			    json_boolean(strcmp(PQgetvalue(res, row, BF_ST_REPAIRING), "t") == 0));
-	json_object_set_new(
-		obj, "verification_failed",
-		json_boolean(strcmp(PQgetvalue(res, row, BF_ST_VERIFICATION_FAILED), "t") == 0));
+			    json_boolean(bf_cell_bool(res, row, BF_ST_REPAIRING)));
+	json_object_set_new(obj, "verification_failed",
+			    json_boolean(bf_cell_bool(res, row, BF_ST_VERIFICATION_FAILED)));
 	add_lease(obj, res, row, engine, job != NULL);
 	add_blocked(obj, res, row);
 	/* phase, batch_size, rate_rows_s, eta_s, throttled, throttle_reasons,
@@ -401,11 +395,11 @@ static json_t *status_jobs(bf_engine *engine, const PGresult *res, const char *o
 		return jobs;
 	}
 	if (PQntuples(res) > 0)
-		*omitted = strtoll(PQgetvalue(res, 0, BF_ST_OMITTED), NULL, 10);
+		*omitted = bf_cell_int(res, 0, BF_ST_OMITTED, 0);
 	for (int i = 0; i < PQntuples(res); i++) {
-		if (PQgetisnull(res, i, BF_ST_ID))
+		if (!bf_cell(res, i, BF_ST_ID))
 			continue;
-		int64_t id = strtoll(PQgetvalue(res, i, BF_ST_ID), NULL, 10);
+		int64_t id = bf_cell_int(res, i, BF_ST_ID, 0);
 		json_t *obj =
 			job_object(res, i, bf_engine_find_job(engine, id), engine, paused, now);
 
@@ -425,9 +419,9 @@ json_t *bf_status_build(bf_engine *engine, const PGresult *res, const char *db_e
 	int64_t omitted;
 
 	if (res && PQntuples(res) > 0) {
-		paused = strcmp(PQgetvalue(res, 0, BF_ST_PAUSED), "t") == 0;
-		paused_at = cell(res, 0, BF_ST_PAUSED_AT);
-		paused_by = cell(res, 0, BF_ST_PAUSED_BY);
+		paused = bf_cell_bool(res, 0, BF_ST_PAUSED);
+		paused_at = bf_cell(res, 0, BF_ST_PAUSED_AT);
+		paused_by = bf_cell(res, 0, BF_ST_PAUSED_BY);
 	}
 	json_t *jobs = status_jobs(engine, res, only_job, paused, now, &omitted);
 	int connected = bf_monitor_up(&engine->monitor, &why);

@@ -37,6 +37,4 @@ bool bf_sqlstate_is(const char *sqlstate, const char *code);
  * broke before the server could answer) is transient. */
 bf_errclass bf_errclass_of(const char *sqlstate);
 
-const char *bf_errclass_name(bf_errclass c);
-
 #endif

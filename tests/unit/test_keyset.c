@@ -2,7 +2,6 @@
 #include <stdlib.h>
 
 #include "keyset.h"
-#include "sqltext.h"
 #include "unit.h"
 
 static const char *one_name[] = {"id"};
@@ -90,12 +89,13 @@ static void test_update_is_one_range_statement(void)
 	/* One statement: one pass over the page in key order keeps its last
 	 * key and numbers the rows up to it (no OFFSET: the pass starts at the
 	 * checkpoint)... */
-	UNIT_CHECK_CONTAINS(sql, "/* backfilld batch */\nWITH \"backfill last\" AS MATERIALIZED (\n"
-				 "  SELECT id, \"backfill rows\" FROM (\n"
-				 "    SELECT id, row_number() OVER (ORDER BY id) AS \"backfill rows\" "
-				 "FROM public.orders WHERE (id) > (('{3}'::text[])[1]::bigint) AND "
-				 "(id) <= (('{9}'::text[])[1]::bigint) ORDER BY id LIMIT 10\n"
-				 "  ) p ORDER BY \"backfill rows\" DESC LIMIT 1\n),");
+	UNIT_CHECK_CONTAINS(sql,
+			    "/* backfilld batch */\nWITH \"backfill last\" AS MATERIALIZED (\n"
+			    "  SELECT id, \"backfill rows\" FROM (\n"
+			    "    SELECT id, row_number() OVER (ORDER BY id) AS \"backfill rows\" "
+			    "FROM public.orders WHERE (id) > (('{3}'::text[])[1]::bigint) AND "
+			    "(id) <= (('{9}'::text[])[1]::bigint) ORDER BY id LIMIT 10\n"
+			    "  ) p ORDER BY \"backfill rows\" DESC LIMIT 1\n),");
 	UNIT_CHECK(strncmp(sql, "/* backfilld batch */\n", 22) == 0);
 	UNIT_CHECK(strchr(sql, ';') == NULL);
 	UNIT_CHECK(strstr(sql, "OFFSET") == NULL);
@@ -115,8 +115,9 @@ static void test_update_is_one_range_statement(void)
 	 * one-sided range was planned as a sequential scan). */
 	a = args(1, 10);
 	sql = bf_keyset_batch_sql(&w, &a);
-	UNIT_CHECK_CONTAINS(sql, "\"backfill first\" AS MATERIALIZED (\n  SELECT id FROM public.orders "
-				 "WHERE (id) <= (('{9}'::text[])[1]::bigint) ORDER BY id LIMIT 1\n)");
+	UNIT_CHECK_CONTAINS(sql,
+			    "\"backfill first\" AS MATERIALIZED (\n  SELECT id FROM public.orders "
+			    "WHERE (id) <= (('{9}'::text[])[1]::bigint) ORDER BY id LIMIT 1\n)");
 	UNIT_CHECK_CONTAINS(sql, "  WHERE (id) >= (SELECT id FROM \"backfill first\") AND (id) <= "
 				 "(SELECT id FROM \"backfill last\")\n");
 	free(sql);
@@ -176,16 +177,18 @@ static void test_checkpoint_is_the_last_key_scanned_and_fenced(void)
 	char *sql = bf_keyset_batch_sql(&w, &a);
 
 	/* From the page read in key order, never from returned rows. */
-	UNIT_CHECK_CONTAINS(sql, "SELECT tenant, \"Order No\", row_number() OVER (ORDER BY tenant, "
-				 "\"Order No\") AS \"backfill rows\" FROM \"my schema\".\"Orders\"");
+	UNIT_CHECK_CONTAINS(sql,
+			    "SELECT tenant, \"Order No\", row_number() OVER (ORDER BY tenant, "
+			    "\"Order No\") AS \"backfill rows\" FROM \"my schema\".\"Orders\"");
 	UNIT_CHECK_CONTAINS(
 		sql,
 		"checkpoint = coalesce((SELECT ARRAY[tenant::text, \"Order No\"::text] FROM \"backfill last\""
 		" ORDER BY tenant DESC, \"Order No\" DESC LIMIT 1), checkpoint)");
-	UNIT_CHECK_CONTAINS(sql, "WHERE id = 42 AND owner = 'host:1:ab' AND lease_epoch = 7\n"
-				 "    AND state = 'running' AND batches = 5\n"
-				 "    AND table_oid = 'public.orders'::regclass\n"
-				 "    AND NOT coalesce((SELECT paused FROM backfill.control), false)");
+	UNIT_CHECK_CONTAINS(sql,
+			    "WHERE id = 42 AND owner = 'host:1:ab' AND lease_epoch = 7\n"
+			    "    AND state = 'running' AND batches = 5\n"
+			    "    AND table_oid = 'public.orders'::regclass\n"
+			    "    AND NOT coalesce((SELECT paused FROM backfill.control), false)");
 	UNIT_CHECK_CONTAINS(sql, "SELECT backfill.checkpoint_fence(count(*)),");
 	/* A composite key is one row-value range in the UPDATE too. */
 	UNIT_CHECK_CONTAINS(sql, "  WHERE (tenant, \"Order No\") > (('{3}'::text[])[1]::integer, "
@@ -193,23 +196,25 @@ static void test_checkpoint_is_the_last_key_scanned_and_fenced(void)
 				 "(SELECT tenant, \"Order No\" FROM \"backfill last\")");
 	UNIT_CHECK_CONTAINS(
 		sql, "rows_updated = rows_updated + (SELECT count(*) FROM \"backfill work\")");
-	UNIT_CHECK_CONTAINS(sql, "rows_scanned = rows_scanned + CASE WHEN repairing THEN 0 ELSE "
-				 "coalesce((SELECT \"backfill rows\" FROM \"backfill last\"), 0) END");
+	UNIT_CHECK_CONTAINS(sql,
+			    "rows_scanned = rows_scanned + CASE WHEN repairing THEN 0 ELSE "
+			    "coalesce((SELECT \"backfill rows\" FROM \"backfill last\"), 0) END");
 	/* The row read back, column by column (job_batch_done); the WAL
 	 * position last, after "updated" ran the work. */
-	UNIT_CHECK_CONTAINS(sql, "SELECT backfill.checkpoint_fence(count(*)),\n"
-				 "       coalesce((SELECT \"backfill rows\" FROM \"backfill last\"), 0),\n"
-				 "       coalesce((SELECT \"backfill rows\" FROM \"backfill last\"), 0),\n"
-				 "       (SELECT count(*) FROM \"backfill work\"),\n"
-				 "       max(c.batches),\n"
-				 "       max(c.checkpoint),\n"
-				 "       max(c.rows_scanned),\n"
-				 "       max(c.rows_updated),\n"
-				 "       pg_current_wal_insert_lsn()::text,\n"
-				 "       (SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'\n"
-				 "          AND NOT granted\n"
-				 "          AND transactionid = pg_current_xact_id_if_assigned()::xid)\n"
-				 "FROM \"backfill checkpoint\" c");
+	UNIT_CHECK_CONTAINS(
+		sql, "SELECT backfill.checkpoint_fence(count(*)),\n"
+		     "       coalesce((SELECT \"backfill rows\" FROM \"backfill last\"), 0),\n"
+		     "       coalesce((SELECT \"backfill rows\" FROM \"backfill last\"), 0),\n"
+		     "       (SELECT count(*) FROM \"backfill work\"),\n"
+		     "       max(c.batches),\n"
+		     "       max(c.checkpoint),\n"
+		     "       max(c.rows_scanned),\n"
+		     "       max(c.rows_updated),\n"
+		     "       pg_current_wal_insert_lsn()::text,\n"
+		     "       (SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'\n"
+		     "          AND NOT granted\n"
+		     "          AND transactionid = pg_current_xact_id_if_assigned()::xid)\n"
+		     "FROM \"backfill checkpoint\" c");
 	free(sql);
 }
 
@@ -271,12 +276,13 @@ static void test_sql_kind_wraps_statement(void)
 		sql,
 		"\"backfill work\" AS (\nINSERT INTO addresses (user_id) SELECT id FROM batch -- copy\n),");
 	UNIT_CHECK_CONTAINS(sql, "rows_updated = rows_updated + (SELECT count(*) FROM batch)");
-	UNIT_CHECK_CONTAINS(sql, "       max(c.rows_updated),\n"
-				 "       pg_current_wal_insert_lsn()::text,\n"
-				 "       (SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'\n"
-				 "          AND NOT granted\n"
-				 "          AND transactionid = pg_current_xact_id_if_assigned()::xid)\n"
-				 "FROM \"backfill checkpoint\" c");
+	UNIT_CHECK_CONTAINS(
+		sql, "       max(c.rows_updated),\n"
+		     "       pg_current_wal_insert_lsn()::text,\n"
+		     "       (SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'\n"
+		     "          AND NOT granted\n"
+		     "          AND transactionid = pg_current_xact_id_if_assigned()::xid)\n"
+		     "FROM \"backfill checkpoint\" c");
 	UNIT_CHECK(strstr(sql, "UPDATE public.orders") == NULL);
 	free(sql);
 }
@@ -309,66 +315,6 @@ static void test_verify(void)
 	free(sql);
 }
 
-static void test_split_with(void)
-{
-	bf_sql_with w;
-	const char *s =
-		"  /* c */ WITH RECURSIVE a (x) AS (SELECT ')' FROM t), \"B c\" AS MATERIALIZED "
-		"(SELECT $q$ ) ( $q$, E'\\')' -- )\n) UPDATE x SET y = 1";
-
-	UNIT_CHECK_INT(bf_sql_split_with(s, &w), 1);
-	UNIT_CHECK_INT(w.recursive, 1);
-	UNIT_CHECK(strncmp(s + w.ctes_start, "a (x) AS", 8) == 0);
-	UNIT_CHECK(s[w.ctes_end - 1] == ')' && s[w.ctes_end] == ' ');
-	UNIT_CHECK_STR(s + w.main_start, "UPDATE x SET y = 1");
-
-	UNIT_CHECK_INT(bf_sql_split_with("INSERT INTO t SELECT 1", &w), 0);
-	UNIT_CHECK_INT(bf_sql_split_with("WITHOUT x", &w), 0);
-	UNIT_CHECK_INT(bf_sql_split_with("WITH a AS (SELECT '(' ", &w), -1);
-	UNIT_CHECK_INT(bf_sql_split_with("WITH a AS (SELECT 1)", &w), -1);
-	UNIT_CHECK_INT(bf_sql_split_with("WITH a AS (SELECT $1) SELECT 2", &w), 1);
-}
-
-static void test_semicolons(void)
-{
-	UNIT_CHECK_INT(bf_sql_has_semicolon("x = ';' || $$;$$ || \"a;b\" -- ;\n /* ; */"), 0);
-	UNIT_CHECK_INT(bf_sql_has_semicolon("x = 1; DROP TABLE t"), 1);
-	/* E'\';' is one string holding the ';' */
-	UNIT_CHECK_INT(bf_sql_has_semicolon("x = E'\\';'"), 0);
-	UNIT_CHECK_INT(bf_sql_has_semicolon("x = E'\\'' ; y"), 1);
-	UNIT_CHECK_INT(bf_sql_has_semicolon("x = 'abc"), -1);
-	UNIT_CHECK_INT(bf_sql_has_semicolon("x IS NULL /* note"), -1);
-	UNIT_CHECK_INT(bf_sql_has_semicolon("x IS NULL /* a /* nested */ still open"), -1);
-	UNIT_CHECK_INT(bf_sql_has_semicolon("x IS NULL /* a /* nested */ closed */"), 0);
-}
-
-static void test_parens(void)
-{
-	UNIT_CHECK_INT(bf_sql_parens("f(a, (b)) = ')' || $$($$ -- )\n /* ( */"), 0);
-	/* Closing a parenthesis of ours: the rest would run outside the batch. */
-	UNIT_CHECK_INT(bf_sql_parens("true) OR (true"), -1);
-	UNIT_CHECK_INT(bf_sql_parens("SELECT 1 FROM batch), evil AS (DELETE FROM victim RETURNING 1"),
-		       -1);
-	UNIT_CHECK_INT(bf_sql_parens("coalesce(x, 0"), 1);
-	UNIT_CHECK_INT(bf_sql_parens("x = \"a)b\" AND y = E'\\')'"), 0);
-}
-
-static void test_mentions(void)
-{
-	UNIT_CHECK_INT(
-		bf_sql_mentions("INSERT INTO a SELECT * FROM users JOIN batch USING (id)", "batch"),
-		1);
-	UNIT_CHECK_INT(bf_sql_mentions("... FROM BATCH b", "batch"), 1);
-	UNIT_CHECK_INT(bf_sql_mentions("... FROM \"batch\"", "batch"), 1);
-	UNIT_CHECK_INT(bf_sql_mentions("UPDATE t SET x = 1", "batch"), 0);
-	UNIT_CHECK_INT(
-		bf_sql_mentions("UPDATE t SET note = 'batch' -- batch\n /* batch */", "batch"), 0);
-	UNIT_CHECK_INT(
-		bf_sql_mentions("UPDATE t SET x = t.batch, y = batches, z = \"Batch\"", "batch"),
-		0);
-	UNIT_CHECK_INT(bf_sql_mentions("SELECT $batch$ x $batch$", "batch"), 0);
-}
-
 static void test_sql_kind_hoists_statement_ctes(void)
 {
 	bf_walk w = walk_one();
@@ -397,12 +343,8 @@ int main(void)
 	UNIT_RUN(test_no_where_clause);
 	UNIT_RUN(test_plan_reads_without_locking_for_update);
 	UNIT_RUN(test_sql_kind_wraps_statement);
-	UNIT_RUN(test_semicolons);
-	UNIT_RUN(test_parens);
-	UNIT_RUN(test_mentions);
 	UNIT_RUN(test_upper_bound);
 	UNIT_RUN(test_verify);
-	UNIT_RUN(test_split_with);
 	UNIT_RUN(test_sql_kind_hoists_statement_ctes);
 	return UNIT_DONE();
 }
