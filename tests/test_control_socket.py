@@ -333,7 +333,13 @@ def test_clients_that_leave_before_their_answer(db, daemon_factory):
     deadline = time.monotonic() + 20
     for i in range(200):
         s = connect(d.socket, deadline)
-        s.sendall(STATUS * (1 + i % 3))
+        try:
+            s.sendall(STATUS * (1 + i % 3))
+        except (BrokenPipeError, ConnectionResetError):
+            # On a loaded machine the clients that left have not all been
+            # reaped yet: past control.max_clients the daemon answers
+            # "busy" and closes, before this client has written it all.
+            pass
         if i % 2:
             time.sleep(0.002)           # some leave mid-answer, some before
         s.close()
