@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "pgcell.h"
 
 /* Strict mode polls this often while a job waits: a standby on the same
  * network replays a batch within milliseconds. */
@@ -17,7 +18,7 @@
  * one, wal_status 'lost', retains none). NULL replay_lag means caught up.
  * Standbys come in a stable order, so that those sharing a name keep their
  * numbers from one sample to the next. */
-const char bf_sampler_replication_sql[] =
+static const char replication_sql[] =
 	"SELECT 'self' AS kind, current_user::text AS name,\n"
 	"  CASE WHEN pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')\n"
 	"       THEN 'privileged' ELSE '' END AS state,\n"
@@ -52,7 +53,7 @@ const char bf_sampler_replication_sql[] =
  * connection. Nothing of the waiting session's own is read: its query,
  * application_name and user are none of the job's business (the job's
  * status and row may be read by people who may not see them). */
-const char bf_sampler_locks_sql[] =
+static const char locks_sql[] =
 	"SELECT b.blocker AS blocker_pid, l.pid,\n"
 	"  (extract(epoch FROM clock_timestamp() - coalesce(l.waitstart, clock_timestamp()))\n"
 	"     * 1000)::bigint AS waited_ms,\n"
@@ -75,7 +76,7 @@ const char bf_sampler_locks_sql[] =
 	"WHERE b.blocker = ANY ($1::int[])\n"
 	"  AND coalesce(a.application_name, '') NOT LIKE 'backfilld %'";
 
-/* The columns of bf_sampler_locks_sql, by name. */
+/* The columns of locks_sql, by name. */
 enum {
 	LOCKS_BLOCKER_PID,
 	LOCKS_PID,
@@ -88,53 +89,55 @@ enum {
 	LOCKS_NCOLUMNS
 };
 
-static const char *col(const PGresult *res, int row, int c)
-{
-	return PQgetisnull(res, row, c) ? NULL : PQgetvalue(res, row, c);
-}
+/* The columns of replication_sql, by name. */
+enum {
+	REPL_KIND,
+	REPL_NAME,
+	REPL_STATE,
+	REPL_LAG_BYTES,
+	REPL_LAG_MS,
+	REPL_LSN,
+	REPL_ADDR,
+	REPL_NCOLUMNS
+};
 
-static int64_t col_int(const PGresult *res, int row, int c, int64_t null_value)
-{
-	const char *v = col(res, row, c);
-
-	return v ? strtoll(v, NULL, 10) : null_value;
-}
-
-int bf_sampler_parse(const PGresult *res, bf_sample *out)
+/* Fills out (standbys, slots, role, privilege, current LSN) from the rows
+ * of replication_sql. Returns 0, or -1 with out->error set. */
+static int sampler_parse(const PGresult *res, bf_sample *out)
 {
 	out->nstandbys = out->nslots = 0;
 	out->privileged = 0;
 	out->role[0] = '\0';
 	out->current_lsn = 0;
-	if (PQnfields(res) < 7) {
+	if (PQnfields(res) != REPL_NCOLUMNS) {
 		snprintf(out->error, sizeof(out->error), "unexpected result shape");
 		return -1;
 	}
 	for (int i = 0; i < PQntuples(res); i++) {
-		const char *kind = PQgetvalue(res, i, 0);
-		const char *name = col(res, i, 1) ? col(res, i, 1) : "";
-		const char *state = col(res, i, 2) ? col(res, i, 2) : "";
+		const char *kind = PQgetvalue(res, i, REPL_KIND);
+		const char *name = bf_cell(res, i, REPL_NAME) ? bf_cell(res, i, REPL_NAME) : "";
+		const char *state = bf_cell(res, i, REPL_STATE) ? bf_cell(res, i, REPL_STATE) : "";
 
 		if (strcmp(kind, "self") == 0) {
 			snprintf(out->role, sizeof(out->role), "%s", name);
 			out->privileged = strcmp(state, "privileged") == 0;
-			out->current_lsn = bf_lsn_parse(col(res, i, 5));
+			out->current_lsn = bf_lsn_parse(bf_cell(res, i, REPL_LSN));
 		} else if (strcmp(kind, "standby") == 0 && out->nstandbys < BF_SAMPLE_MAX_STANDBYS) {
 			bf_standby_sample *sb = &out->standbys[out->nstandbys++];
 
 			snprintf(sb->name, sizeof(sb->name), "%s", name);
 			snprintf(sb->state, sizeof(sb->state), "%s", state);
-			sb->lag_bytes = col_int(res, i, 3, -1);
+			sb->lag_bytes = bf_cell_int(res, i, REPL_LAG_BYTES, -1);
 			if (sb->lag_bytes < -1)
 				sb->lag_bytes = 0; /* replayed past our insert position */
-			sb->lag_ms = col_int(res, i, 4, 0);
-			sb->replay_lsn = bf_lsn_parse(col(res, i, 5));
+			sb->lag_ms = bf_cell_int(res, i, REPL_LAG_MS, 0);
+			sb->replay_lsn = bf_lsn_parse(bf_cell(res, i, REPL_LSN));
 		} else if (strcmp(kind, "slot") == 0 && out->nslots < BF_SAMPLE_MAX_SLOTS) {
 			bf_slot_sample *sl = &out->slots[out->nslots++];
 
 			snprintf(sl->name, sizeof(sl->name), "%s", name);
 			sl->active = strcmp(state, "active") == 0;
-			sl->lag_bytes = col_int(res, i, 3, -1);
+			sl->lag_bytes = bf_cell_int(res, i, REPL_LAG_BYTES, -1);
 		}
 	}
 	return 0;
@@ -164,15 +167,15 @@ void bf_sampler_blocked_parse(const PGresult *res, int row, bf_blocked *b)
 		snprintf(b->what, sizeof(b->what), "a session (unexpected result shape)");
 		return;
 	}
-	ddl = col(res, row, LOCKS_DDL);
-	b->blocker_pid = (int)col_int(res, row, LOCKS_BLOCKER_PID, 0);
-	b->pid = (int)col_int(res, row, LOCKS_PID, 0);
-	b->waited_ms = col_int(res, row, LOCKS_WAITED_MS, 0);
+	ddl = bf_cell(res, row, LOCKS_DDL);
+	b->blocker_pid = (int)bf_cell_int(res, row, LOCKS_BLOCKER_PID, 0);
+	b->pid = (int)bf_cell_int(res, row, LOCKS_PID, 0);
+	b->waited_ms = bf_cell_int(res, row, LOCKS_WAITED_MS, 0);
 	b->ddl = ddl && strcmp(ddl, "t") == 0;
-	b->xact_start_us = col_int(res, row, LOCKS_XACT_START_US, 0);
-	printable(locktype, sizeof(locktype), col(res, row, LOCKS_LOCKTYPE));
-	printable(mode, sizeof(mode), col(res, row, LOCKS_MODE));
-	printable(relation, sizeof(relation), col(res, row, LOCKS_RELATION));
+	b->xact_start_us = bf_cell_int(res, row, LOCKS_XACT_START_US, 0);
+	printable(locktype, sizeof(locktype), bf_cell(res, row, LOCKS_LOCKTYPE));
+	printable(mode, sizeof(mode), bf_cell(res, row, LOCKS_MODE));
+	printable(relation, sizeof(relation), bf_cell(res, row, LOCKS_RELATION));
 	/* Who waits, for what, on which table: the pid finds the rest in
 	 * pg_stat_activity for whoever may see it. */
 	const char *on = !relation[0]				  ? ""
@@ -256,7 +259,7 @@ static void sample_replication_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	if (!r->ok)
 		sample_failed(s, "monitor connection", r);
 	else
-		bf_sampler_parse(r->res, &s->next);
+		sampler_parse(r->res, &s->next);
 	if (!s->next.error[0] && s->cfg->throttle_query && *s->cfg->throttle_query) {
 		/* The operator's query shares the monitor with status and
 		 * cancels: bounded by a statement_timeout of its own (1 s), set
@@ -288,7 +291,7 @@ static void sample_timer_cb(uv_timer_t *timer)
 	s->sample_busy = 1;
 	memset(&s->next, 0, sizeof(s->next));
 	s->next.asked_ns = uv_hrtime();
-	bf_monitor_query(s->monitor, bf_sampler_replication_sql, 0, NULL, sample_replication_done,
+	bf_monitor_query(s->monitor, replication_sql, 0, NULL, sample_replication_done,
 			 s);
 }
 
@@ -381,7 +384,7 @@ static void lock_timer_cb(uv_timer_t *timer)
 	const char *params[1] = {pids};
 
 	s->lock_busy = 1;
-	bf_monitor_query(s->monitor, bf_sampler_locks_sql, 1, params, lock_check_done, s);
+	bf_monitor_query(s->monitor, locks_sql, 1, params, lock_check_done, s);
 	free(pids);
 }
 
@@ -409,7 +412,7 @@ static void replay_polled(bf_pg *pg, const bf_pg_result *r, void *arg)
 		snprintf(s->replay.error, sizeof(s->replay.error), "monitor connection: %s",
 			 r->message);
 	else
-		bf_sampler_parse(r->res, &s->replay);
+		sampler_parse(r->res, &s->replay);
 	s->replay.taken_ns = uv_hrtime();
 	s->replay.asked_ns = s->replay_asked_ns;
 	s->ops.on_replay(&s->replay, s->arg);
@@ -425,7 +428,7 @@ static void replay_timer_cb(uv_timer_t *timer)
 		return;
 	s->replay_busy = 1;
 	s->replay_asked_ns = uv_hrtime();
-	bf_monitor_query(s->monitor, bf_sampler_replication_sql, 0, NULL, replay_polled, s);
+	bf_monitor_query(s->monitor, replication_sql, 0, NULL, replay_polled, s);
 }
 
 void bf_sampler_replay_wanted(bf_sampler *s)

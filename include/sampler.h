@@ -106,15 +106,7 @@ void bf_sampler_replay_wanted(bf_sampler *s);
  * failed by the monitor's own close. */
 void bf_sampler_close(bf_sampler *s, void (*on_closed)(void *arg));
 
-/* The SQL of the sample and of the lock check, for the tests and docs. */
-extern const char bf_sampler_replication_sql[];
-extern const char bf_sampler_locks_sql[];
-
-/* Fills b from row `row` of bf_sampler_locks_sql's result. */
+/* Fills b from row `row` of the lock check's result. */
 void bf_sampler_blocked_parse(const PGresult *res, int row, bf_blocked *b);
-
-/* Fills out (standbys, slots, role, privilege, current LSN) from the rows of
- * bf_sampler_replication_sql. Returns 0, or -1 with out->error set. */
-int bf_sampler_parse(const PGresult *res, bf_sample *out);
 
 #endif

@@ -75,23 +75,23 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	const PGresult *res = r->res;
-	int64_t page = col_int(res, 0, BF_BATCH_PAGE, 0);
-	int64_t done = col_int(res, 0, BF_BATCH_DONE, 0);
-	int64_t updated = col_int(res, 0, BF_BATCH_UPDATED, 0);
+	int64_t page = bf_cell_int(res, 0, BF_BATCH_PAGE, 0);
+	int64_t done = bf_cell_int(res, 0, BF_BATCH_DONE, 0);
+	int64_t updated = bf_cell_int(res, 0, BF_BATCH_UPDATED, 0);
 
 	job->min_timeouts = 0;
 	job_narrow_passed(job, done);
 
 	job_rates_settle(job, done);
-	job->batches = col_int(res, 0, BF_BATCH_BATCHES, job->batches);
-	if (col(res, 0, BF_BATCH_CHECKPOINT))
-		replace_str(&job->checkpoint, col(res, 0, BF_BATCH_CHECKPOINT));
-	job->rows_scanned = col_int(res, 0, BF_BATCH_ROWS_SCANNED, job->rows_scanned);
-	job->rows_updated = col_int(res, 0, BF_BATCH_ROWS_UPDATED, job->rows_updated);
+	job->batches = bf_cell_int(res, 0, BF_BATCH_BATCHES, job->batches);
+	if (bf_cell(res, 0, BF_BATCH_CHECKPOINT))
+		replace_str(&job->checkpoint, bf_cell(res, 0, BF_BATCH_CHECKPOINT));
+	job->rows_scanned = bf_cell_int(res, 0, BF_BATCH_ROWS_SCANNED, job->rows_scanned);
+	job->rows_updated = bf_cell_int(res, 0, BF_BATCH_ROWS_UPDATED, job->rows_updated);
 	/* Where the WAL stood after our work: until a sample taken after it,
 	 * every job counts it on top of the sampled lags (job_hold). */
-	bf_sampler_note_lsn(job->env.sampler, bf_lsn_parse(col(res, 0, BF_BATCH_WAL_LSN)));
-	int64_t waiters = col_int(res, 0, BF_BATCH_WAITERS, 0);
+	bf_sampler_note_lsn(job->env.sampler, bf_lsn_parse(bf_cell(res, 0, BF_BATCH_WAL_LSN)));
+	int64_t waiters = bf_cell_int(res, 0, BF_BATCH_WAITERS, 0);
 
 	job_log(job, BF_LOG_DEBUG,
 		"batch %" PRId64 ": %" PRId64 " rows scanned, %" PRId64

@@ -34,7 +34,7 @@ static void job_batch_error(const bf_job *job, const bf_pg_result *r, bool bare,
 		if (v && *v)
 			n += (size_t)snprintf(buf + n, len - n, "; %s: %s", fields[i].label, v);
 	}
-	utf8_trim(buf);
+	bf_utf8_trim(buf);
 }
 
 /* A narrowed batch committed `done` rows: they are past the failing one's
@@ -67,7 +67,7 @@ static void job_key_named(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_query_failed(job, r, "finding the key of the failing row");
 		return;
 	}
-	const char *key = col(r->res, 0, BF_VERIFY_LAST_KEY);
+	const char *key = bf_cell(r->res, 0, BF_VERIFY_LAST_KEY);
 
 	snprintf(error, sizeof(error),
 		 "%s; the first row after checkpoint %s, key %s, fails on its own: the rows before "
@@ -108,7 +108,7 @@ static void job_narrow(bf_job *job, const bf_pg_result *r, const char *why)
 	job_batch_error(job, r, false, error, sizeof(error));
 	if (why)
 		snprintf(error + strlen(error), sizeof(error) - strlen(error), "; %s", why);
-	utf8_trim(error);
+	bf_utf8_trim(error);
 	if (!job->narrow_limit) {
 		replace_str(&job->narrow_error, error);
 		job->narrow_span = job->batch_limit;
@@ -136,7 +136,7 @@ static void job_row_lock_probed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_query_failed(job, r, "looking for a lock on the job row");
 		return;
 	}
-	const char *holders = PQntuples(r->res) ? col(r->res, 0, 0) : NULL;
+	const char *holders = PQntuples(r->res) ? bf_cell(r->res, 0, 0) : NULL;
 
 	if (!holders) {
 		if (job->row_lock_held) {

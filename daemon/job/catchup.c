@@ -15,10 +15,10 @@ static void job_caught_up(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_step(job);
 		return;
 	}
-	const char *bound = col(r->res, 0, BF_CATCHUP_UPPER_BOUND);
-	int rounds = (int)col_int(r->res, 0, BF_CATCHUP_ROUNDS, 0);
-	int64_t above = col_int(r->res, 0, BF_CATCHUP_ABOVE, 0);
-	bool extended = strcmp(PQgetvalue(r->res, 0, BF_CATCHUP_EXTENDED), "t") == 0;
+	const char *bound = bf_cell(r->res, 0, BF_CATCHUP_UPPER_BOUND);
+	int rounds = (int)bf_cell_int(r->res, 0, BF_CATCHUP_ROUNDS, 0);
+	int64_t above = bf_cell_int(r->res, 0, BF_CATCHUP_ABOVE, 0);
+	bool extended = bf_cell_bool(r->res, 0, BF_CATCHUP_EXTENDED);
 
 	job_succeeded_step(job);
 	if (extended) {

@@ -50,7 +50,7 @@ static void job_finished(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	const char *state = PQgetvalue(r->res, 0, FINISH_STATE);
-	int64_t rows_left = col_int(r->res, 0, FINISH_ROWS_LEFT, -1);
+	int64_t rows_left = bf_cell_int(r->res, 0, FINISH_ROWS_LEFT, -1);
 	char left[128] = "";
 
 	if (rows_left > 0)
@@ -87,7 +87,7 @@ void job_finish_as(bf_job *job, const char *state, const char *error,
 	p.values[5] = verification_failed ? "true" : "false";
 	if (error) {
 		snprintf(text, sizeof(text), "%s", error);
-		utf8_trim(text);
+		bf_utf8_trim(text);
 		p.values[4] = text;
 	}
 	replace_str(&job->finish_error, p.values[4]);

@@ -18,6 +18,8 @@
 
 #include "job.h"
 #include "log.h"
+#include "pgcell.h"
+#include "utf8.h"
 
 #define job_log(job, level, fmt, ...) bf_log(level, "job \"%s\": " fmt, (job)->name, ##__VA_ARGS__)
 
@@ -35,40 +37,12 @@ static inline void replace_str(char **dst, const char *src)
 	*dst = dup_or_null(src);
 }
 
-/* A text column, NULL for SQL NULL. */
-static inline const char *col(const PGresult *res, int row, int c)
-{
-	return PQgetisnull(res, row, c) ? NULL : PQgetvalue(res, row, c);
-}
-
-static inline int64_t col_int(const PGresult *res, int row, int c, int64_t null_value)
-{
-	const char *v = col(res, row, c);
-
-	return v ? strtoll(v, NULL, 10) : null_value;
-}
 
 static inline void fmt_int(char *buf, size_t len, int64_t v)
 {
 	snprintf(buf, len, "%" PRId64, v);
 }
 
-/* snprintf may cut a multibyte character in two, and PostgreSQL refuses
- * such text: drop an incomplete UTF-8 sequence at the end of s. */
-static inline void utf8_trim(char *s)
-{
-	size_t n = strlen(s), i = n;
-
-	while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
-		i--;
-	if (i == 0)
-		return;
-	unsigned char lead = (unsigned char)s[i - 1];
-	size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-
-	if (n - (i - 1) < need)
-		s[i - 1] = '\0';
-}
 
 /* Parameters shared by every fenced statement: $1 id, $2 owner, $3 epoch. */
 typedef struct job_params {

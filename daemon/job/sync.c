@@ -106,8 +106,8 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 	}
 	const PGresult *res = r->res;
 	const char *state = PQgetvalue(res, 0, SYNC_STATE);
-	const char *owner = col(res, 0, SYNC_OWNER);
-	int64_t epoch = col_int(res, 0, SYNC_LEASE_EPOCH, -1);
+	const char *owner = bf_cell(res, 0, SYNC_OWNER);
+	int64_t epoch = bf_cell_int(res, 0, SYNC_LEASE_EPOCH, -1);
 
 	if (!owner || strcmp(owner, job->owner) != 0 || epoch != job->lease_epoch) {
 		job_log(job, BF_LOG_WARNING,
@@ -124,16 +124,16 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_release(job);
 		return;
 	}
-	replace_str(&job->checkpoint, col(res, 0, SYNC_CHECKPOINT));
-	replace_str(&job->upper_bound, col(res, 0, SYNC_UPPER_BOUND));
-	job->batches = col_int(res, 0, SYNC_BATCHES, 0);
-	job->rows_scanned = col_int(res, 0, SYNC_ROWS_SCANNED, 0);
-	job->rows_updated = col_int(res, 0, SYNC_ROWS_UPDATED, 0);
-	job->rows_estimate = col_int(res, 0, SYNC_ROWS_ESTIMATE, -1);
-	job->pinned_oid = (uint32_t)col_int(res, 0, SYNC_TABLE_OID, 0);
-	replace_str(&job->pinned_key, col(res, 0, SYNC_WALK_KEY));
-	job->catchup_rounds = (int)col_int(res, 0, SYNC_CATCHUP_ROUNDS, 0);
-	job->repairing = strcmp(PQgetvalue(res, 0, SYNC_REPAIRING), "t") == 0;
+	replace_str(&job->checkpoint, bf_cell(res, 0, SYNC_CHECKPOINT));
+	replace_str(&job->upper_bound, bf_cell(res, 0, SYNC_UPPER_BOUND));
+	job->batches = bf_cell_int(res, 0, SYNC_BATCHES, 0);
+	job->rows_scanned = bf_cell_int(res, 0, SYNC_ROWS_SCANNED, 0);
+	job->rows_updated = bf_cell_int(res, 0, SYNC_ROWS_UPDATED, 0);
+	job->rows_estimate = bf_cell_int(res, 0, SYNC_ROWS_ESTIMATE, -1);
+	job->pinned_oid = (uint32_t)bf_cell_int(res, 0, SYNC_TABLE_OID, 0);
+	replace_str(&job->pinned_key, bf_cell(res, 0, SYNC_WALK_KEY));
+	job->catchup_rounds = (int)bf_cell_int(res, 0, SYNC_CATCHUP_ROUNDS, 0);
+	job->repairing = bf_cell_bool(res, 0, SYNC_REPAIRING);
 	/* The row is the whole truth: whatever the walk had reached in
 	 * memory (its end, the catch-up, the verification, the table as
 	 * resolved) may belong to a row that no longer says so, after a
@@ -144,10 +144,10 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 	/* Only ever to pause (fail closed): a sync whose snapshot predates a
 	 * pause --all must not lift it; the listener's reads and
 	 * notifications do that. */
-	if (strcmp(PQgetvalue(res, 0, SYNC_PAUSED_ALL), "t") == 0)
+	if (bf_cell_bool(res, 0, SYNC_PAUSED_ALL))
 		job->env.ops->set_paused(job->env.owner, true);
-	if (job_apply_settings(job, col(res, 0, SYNC_SETTINGS),
-			       (int)col_int(res, 0, SYNC_BATCH_SIZE, 0)) != 0)
+	if (job_apply_settings(job, bf_cell(res, 0, SYNC_SETTINGS),
+			       (int)bf_cell_int(res, 0, SYNC_BATCH_SIZE, 0)) != 0)
 		return;
 	job_set_synced(job, true);
 	if (job->nsamples == 0)

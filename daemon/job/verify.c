@@ -11,12 +11,12 @@ static void job_verified_chunk(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_query_failed(job, r, "verification");
 		return;
 	}
-	int64_t matching = col_int(r->res, 0, BF_VERIFY_MATCHING, 0);
-	int64_t scanned = col_int(r->res, 0, BF_VERIFY_SCANNED, 0);
+	int64_t matching = bf_cell_int(r->res, 0, BF_VERIFY_MATCHING, 0);
+	int64_t scanned = bf_cell_int(r->res, 0, BF_VERIFY_SCANNED, 0);
 
 	job->verify_matching += matching;
-	if (col(r->res, 0, BF_VERIFY_LAST_KEY))
-		replace_str(&job->verify_checkpoint, col(r->res, 0, BF_VERIFY_LAST_KEY));
+	if (bf_cell(r->res, 0, BF_VERIFY_LAST_KEY))
+		replace_str(&job->verify_checkpoint, bf_cell(r->res, 0, BF_VERIFY_LAST_KEY));
 	job_succeeded_step(job);
 	if (scanned >= job->cfg->verify_chunk_rows) {
 		job_step(job);

@@ -164,9 +164,9 @@ static void job_bound_fixed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_step(job);
 		return;
 	}
-	replace_str(&job->upper_bound, col(r->res, 0, BOUND_UPPER_BOUND));
-	job->pinned_oid = (uint32_t)col_int(r->res, 0, BOUND_TABLE_OID, 0);
-	replace_str(&job->pinned_key, col(r->res, 0, BOUND_WALK_KEY));
+	replace_str(&job->upper_bound, bf_cell(r->res, 0, BOUND_UPPER_BOUND));
+	job->pinned_oid = (uint32_t)bf_cell_int(r->res, 0, BOUND_TABLE_OID, 0);
+	replace_str(&job->pinned_key, bf_cell(r->res, 0, BOUND_WALK_KEY));
 	if (job->rows_estimate >= 0)
 		job_log(job, BF_LOG_INFO, "walk fixed: keys up to %s (about %" PRId64 " rows)",
 			job->upper_bound, job->rows_estimate);
