@@ -64,6 +64,55 @@ static void job_size_next(bf_job *job, int64_t rows, double busy_ms, int64_t wai
 			bf_batch_size_get(&job->batch_size));
 }
 
+/* The batch's row into the job: the counters, the checkpoint, and where
+ * the WAL stood after its work (until a sample taken after it, every job
+ * counts it on top of the sampled lags: job_hold). */
+static void job_batch_read(bf_job *job, const PGresult *res)
+{
+	job->batches = bf_cell_int(res, 0, BF_BATCH_BATCHES, job->batches);
+	if (bf_cell(res, 0, BF_BATCH_CHECKPOINT))
+		replace_str(&job->checkpoint, bf_cell(res, 0, BF_BATCH_CHECKPOINT));
+	job->rows_scanned = bf_cell_int(res, 0, BF_BATCH_ROWS_SCANNED, job->rows_scanned);
+	job->rows_updated = bf_cell_int(res, 0, BF_BATCH_ROWS_UPDATED, job->rows_updated);
+	bf_sampler_note_lsn(job->env.sampler, bf_lsn_parse(bf_cell(res, 0, BF_BATCH_WAL_LSN)));
+}
+
+/* Strict mode: the next batch waits until this one is on the standbys
+ * (the poll takes the WAL position after our commit). */
+static void job_want_replay(bf_job *job)
+{
+	job->replay_waiting = 1;
+	job->replay_target = 0;
+	job->replay_since_ns = uv_hrtime();
+	bf_sampler_replay_wanted(job->env.sampler);
+}
+
+/* Cut: a row changed between the snapshot and its lock. The next batch
+ * locks it in its first statement, so it gets through; a cut right at the
+ * first row is retried after a pause, so that a row changing that often
+ * is not spun on. */
+static void job_batch_cut(bf_job *job, int64_t done, int64_t page, double busy_ms,
+			  int64_t waiters)
+{
+	job_log(job, BF_LOG_DEBUG,
+		"batch cut after %" PRId64 " of %" PRId64
+		" rows: a row changed while it was being locked",
+		done, page);
+	if (done == 0) {
+		job->cuts++;
+		if (job->cuts > 1) {
+			job_retry_later(job);
+			return;
+		}
+	} else {
+		job->cuts = 0;
+	}
+	if (waiters > 0)
+		job_size_next(job, done, busy_ms, waiters);
+	job_succeeded_step(job);
+	job_step(job);
+}
+
 static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	bf_job *job = arg;
@@ -78,57 +127,21 @@ static void job_batch_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 	int64_t page = bf_cell_int(res, 0, BF_BATCH_PAGE, 0);
 	int64_t done = bf_cell_int(res, 0, BF_BATCH_DONE, 0);
 	int64_t updated = bf_cell_int(res, 0, BF_BATCH_UPDATED, 0);
+	int64_t waiters = bf_cell_int(res, 0, BF_BATCH_WAITERS, 0);
 
 	job->min_timeouts = 0;
 	job_narrow_passed(job, done);
-
 	job_rates_settle(job, done);
-	job->batches = bf_cell_int(res, 0, BF_BATCH_BATCHES, job->batches);
-	if (bf_cell(res, 0, BF_BATCH_CHECKPOINT))
-		replace_str(&job->checkpoint, bf_cell(res, 0, BF_BATCH_CHECKPOINT));
-	job->rows_scanned = bf_cell_int(res, 0, BF_BATCH_ROWS_SCANNED, job->rows_scanned);
-	job->rows_updated = bf_cell_int(res, 0, BF_BATCH_ROWS_UPDATED, job->rows_updated);
-	/* Where the WAL stood after our work: until a sample taken after it,
-	 * every job counts it on top of the sampled lags (job_hold). */
-	bf_sampler_note_lsn(job->env.sampler, bf_lsn_parse(bf_cell(res, 0, BF_BATCH_WAL_LSN)));
-	int64_t waiters = bf_cell_int(res, 0, BF_BATCH_WAITERS, 0);
-
+	job_batch_read(job, res);
 	job_log(job, BF_LOG_DEBUG,
 		"batch %" PRId64 ": %" PRId64 " rows scanned, %" PRId64
 		" updated in %.1f ms, checkpoint %s%s",
 		job->batches, done, updated, busy_ms, job->checkpoint ? job->checkpoint : "-",
 		waiters > 0 ? ", sessions waited on it" : "");
-
-	if (done > 0 && job->wait_for_replay) {
-		/* Strict mode: the next batch waits until this one is on the
-		 * standbys (the poll takes the WAL position after our commit). */
-		job->replay_waiting = 1;
-		job->replay_target = 0;
-		job->replay_since_ns = uv_hrtime();
-		bf_sampler_replay_wanted(job->env.sampler);
-	}
+	if (done > 0 && job->wait_for_replay)
+		job_want_replay(job);
 	if (done < page) {
-		/* Cut: a row changed between the snapshot and its lock. The
-		 * next batch locks it in its first statement, so it gets
-		 * through; a cut right at the first row is retried after a
-		 * pause, so that a row changing that often is not spun on. */
-		job_log(job, BF_LOG_DEBUG,
-			"batch cut after %" PRId64 " of %" PRId64
-			" rows: a row changed while it was being locked",
-			done, page);
-		if (done == 0) {
-			job->cuts++;
-			if (job->cuts > 1) {
-				job_retry_later(job);
-				return;
-			}
-		} else {
-			job->cuts = 0;
-		}
-		if (waiters > 0)
-			job_size_next(job, done, busy_ms, waiters);
-		job_succeeded_step(job);
-		job_step(job);
+		job_batch_cut(job, done, page, busy_ms, waiters);
 		return;
 	}
 	job->cuts = 0;
