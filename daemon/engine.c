@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pgcell.h"
 #include "session.h"
 #include "schema.h"
 #include "strbuf.h"
@@ -365,25 +366,10 @@ static void engine_claimed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	for (int i = 0; i < PQntuples(r->res); i++) {
-		const PGresult *res = r->res;
-#define COL(c) (PQgetisnull(res, i, (c)) ? NULL : PQgetvalue(res, i, (c)))
-		bf_job_def def = {
-			.id = strtoll(PQgetvalue(res, i, 0), NULL, 10),
-			.name = COL(1),
-			.table_name = COL(2),
-			.kind = COL(3),
-			.set_clause = COL(4),
-			.where_clause = COL(5),
-			.statement = COL(6),
-			.key_columns = COL(7),
-			.batch_size = PQgetisnull(res, i, 8) ? 0 : atoi(PQgetvalue(res, i, 8)),
-			.lease_epoch = strtoll(PQgetvalue(res, i, 9), NULL, 10),
-		};
-		const char *prev_owner = COL(10);
+		bf_job_def def;
+		const char *prev_owner = bf_cell(r->res, i, BF_DEF_NCOLUMNS);
 
-		def.created_by = COL(11);
-		def.allow_triggers = strcmp(PQgetvalue(res, i, 12), "t") == 0;
-#undef COL
+		bf_job_def_read(r->res, i, &def);
 		if (engine->stopping) {
 			/* Claimed while we began to stop: released with the rest. */
 			continue;
@@ -433,9 +419,7 @@ static void engine_claim(bf_engine *engine)
 		"  lease_until = now() + $3 * interval '1 second', state = 'running',\n"
 		"  started_at = coalesce(j.started_at, now()), last_error = NULL\n"
 		"FROM c WHERE j.id = c.id\n"
-		"RETURNING j.id, j.name, j.table_name, j.kind, j.set_clause, j.where_clause,\n"
-		"  j.statement, j.key_columns, j.batch_size, j.lease_epoch, c.prev_owner,\n"
-		"  j.created_by, j.allow_triggers";
+		"RETURNING " BF_JOB_DEF_COLUMNS ", c.prev_owner";
 	char slots[16], lease[16];
 	int free_slots = engine->cfg->max_jobs - engine->njobs;
 

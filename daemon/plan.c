@@ -32,22 +32,13 @@ typedef enum plan_step {
 	PLAN_DONE,
 } plan_step;
 
-/* The columns of the job row query (row_sql), in order. */
+/* The columns of the job row query (row_sql) after its definition's. */
 enum {
-	ROW_STATE,
-	ROW_TABLE_NAME,
-	ROW_KIND,
-	ROW_SET_CLAUSE,
-	ROW_WHERE_CLAUSE,
-	ROW_STATEMENT,
-	ROW_KEY_COLUMNS,
-	ROW_BATCH_SIZE,
+	ROW_STATE = BF_DEF_NCOLUMNS,
 	ROW_CHECKPOINT,
 	ROW_UPPER_BOUND,
 	ROW_ROWS_SCANNED,
 	ROW_MAX_ROWS_PER_S,
-	ROW_CREATED_BY,
-	ROW_ALLOW_TRIGGERS,
 };
 
 struct bf_plan {
@@ -171,13 +162,16 @@ static void plan_row(bf_plan *plan, const PGresult *res)
 					       : "insert a new job to plan another backfill"));
 		return;
 	}
-	plan->table_name = bf_cell_dup(res, 0, ROW_TABLE_NAME);
-	plan->kind = strcmp(bf_cell(res, 0, ROW_KIND), "sql") == 0 ? BF_KIND_SQL : BF_KIND_UPDATE;
-	plan->set_clause = bf_clause_dup(bf_cell(res, 0, ROW_SET_CLAUSE));
-	plan->where_clause = bf_clause_dup(bf_cell(res, 0, ROW_WHERE_CLAUSE));
-	plan->statement = bf_clause_dup(bf_cell(res, 0, ROW_STATEMENT));
-	plan->key_columns = bf_cell_dup(res, 0, ROW_KEY_COLUMNS);
-	plan->batch_size = (int)bf_cell_int(res, 0, ROW_BATCH_SIZE, plan->cmds->cfg->batch_size);
+	bf_job_def def;
+
+	bf_job_def_read(res, 0, &def);
+	plan->table_name = def.table_name ? strdup(def.table_name) : NULL;
+	plan->kind = strcmp(def.kind, "sql") == 0 ? BF_KIND_SQL : BF_KIND_UPDATE;
+	plan->set_clause = bf_clause_dup(def.set_clause);
+	plan->where_clause = bf_clause_dup(def.where_clause);
+	plan->statement = bf_clause_dup(def.statement);
+	plan->key_columns = def.key_columns ? strdup(def.key_columns) : NULL;
+	plan->batch_size = def.batch_size > 0 ? def.batch_size : plan->cmds->cfg->batch_size;
 	plan->checkpoint = bf_cell_dup(res, 0, ROW_CHECKPOINT);
 	plan->upper_bound = bf_cell_dup(res, 0, ROW_UPPER_BOUND);
 	plan->rows_scanned = bf_cell_int(res, 0, ROW_ROWS_SCANNED, 0);
@@ -186,8 +180,8 @@ static void plan_row(bf_plan *plan, const PGresult *res)
 	plan->max_rows_per_s = bf_cell_int(res, 0, ROW_MAX_ROWS_PER_S, 0);
 	if (plan->max_rows_per_s < 0)
 		plan->max_rows_per_s = 0;
-	plan->created_by = bf_cell_dup(res, 0, ROW_CREATED_BY);
-	plan->allow_triggers = bf_cell_bool(res, 0, ROW_ALLOW_TRIGGERS);
+	plan->created_by = def.created_by ? strdup(def.created_by) : NULL;
+	plan->allow_triggers = def.allow_triggers;
 
 	char *error = bf_definition_check(plan->kind, plan->set_clause, plan->where_clause,
 					  plan->statement);
@@ -371,13 +365,12 @@ static void plan_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 static void plan_send(bf_plan *plan)
 {
 	static const char row_sql[] =
-		"SELECT state, table_name, kind, set_clause, where_clause, statement, key_columns,\n"
-		"       batch_size, checkpoint, upper_bound, rows_scanned,\n"
-		"       CASE WHEN jsonb_typeof(settings -> 'max_rows_per_s') = 'number'\n"
-		"             AND (settings ->> 'max_rows_per_s')::numeric BETWEEN 0 AND 1e15\n"
-		"            THEN (settings ->> 'max_rows_per_s')::numeric::bigint END,\n"
-		"       created_by, allow_triggers\n"
-		"FROM backfill.jobs WHERE name = $1";
+		"SELECT " BF_JOB_DEF_COLUMNS ",\n"
+		"       j.state, j.checkpoint, j.upper_bound, j.rows_scanned,\n"
+		"       CASE WHEN jsonb_typeof(j.settings -> 'max_rows_per_s') = 'number'\n"
+		"             AND (j.settings ->> 'max_rows_per_s')::numeric BETWEEN 0 AND 1e15\n"
+		"            THEN (j.settings ->> 'max_rows_per_s')::numeric::bigint END\n"
+		"FROM backfill.jobs j WHERE j.name = $1";
 	const char *params[5] = {NULL, NULL, NULL, NULL, NULL};
 	char *sql = NULL;
 	const char *text = NULL;

@@ -70,6 +70,32 @@ typedef struct bf_job_def {
 	bool allow_triggers;	/* the author vouches for code on the table */
 } bf_job_def;
 
+/* A job's definition as a SELECT (or RETURNING) list over backfill.jobs
+ * aliased j, with its columns by name: the claim and backfillctl plan read
+ * the same row the same way. */
+#define BF_JOB_DEF_COLUMNS                                                                         \
+	"j.id, j.name, j.table_name, j.kind, j.set_clause, j.where_clause, j.statement,\n"         \
+	"  j.key_columns, j.batch_size, j.lease_epoch, j.created_by, j.allow_triggers"
+enum bf_job_def_col {
+	BF_DEF_ID,
+	BF_DEF_NAME,
+	BF_DEF_TABLE_NAME,
+	BF_DEF_KIND,
+	BF_DEF_SET_CLAUSE,
+	BF_DEF_WHERE_CLAUSE,
+	BF_DEF_STATEMENT,
+	BF_DEF_KEY_COLUMNS,
+	BF_DEF_BATCH_SIZE,
+	BF_DEF_LEASE_EPOCH,
+	BF_DEF_CREATED_BY,
+	BF_DEF_ALLOW_TRIGGERS,
+	BF_DEF_NCOLUMNS /* the query's own columns follow */
+};
+
+/* def from row `row` of a result that starts with BF_JOB_DEF_COLUMNS; its
+ * strings point into res. */
+void bf_job_def_read(const PGresult *res, int row, bf_job_def *def);
+
 typedef enum bf_job_phase {
 	BF_JOB_CONNECTING, /* waiting for its connection */
 	BF_JOB_QUERY,	   /* a query of the walk is in flight */

@@ -338,3 +338,21 @@ void bf_job_abort(bf_job *job)
 			"commit at most once");
 	job_close(job);
 }
+
+void bf_job_def_read(const PGresult *res, int row, bf_job_def *def)
+{
+	*def = (bf_job_def){
+		.id = bf_cell_int(res, row, BF_DEF_ID, 0),
+		.name = bf_cell(res, row, BF_DEF_NAME),
+		.table_name = bf_cell(res, row, BF_DEF_TABLE_NAME),
+		.kind = bf_cell(res, row, BF_DEF_KIND),
+		.set_clause = bf_cell(res, row, BF_DEF_SET_CLAUSE),
+		.where_clause = bf_cell(res, row, BF_DEF_WHERE_CLAUSE),
+		.statement = bf_cell(res, row, BF_DEF_STATEMENT),
+		.key_columns = bf_cell(res, row, BF_DEF_KEY_COLUMNS),
+		.batch_size = (int)bf_cell_int(res, row, BF_DEF_BATCH_SIZE, 0),
+		.lease_epoch = bf_cell_int(res, row, BF_DEF_LEASE_EPOCH, 0),
+		.created_by = bf_cell(res, row, BF_DEF_CREATED_BY),
+		.allow_triggers = bf_cell_bool(res, row, BF_DEF_ALLOW_TRIGGERS),
+	};
+}
