@@ -175,6 +175,10 @@ def test_daemon_runs_as_the_roles_sql_role_with_what_it_needs_and_no_more(app, d
         row = wait_job_state(conn, 'forbidden', {'failed', 'succeeded', 'cancelled'}, timeout=30)
         assert row['state'] == 'failed', row
         assert 'permission denied for table secrets' in (row['last_error'] or ''), row
+        # A missing privilege is not called a key that cannot be sorted.
+        assert 'sortable' not in row['last_error'], row
+        assert re.search(r'state running -> failed: .*permission denied for table secrets',
+                         daemon.log()), daemon.log()
         assert job_status(daemon, 'forbidden')['state'] == 'failed'
         assert conn.execute('SELECT count(*) FROM secrets WHERE counter <> 0').fetchone()[0] == 0
         assert daemon.alive()
