@@ -942,13 +942,6 @@ int bf_pg_is_busy(const bf_pg *pg)
 	return pg->state == BF_PG_BUSY;
 }
 
-void bf_pg_reset(bf_pg *pg, const char *why)
-{
-	if (pg->state == BF_PG_STOPPED || pg->state == BF_PG_CLOSING || pg->state == BF_PG_BACKOFF)
-		return;
-	pg_fail(pg, why);
-}
-
 void bf_pg_close(bf_pg *pg, bf_pg_close_cb cb, void *arg)
 {
 	if (pg->state == BF_PG_CLOSING)
