@@ -74,7 +74,7 @@ typedef struct bf_pg_options {
 
 typedef enum bf_pg_state {
 	BF_PG_STOPPED,
-	BF_PG_RESOLVING, /* host names being resolved off the loop */
+	BF_PG_RESOLVING, /* host names being resolved off the loop (pg_resolve.h) */
 	BF_PG_CONNECTING,
 	BF_PG_INITIALIZING,
 	BF_PG_READY,
