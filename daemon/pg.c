@@ -1,8 +1,6 @@
 /* pg.c -- one PostgreSQL connection on the libuv loop, never blocking it. */
 #include "pg.h"
 
-#include <arpa/inet.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -12,7 +10,7 @@
 #include <time.h>
 
 #include "log.h"
-#include "strbuf.h"
+#include "pg_resolve.h"
 
 static void pg_poll_cb(uv_poll_t *handle, int status, int events);
 static void pg_connect_begin(bf_pg *pg);
@@ -94,8 +92,8 @@ static int pg_poll_watch(bf_pg *pg, int events, int fresh)
 static void pg_teardown(bf_pg *pg)
 {
 	if (pg->resolution) {
-		/* Its callback still comes (cancelled or not) and frees it. */
-		uv_cancel((uv_req_t *)pg->resolution);
+		/* Its callback still comes, and releases the handle count. */
+		bf_pg_resolve_cancel(pg->resolution);
 		pg->resolution = NULL;
 	}
 	pg_poll_stop(pg);
@@ -306,65 +304,6 @@ static void pg_notice(void *arg, const PGresult *res)
 	       message ? message : "");
 }
 
-/* One connect attempt's name lookups: libpq resolves host names with a
- * blocking getaddrinfo() unless hostaddr is given, so names are resolved on
- * libuv's thread pool and handed to libpq as hostaddr (host still names the
- * server for TLS verification and .pgpass). */
-typedef struct bf_pg_resolution {
-	uv_getaddrinfo_t req; /* first: the request is the struct */
-	bf_pg *pg;
-	int n;
-	char **names;		/* the host list, split at commas */
-	char **ports;		/* per-host ports, or NULL when one port serves all */
-	char **addrs;		/* hostaddrs for each, comma-separated; "" where libpq
-				   * needs none; NULL: still to resolve */
-	unsigned char *dropped; /* names that did not resolve: left out of the lists */
-	char last_error[256];
-} bf_pg_resolution;
-
-static void pg_resolution_free(bf_pg_resolution *res)
-{
-	for (int i = 0; i < res->n; i++) {
-		free(res->names[i]);
-		if (res->addrs)
-			free(res->addrs[i]);
-		if (res->ports)
-			free(res->ports[i]);
-	}
-	free(res->names);
-	free(res->addrs);
-	free(res->ports);
-	free(res->dropped);
-	free(res);
-}
-
-/* "a,b,c" -> n malloc'd strings; returns the number of items, or -1 when
- * out of memory (then *items is freed). */
-static int split_list(const char *list, char ***items)
-{
-	int n = 1;
-
-	for (const char *p = list; *p; p++)
-		n += *p == ',';
-	*items = calloc((size_t)n, sizeof(char *));
-	if (!*items)
-		return -1;
-	for (int i = 0; i < n; i++) {
-		size_t len = strcspn(list, ",");
-
-		(*items)[i] = strndup(list, len);
-		if (!(*items)[i]) {
-			while (i-- > 0)
-				free((*items)[i]);
-			free(*items);
-			*items = NULL;
-			return -1;
-		}
-		list += len + (list[len] == ',');
-	}
-	return n;
-}
-
 static void pg_connect_start(bf_pg *pg, const char *host, const char *hostaddr, const char *port)
 {
 	/* Dead-peer detection first, so that the operator's conninfo (expanded
@@ -417,253 +356,44 @@ static void pg_connect_start(bf_pg *pg, const char *host, const char *hostaddr, 
 		pg_fail(pg, "could not watch the connection's socket");
 }
 
-static void pg_resolve_next(bf_pg_resolution *res);
-
-static void pg_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
+/* The host names are looked up: connect to the addresses found. */
+static void pg_resolved(const bf_pg_resolve_result *r, void *arg)
 {
-	bf_pg_resolution *res = (bf_pg_resolution *)req;
-	bf_pg *pg = res->pg;
-	int i;
+	bf_pg *pg = arg;
 
-	if (pg->resolution != res) {
+	if (r->outcome == BF_PG_RESOLVE_CANCELLED) {
 		/* Abandoned: timed out, failed or closed meanwhile. */
-		uv_freeaddrinfo(ai);
-		pg_resolution_free(res);
 		pg_release_one(pg);
 		return;
 	}
+	/* The resolution frees itself when we return: teardown must not cancel it. */
+	pg->resolution = NULL;
 	pg->handles_open--;
-	for (i = 0; i < res->n && res->addrs[i]; i++)
-		;
-	if (status != 0 || !ai) {
-		/* Like libpq, a name that does not resolve is skipped: the
-		 * other hosts of a failover list may still be there. */
-		snprintf(res->last_error, sizeof(res->last_error),
-			 "could not resolve host name \"%s\": %s", res->names[i],
-			 status ? uv_strerror(status) : "no address");
-		uv_freeaddrinfo(ai);
-		res->dropped[i] = 1;
-		res->addrs[i] = strdup("");
-		if (!res->addrs[i]) {
-			pg->resolution = NULL;
-			pg_resolution_free(res);
-			pg_fail(pg, "out of memory resolving host names");
-			return;
-		}
-		if (res->n > 1)
-			bf_warning("%s: %s; trying the other hosts", pg->name, res->last_error);
-		pg_resolve_next(res);
-		return;
-	}
-	/* Every address, as libpq would try them all in turn. */
-	bf_strbuf addrs;
-
-	bf_strbuf_init(&addrs);
-	for (struct addrinfo *a = ai; a; a = a->ai_next) {
-		char text[INET6_ADDRSTRLEN] = "";
-		const void *addr =
-			a->ai_family == AF_INET6
-				? (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr
-				: (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr;
-
-		if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
-		    !inet_ntop(a->ai_family, addr, text, sizeof(text)))
-			continue;
-		bf_strbuf_printf(&addrs, "%s%s", addrs.len ? "," : "", text);
-	}
-	uv_freeaddrinfo(ai);
-	res->addrs[i] = bf_strbuf_finish(&addrs);
-	if (!res->addrs[i]) {
-		pg->resolution = NULL;
-		pg_resolution_free(res);
-		pg_fail(pg, "out of memory resolving host names");
-		return;
-	}
-	if (!res->addrs[i][0]) {
-		snprintf(res->last_error, sizeof(res->last_error),
-			 "host name \"%s\" has no IPv4 or IPv6 address", res->names[i]);
-		res->dropped[i] = 1;
-		if (res->n > 1)
-			bf_warning("%s: %s; trying the other hosts", pg->name, res->last_error);
-		pg_resolve_next(res);
-		return;
-	}
-	bf_debug("%s: host \"%s\" is %s", pg->name, res->names[i], res->addrs[i]);
-	pg_resolve_next(res);
-}
-
-static void pg_resolve_next(bf_pg_resolution *res)
-{
-	bf_pg *pg = res->pg;
-	struct addrinfo hints;
-	int i;
-
-	for (i = 0; i < res->n && res->addrs[i]; i++)
-		;
-	if (i == res->n) {
-		/* host, hostaddr (and per-host port) lists must line up: a name
-		 * with several addresses stands as many times in each. */
-		bf_strbuf hosts, hostaddrs, ports;
-		int emitted = 0; /* an empty host (libpq's default socket) adds no text */
-
-		bf_strbuf_init(&hosts);
-		bf_strbuf_init(&hostaddrs);
-		bf_strbuf_init(&ports);
-		for (int j = 0; j < res->n; j++) {
-			const char *a = res->addrs[j];
-
-			if (res->dropped[j])
-				continue;
-			do {
-				size_t len = strcspn(a, ",");
-				const char *sep = emitted++ ? "," : "";
-
-				bf_strbuf_printf(&hosts, "%s%s", sep, res->names[j]);
-				bf_strbuf_printf(&hostaddrs, "%s%.*s", sep, (int)len, a);
-				if (res->ports)
-					bf_strbuf_printf(&ports, "%s%s", sep, res->ports[j]);
-				a += len;
-			} while (*a++ == ',');
-		}
-		char why[sizeof(res->last_error)];
-		int none = emitted == 0;
-
-		snprintf(why, sizeof(why), "%s", res->last_error);
-		int per_host_ports = res->ports != NULL;
-
-		pg->resolution = NULL;
-		pg_resolution_free(res);
-		char *host_list = bf_strbuf_finish(&hosts);
-		char *addr_list = bf_strbuf_finish(&hostaddrs);
-		char *port_list = bf_strbuf_finish(&ports);
-
-		if (none)
-			pg_fail(pg, why);
-		else if (!host_list || !addr_list || !port_list)
-			pg_fail(pg, "out of memory resolving host names");
-		else
-			pg_connect_start(pg, host_list, addr_list,
-					 per_host_ports ? port_list : NULL);
-		free(host_list);
-		free(addr_list);
-		free(port_list);
-		return;
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	pg->handles_open++;
-	if (uv_getaddrinfo(pg->loop, &res->req, pg_resolved, res->names[i], NULL, &hints) != 0) {
-		pg->handles_open--;
-		pg->resolution = NULL;
-		pg_resolution_free(res);
-		pg_fail(pg, "could not start a host name lookup");
-	}
-}
-
-/* The hosts the operator's conninfo (or PGHOST) names, when some of them
- * need a DNS lookup; NULL when libpq can connect without one (sockets, IP
- * addresses, hostaddr given, or a service file that we do not read). */
-static bf_pg_resolution *pg_plan_resolution(bf_pg *pg)
-{
-	PQconninfoOption *opts = PQconninfoParse(pg->conninfo, NULL);
-	const char *host = NULL, *hostaddr = NULL, *service = NULL, *port = NULL;
-	bf_pg_resolution *res = NULL;
-
-	if (!opts)
-		return NULL; /* libpq will say what is wrong with it */
-	for (PQconninfoOption *o = opts; o->keyword; o++) {
-		if (!o->val || !o->val[0])
-			continue;
-		if (strcmp(o->keyword, "host") == 0)
-			host = o->val;
-		else if (strcmp(o->keyword, "hostaddr") == 0)
-			hostaddr = o->val;
-		else if (strcmp(o->keyword, "service") == 0)
-			service = o->val;
-		else if (strcmp(o->keyword, "port") == 0)
-			port = o->val;
-	}
-	if (!port)
-		port = getenv("PGPORT");
-	if (!host)
-		host = getenv("PGHOST");
-	if (!hostaddr)
-		hostaddr = getenv("PGHOSTADDR");
-	if (!service)
-		service = getenv("PGSERVICE");
-	if (host && host[0] && !hostaddr && !service) {
-		int need = 0;
-
-		res = calloc(1, sizeof(*res));
-		if (!res || (res->n = split_list(host, &res->names)) < 0) {
-			free(res);
-			PQconninfoFree(opts);
-			return NULL;
-		}
-		res->pg = pg;
-		res->addrs = calloc((size_t)res->n, sizeof(char *));
-		res->dropped = calloc((size_t)res->n, 1);
-		if (!res->addrs || !res->dropped) {
-			pg_resolution_free(res);
-			PQconninfoFree(opts);
-			return NULL;
-		}
-		/* Per-host ports must be repeated with each address; a count
-		 * that does not match the hosts is libpq's to report. */
-		if (port && strchr(port, ',')) {
-			char **ports;
-			int nports = split_list(port, &ports);
-
-			if (nports != res->n) {
-				for (int i = 0; i < nports; i++)
-					free(ports[i]);
-				if (nports >= 0)
-					free(ports);
-				pg_resolution_free(res);
-				PQconninfoFree(opts);
-				return NULL;
-			}
-			res->ports = ports;
-		}
-		int oom = 0;
-
-		for (int i = 0; i < res->n; i++) {
-			const char *name = res->names[i];
-			unsigned char buf[sizeof(struct in6_addr)];
-
-			/* A socket directory, an address, or empty: nothing to look up
-			 * (hostaddr takes an address as it is). */
-			if (!name[0] || name[0] == '/' || name[0] == '@')
-				oom |= !(res->addrs[i] = strdup(""));
-			else if (inet_pton(AF_INET, name, buf) == 1 ||
-				 inet_pton(AF_INET6, name, buf) == 1)
-				oom |= !(res->addrs[i] = strdup(name));
-			else
-				need = 1;
-		}
-		/* Nothing to look up, or no memory to do it: libpq as it is. */
-		if (!need || oom) {
-			pg_resolution_free(res);
-			res = NULL;
-		}
-	}
-	PQconninfoFree(opts);
-	return res;
+	if (r->outcome == BF_PG_RESOLVED)
+		pg_connect_start(pg, r->host, r->hostaddr, r->port);
+	else
+		pg_fail(pg, r->error);
 }
 
 static void pg_connect_begin(bf_pg *pg)
 {
-	bf_pg_resolution *res = pg_plan_resolution(pg);
+	bf_pg_resolution *res;
+	int rc;
 
 	uv_timer_start(&pg->timer, pg_connect_timeout_cb, (uint64_t)pg->connect_timeout_ms, 0);
+	rc = bf_pg_resolve_start(&res, pg->loop, pg->conninfo, pg->name, pg_resolved, pg);
+	if (rc != 0) {
+		pg_fail(pg, "could not start a host name lookup");
+		return;
+	}
 	if (!res) {
 		pg_connect_start(pg, NULL, NULL, NULL);
 		return;
 	}
+	/* A handle of ours until pg_resolved: close waits for it. */
+	pg->handles_open++;
 	pg->state = BF_PG_RESOLVING;
 	pg->resolution = res;
-	pg_resolve_next(res);
 }
 
 static void pg_drain_notifies(bf_pg *pg)
@@ -940,13 +670,6 @@ int bf_pg_is_ready(const bf_pg *pg)
 int bf_pg_is_busy(const bf_pg *pg)
 {
 	return pg->state == BF_PG_BUSY;
-}
-
-void bf_pg_reset(bf_pg *pg, const char *why)
-{
-	if (pg->state == BF_PG_STOPPED || pg->state == BF_PG_CLOSING || pg->state == BF_PG_BACKOFF)
-		return;
-	pg_fail(pg, why);
 }
 
 void bf_pg_close(bf_pg *pg, bf_pg_close_cb cb, void *arg)

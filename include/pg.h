@@ -74,7 +74,7 @@ typedef struct bf_pg_options {
 
 typedef enum bf_pg_state {
 	BF_PG_STOPPED,
-	BF_PG_RESOLVING, /* host names being resolved off the loop */
+	BF_PG_RESOLVING, /* host names being resolved off the loop (pg_resolve.h) */
 	BF_PG_CONNECTING,
 	BF_PG_INITIALIZING,
 	BF_PG_READY,
@@ -143,11 +143,6 @@ int bf_pg_is_busy(const bf_pg *pg);
  * deadline (as in bf_pg_options), from the next query on; the keepalive
  * options from the next connect on. */
 void bf_pg_reconfigure(bf_pg *pg, const char *init_sql, int server_timeout_ms, int lease_s);
-
-/* Drops the connection now and reconnects after backoff. An in-flight
- * query's cb gets a broken-connection result; closing the socket does not
- * cancel it on the server, which finishes (commits or rolls back) on its own. */
-void bf_pg_reset(bf_pg *pg, const char *why);
 
 /* Closes the connection and every handle; cb (may be NULL) runs once the
  * last handle is closed, after which pg may be freed. A pending query's cb
