@@ -100,8 +100,14 @@ typedef enum bf_job_phase {
 	BF_JOB_CONNECTING, /* waiting for its connection */
 	BF_JOB_QUERY,	   /* a query of the walk is in flight */
 	BF_JOB_WAITING,	   /* retry backoff timer */
-	BF_JOB_CLOSING,
+	BF_JOB_CLOSING,	   /* its handles are closing; it is freed once they have */
 } bf_job_phase;
+
+/* Whether a job may go from one phase to another: a closing job never
+ * leaves CLOSING (its timer and connection are on their way out, and a
+ * query or a wait would outlive them), and closes only once. Every other
+ * change is a step of the walk. */
+bool bf_job_phase_change_allowed(bf_job_phase from, bf_job_phase to);
 
 struct bf_job {
 	bf_job *next; /* the owner's list */

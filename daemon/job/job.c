@@ -17,9 +17,15 @@ void job_params_fence(bf_job *job, job_params *p)
 
 static void job_throttle_end(bf_job *job);
 
+bool bf_job_phase_change_allowed(bf_job_phase from, bf_job_phase to)
+{
+	(void)to;
+	return from != BF_JOB_CLOSING;
+}
+
 void job_set_phase(bf_job *job, bf_job_phase to)
 {
-	assert(job->phase != BF_JOB_CLOSING);
+	assert(bf_job_phase_change_allowed(job->phase, to));
 	job->phase = to;
 }
 
