@@ -448,6 +448,9 @@ char *bf_keyset_catchup_sql(const bf_walk *w)
 		"  upper_bound = CASE WHEN d.extend THEN coalesce((%s), j.upper_bound)\n"
 		"                     ELSE j.upper_bound END,\n"
 		"  catchup_rounds = j.catchup_rounds + d.extend::integer,\n"
+		/* Rows above the old bound were never walked: a repair pass
+		 * counts them as scanned. */
+		"  repairing = j.repairing AND NOT d.extend,\n"
 		"  rows_left = CASE WHEN d.extend THEN NULL ELSE d.n END\n"
 		"FROM d\n"
 		"WHERE j.id = $1 AND j.owner = $2 AND j.lease_epoch = $3 AND j.state = 'running'\n"
@@ -455,6 +458,21 @@ char *bf_keyset_catchup_sql(const bf_walk *w)
 		"RETURNING j.upper_bound, j.catchup_rounds, d.n, d.extend",
 		top);
 	free(top);
+	return bf_strbuf_finish(&sb);
+}
+
+char *bf_keyset_next_key_sql(const bf_walk *w, int first)
+{
+	bf_strbuf sb;
+
+	bf_strbuf_init(&sb);
+	bf_strbuf_append(&sb, "SELECT ARRAY[");
+	keys_list(&sb, w, "::text");
+	bf_strbuf_printf(&sb, "] FROM %s ", w->table);
+	keys_range(&sb, w, first ? NULL : "$2", "$1");
+	bf_strbuf_append(&sb, " ORDER BY ");
+	keys_list(&sb, w, "");
+	bf_strbuf_append(&sb, " LIMIT 1");
 	return bf_strbuf_finish(&sb);
 }
 

@@ -43,7 +43,7 @@ const char bf_resolve_sql[] =
 	"  WHERE c.oid = $1::regclass\n"
 	"), keys AS (\n"
 	"  SELECT u.ord, u.name, a.attnum, a.attnotnull, quote_ident(a.attname) AS quoted,\n"
-	"         format_type(a.atttypid, -1) AS type\n"
+	"         format_type(a.atttypid, -1) AS type, a.atttypid AS type_oid\n"
 	"  FROM rel\n"
 	"  CROSS JOIN LATERAL unnest(coalesce($2::text[], ARRAY(\n"
 	"      SELECT pa.attname::text\n"
@@ -187,7 +187,8 @@ const char bf_resolve_sql[] =
 	"       rel.relkind, rel.relhassubclass,\n"
 	"       $2::text[] IS NOT NULL AND array_position($2::text[], NULL) IS NOT NULL,\n"
 	"       rel.oid,\n"
-	"       v.n, v.objects, v.roles, v.nroles, $3::text, quote_literal($5::text)\n"
+	"       v.n, v.objects, v.roles, v.nroles, $3::text, quote_literal($5::text),\n"
+	"       k.type_oid\n"
 	"FROM rel LEFT JOIN keys k ON true CROSS JOIN verdict v\n"
 	"ORDER BY k.ord";
 
@@ -210,6 +211,7 @@ enum resolve_col {
 	RC_FOREIGN_NROLES,  /* how many strangers */
 	RC_AUTHOR,	    /* $3, the job's author; NULL when not recorded */
 	RC_JOB_LITERAL,	    /* $5 as an SQL literal, for the remedy's UPDATE */
+	RC_KEY_TYPE_OID,    /* atttypid: what the walk is pinned to (names vary with search_path) */
 };
 
 /* *out = a copy of error; -1. */
@@ -227,6 +229,7 @@ void bf_table_free(bf_table *t)
 	}
 	free(t->key_names);
 	free(t->key_types);
+	free(t->key_type_oids);
 	free(t->quoted);
 	memset(t, 0, sizeof(*t));
 }
@@ -395,8 +398,9 @@ static int resolve_fill(const PGresult *res, bf_table *t)
 	bf_table_free(t);
 	t->key_names = calloc((size_t)n, sizeof(char *));
 	t->key_types = calloc((size_t)n, sizeof(char *));
+	t->key_type_oids = calloc((size_t)n, sizeof(uint32_t));
 	t->quoted = strdup(bf_cell(res, 0, RC_QUALIFIED));
-	if (!t->key_names || !t->key_types || !t->quoted) {
+	if (!t->key_names || !t->key_types || !t->key_type_oids || !t->quoted) {
 		bf_table_free(t);
 		return -1;
 	}
@@ -404,6 +408,7 @@ static int resolve_fill(const PGresult *res, bf_table *t)
 	for (int i = 0; i < n; i++) {
 		t->key_names[i] = strdup(bf_cell(res, i, RC_KEY_QUOTED));
 		t->key_types[i] = strdup(bf_cell(res, i, RC_KEY_TYPE));
+		t->key_type_oids[i] = (uint32_t)bf_cell_int(res, i, RC_KEY_TYPE_OID, 0);
 		if (!t->key_names[i] || !t->key_types[i]) {
 			bf_table_free(t);
 			return -1;
@@ -418,7 +423,7 @@ int bf_resolve_table(const PGresult *res, const char *table_name, bf_table *t, c
 {
 	*out = NULL;
 	/* The shape is ours; a mismatch is a bug, not the operator's to fix. */
-	if (PQnfields(res) != RC_JOB_LITERAL + 1)
+	if (PQnfields(res) != RC_KEY_TYPE_OID + 1)
 		return resolve_fail(out, "internal error: unexpected result of the resolve query");
 	if (resolve_check_relation(res, out) != 0 || resolve_check_keys(res, table_name, out) != 0)
 		return -1;

@@ -171,13 +171,15 @@ static const char *const schema_migrations[] = {
 	"    NEW.finished_at := NULL;\n"
 	"  END IF;\n"
 	/* Resuming a job whose verification failed (backfillctl resume or
-	 * SQL alike): walk its range again from the start. */
-	"  IF OLD.state = 'failed' AND NEW.state = 'pending' AND OLD.verification_failed THEN\n"
+	 * SQL alike, directly or by way of paused): walk its range again from
+	 * the start. */
+	"  IF NEW.state = 'pending' AND OLD.verification_failed THEN\n"
 	"    NEW.verification_failed := false;\n"
 	"    NEW.repairing := true;\n"
 	"    NEW.checkpoint := NULL;\n"
 	"  END IF;\n"
-	"  IF NEW.state = 'succeeded' THEN\n"
+	/* Done, or started over (no bound: a new walk counts its rows). */
+	"  IF NEW.state = 'succeeded' OR NEW.upper_bound IS NULL THEN\n"
 	"    NEW.repairing := false;\n"
 	"  END IF;\n"
 	"  RETURN NEW;\n"

@@ -120,6 +120,10 @@ enum bf_catchup_col {
 	BF_CATCHUP_EXTENDED,
 };
 
+/* The first key after $2 (absent when first) up to $1 (the upper bound), as
+ * text[]: one row, or none. Reads the keys only (no clause of the job's). */
+char *bf_keyset_next_key_sql(const bf_walk *w, int first);
+
 /* One chunk of the verification pass: among the next `chunk` keys after $2
  * (absent when first) up to $1 (the upper bound), how many rows still match
  * where_clause. Returns one row: matching, scanned, last key (text[]). */

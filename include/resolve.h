@@ -19,6 +19,7 @@ typedef struct bf_table {
 	int nkeys;
 	char **key_names;      /* quoted identifiers, in index order */
 	char **key_types;      /* format_type(type, -1) */
+	uint32_t *key_type_oids; /* the types' OIDs: their names depend on search_path */
 	int64_t rows_estimate; /* reltuples; -1 when never analyzed */
 	uint32_t oid;	       /* pg_class.oid: pinned with the walk */
 } bf_table;

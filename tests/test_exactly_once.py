@@ -6,8 +6,8 @@ import pytest
 
 from daemon import job_row, wait_for, wait_job_state
 from pgserver import PgServer
-from workload import SMALL_BATCHES, assert_each_row_once, counter_job, counter_table, \
-    counters, wait_succeeded
+from workload import PAUSE_FUNCTION as PAUSE_SQL, SMALL_BATCHES, assert_each_row_once, \
+    counter_job, counter_table, counters, wait_succeeded
 
 
 # -- failover between the last batch and the finish ---------------------------
@@ -202,3 +202,53 @@ def test_a_job_row_held_for_update_is_a_hold_naming_the_holder(db, daemon_factor
     wait_succeeded(conn, 'count', timeout=120)
     assert_each_row_once(conn, rows=2000)
     assert 'the job row is no longer locked; going on' in daemon.log()
+
+
+def test_a_job_row_share_locked_by_several_sessions_is_a_hold_too(db, daemon_factory):
+    """Two FOR SHARE lockers: the row's xmax is a multixact, no single pid
+    is its holder, and still no batch is redone while they hold it."""
+    conn = db.conn
+    counter_table(conn, rows=2000)
+    daemon = daemon_factory(db.server, db.name, {**SMALL_BATCHES,
+                                                 'batch': {**SMALL_BATCHES['batch'],
+                                                           'lock_timeout_ms': 200}})
+    counter_job(conn, 'count', pause_ms=0.05)
+    wait_for(lambda: job_row(conn, 'count')['batches'] >= 3, 60, what='some batches')
+    holders = [db.connect(autocommit=False) for _ in range(2)]
+    try:
+        for h in holders:
+            h.execute("SELECT * FROM backfill.jobs WHERE name = 'count' FOR SHARE")
+        reason = 'job row locked: more than one session (sharing the lock) holds'
+        wait_for(lambda: any(reason in r for j in daemon.ctl_json('status')['jobs']
+                             for r in j['throttle_reasons']), 30,
+                 what='status to say the row is share-locked')
+        timeouts = daemon.log().count('lock timeout')
+        wait_for(lambda: daemon.log().count('the job row is still locked') >= 4, 30,
+                 what='the job to keep looking')
+        assert daemon.log().count('lock timeout') == timeouts
+    finally:
+        for h in holders:
+            h.rollback()
+            h.close()
+    wait_succeeded(conn, 'count', timeout=120)
+    assert_each_row_once(conn, rows=2000)
+
+
+def test_the_pin_does_not_depend_on_search_path(db, daemon_factory):
+    """A key of a domain type: its name as format_type spells it depends on
+    search_path; the walk is pinned to the type itself."""
+    conn = db.conn
+    conn.execute('CREATE SCHEMA app')
+    conn.execute('CREATE DOMAIN app.order_id AS bigint')
+    conn.execute(PAUSE_SQL)
+    conn.execute('CREATE TABLE public.orders (id app.order_id PRIMARY KEY, '
+                 'counter int NOT NULL DEFAULT 0)')
+    conn.execute('INSERT INTO orders (id) SELECT g FROM generate_series(1, 1000) g')
+    conn.execute(f'ALTER DATABASE {db.name} SET search_path = app, public')
+    daemon_factory(db.server, db.name, SMALL_BATCHES)
+    counter_job(conn, 'count', table='orders', pause_ms=0.05)
+    _pause_after(conn, 'count', 3)
+    conn.execute(f'ALTER DATABASE {db.name} SET search_path = public')
+    conn.execute("UPDATE backfill.jobs SET state = 'pending' WHERE name = 'count'")
+    wait_succeeded(conn, 'count', timeout=120)
+    assert_each_row_once(conn, 'orders', rows=1000)

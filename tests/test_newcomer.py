@@ -104,7 +104,8 @@ def test_rows_left_after_the_last_catch_up_round_are_reported(db, daemon_factory
 
 # -- a failed verification is repaired by resume ------------------------------
 
-def test_resume_after_a_failed_verification_walks_the_range_again(db, daemon_factory):
+@pytest.mark.parametrize('how', ['backfillctl', 'sql by way of paused'])
+def test_resume_after_a_failed_verification_walks_the_range_again(db, daemon_factory, how):
     conn = db.conn
     _slow_fill_table(conn, 600)
     daemon = daemon_factory(db.server, db.name, SMALL_BATCHES)
@@ -121,7 +122,11 @@ def test_resume_after_a_failed_verification_walks_the_range_again(db, daemon_fac
     assert daemon.ctl_json('status', 'fill')['jobs'][0]['verification_failed'] is True
     assert 'verification failed: resume walks the whole range again' in \
         daemon.ctl('status', 'fill', check=0).stdout
-    daemon.ctl('resume', 'fill', check=0)
+    if how == 'backfillctl':
+        daemon.ctl('resume', 'fill', check=0)
+    else:
+        conn.execute("UPDATE backfill.jobs SET state = 'paused' WHERE name = 'fill'")
+        conn.execute("UPDATE backfill.jobs SET state = 'pending' WHERE name = 'fill'")
     row = wait_succeeded(conn, 'fill', timeout=120)
     assert conn.execute('SELECT count(*) FROM fills WHERE v IS NULL').fetchone()[0] == 0
     # The repair pass walked the range again without counting its rows twice.
@@ -131,7 +136,11 @@ def test_resume_after_a_failed_verification_walks_the_range_again(db, daemon_fac
 
 # -- a failing row is named ----------------------------------------------------
 
-def test_a_data_error_narrows_the_batch_to_the_failing_row(db, daemon_factory):
+@pytest.mark.parametrize('where', ['doc IS NULL',
+                                   # The where_clause itself fails on the row: the
+                                   # key is still named (read without the clause).
+                                   'doc IS NULL AND (raw::json) IS NOT NULL'])
+def test_a_data_error_narrows_the_batch_to_the_failing_row(db, daemon_factory, where):
     conn = db.conn
     conn.execute('CREATE TABLE docs (id bigint PRIMARY KEY, raw text, doc json)')
     conn.execute("""INSERT INTO docs (id, raw)
@@ -139,7 +148,7 @@ def test_a_data_error_narrows_the_batch_to_the_failing_row(db, daemon_factory):
                     FROM generate_series(1, 3000) g""")
     daemon = daemon_factory(db.server, db.name)
     insert_job(conn, name='parse', table_name='docs', set_clause='doc = raw::json',
-               where_clause='doc IS NULL', batch_size=1000)
+               where_clause=where, batch_size=1000)
     row = wait_job_state(conn, 'parse', {'failed', 'succeeded'}, timeout=120)
     assert row['state'] == 'failed', row
     error = row['last_error']

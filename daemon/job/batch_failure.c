@@ -61,29 +61,47 @@ static void job_key_named(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	bf_job *job = arg;
 	char error[4096];
+	const char *key = r->ok && PQntuples(r->res) ? bf_cell(r->res, 0, 0) : NULL;
 
 	(void)pg;
-	if (!r->ok) {
+	if (!r->res) {
 		job_query_failed(job, r, "finding the key of the failing row");
 		return;
 	}
-	const char *key = bf_cell(r->res, 0, BF_VERIFY_LAST_KEY);
-
-	snprintf(error, sizeof(error),
-		 "%s; the first row after checkpoint %s, key %s, fails on its own: the rows before "
-		 "it are done and the checkpoint stays just before it. Fix that row (or the "
-		 "set_clause / statement) and resume the job",
-		 job->narrow_error ? job->narrow_error : "batch failed",
-		 job->checkpoint ? job->checkpoint : "(none: the first row)", key ? key : "(gone)");
+	if (r->ok && !key) {
+		/* The row is gone (deleted or re-keyed meanwhile): whatever
+		 * failed on it went with it. The walk goes on. */
+		job_log(job, BF_LOG_NOTICE,
+			"the row the batch failed on is gone; going on with the walk");
+		job->narrow_limit = 0;
+		replace_str(&job->narrow_error, NULL);
+		job_set_synced(job, false);
+		job_step(job);
+		return;
+	}
+	if (r->ok)
+		snprintf(error, sizeof(error),
+			 "%s; the first row after checkpoint %s, key %s, fails on its own: the rows "
+			 "before it are done and the checkpoint stays just before it. Fix that row "
+			 "(or the set_clause / statement) and resume the job",
+			 job->narrow_error ? job->narrow_error : "batch failed",
+			 job->checkpoint ? job->checkpoint : "(none: the first row)", key);
+	else
+		snprintf(error, sizeof(error),
+			 "%s; it is the first row after checkpoint %s, whose key could not be read "
+			 "(%s): the rows before it are done and the checkpoint stays just before it",
+			 job->narrow_error ? job->narrow_error : "batch failed",
+			 job->checkpoint ? job->checkpoint : "(none: the first row)", r->message);
 	job_finish(job, "failed", error);
 }
 
 /* Asks for the first key after the checkpoint: the row a batch of one
- * failed on. The verification chunk of one row reads it. */
+ * failed on. Its keys only: none of the operator's SQL, which may be what
+ * fails on that row. */
 static void job_name_key(bf_job *job)
 {
 	int first = job->checkpoint == NULL;
-	char *sql = bf_keyset_verify_sql(&job->walk, first, 1);
+	char *sql = bf_keyset_next_key_sql(&job->walk, first);
 	const char *params[2] = {job->upper_bound, job->checkpoint};
 
 	if (!sql) {
@@ -126,42 +144,78 @@ static void job_narrow(bf_job *job, const bf_pg_result *r, const char *why)
 	job_step(job);
 }
 
-static void job_row_lock_probed(bf_pg *pg, const bf_pg_result *r, void *arg)
+/* Someone holds our job row: a hold, logged where it starts, looked at
+ * again every poll interval. who: "pid N" or what is known of them. */
+static void job_row_lock_hold(bf_job *job, const char *who)
+{
+	char reason[512];
+
+	snprintf(reason, sizeof(reason),
+		 "job row locked: %s holds this job's row in backfill.jobs (SELECT ... FOR "
+		 "UPDATE or FOR SHARE, or an open UPDATE); no batch can record its checkpoint and "
+		 "the lease cannot be renewed until that transaction ends",
+		 who);
+	if (!job->row_lock_held)
+		job_log(job, BF_LOG_WARNING, "%s", reason);
+	else
+		job_log(job, BF_LOG_DEBUG, "the job row is still locked (%s)", who);
+	job->row_lock_held = true;
+	job_wait_for(job, (uint64_t)job->cfg->poll_interval_ms, reason);
+	job->held = 1;
+	snprintf(job->hold_reasons[0], sizeof(job->hold_reasons[0]), "%s", reason);
+	job->nhold_reasons = 1;
+}
+
+static void job_row_lock_free(bf_job *job)
+{
+	if (job->row_lock_held) {
+		/* The lease may have lapsed meanwhile: the row decides. */
+		job_log(job, BF_LOG_NOTICE, "the job row is no longer locked; going on");
+		job_set_synced(job, false);
+	}
+	job->row_locked = job->row_lock_held = false;
+	job_step(job);
+}
+
+static void job_row_lock_tried(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	bf_job *job = arg;
-	char reason[512];
+
+	(void)pg;
+	if (r->ok)
+		job_row_lock_free(job);
+	else if (r->res && bf_sqlstate_is(r->sqlstate, BF_SQLSTATE_LOCK_NOT_AVAILABLE))
+		job_row_lock_hold(job, "more than one session (sharing the lock)");
+	else
+		job_query_failed(job, r, "looking for a lock on the job row");
+}
+
+static void job_row_lock_probed(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	/* A lock no batch of ours could take: FOR SHARE conflicts, FOR KEY
+	 * SHARE does not (neither does our checkpoint update). NOWAIT: in
+	 * autocommit, taken and let go at once, or refused at once. */
+	static const char try_sql[] =
+		"SELECT 1 FROM backfill.jobs WHERE id = $1 FOR NO KEY UPDATE NOWAIT";
+	bf_job *job = arg;
+	const char *holders = r->ok && PQntuples(r->res) ? bf_cell(r->res, 0, 0) : NULL;
+	char who[256];
+	job_params p;
 
 	(void)pg;
 	if (!r->ok) {
 		job_query_failed(job, r, "looking for a lock on the job row");
 		return;
 	}
-	const char *holders = PQntuples(r->res) ? bf_cell(r->res, 0, 0) : NULL;
-
-	if (!holders) {
-		if (job->row_lock_held) {
-			/* The lease may have lapsed meanwhile: the row decides. */
-			job_log(job, BF_LOG_NOTICE, "the job row is no longer locked; going on");
-			job_set_synced(job, false);
-		}
-		job->row_locked = job->row_lock_held = false;
-		job_step(job);
+	if (holders) {
+		snprintf(who, sizeof(who), "pid %s", holders);
+		job_row_lock_hold(job, who);
 		return;
 	}
-	snprintf(reason, sizeof(reason),
-		 "job row locked: pid %s holds this job's row in backfill.jobs (SELECT ... FOR "
-		 "UPDATE or an open UPDATE); no batch can record its checkpoint and the lease "
-		 "cannot be renewed until that transaction ends",
-		 holders);
-	if (!job->row_lock_held)
-		job_log(job, BF_LOG_WARNING, "%s", reason);
-	else
-		job_log(job, BF_LOG_DEBUG, "the job row is still locked (pid %s)", holders);
-	job->row_lock_held = true;
-	job_wait_for(job, (uint64_t)job->cfg->poll_interval_ms, reason);
-	job->held = 1;
-	snprintf(job->hold_reasons[0], sizeof(job->hold_reasons[0]), "%s", reason);
-	job->nhold_reasons = 1;
+	/* No single locker: several share-lockers (xmax is then a
+	 * multixact), or nobody. */
+	job_params_fence(job, &p);
+	job_send(job, "trying the lock on the job row", try_sql, 1, p.values, job_row_lock_tried);
 }
 
 /* Who holds our job row: its xmax is the locking transaction (a single

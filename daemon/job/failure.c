@@ -107,7 +107,9 @@ void job_query_failed(bf_job *job, const bf_pg_result *r, const char *what)
 	char error[1024];
 	bf_failure f = {
 		.sqlstate = r->sqlstate,
-		.connection_broke = r->res == NULL,
+		/* No result on a connection still up ("the server returned no
+		 * result"): no "up" event will come; retry it instead. */
+		.connection_broke = r->res == NULL && !bf_pg_is_ready(&job->pg),
 		.stopping = job->stop_requested,
 		.cancel_requested = job->cancel_requested,
 		.cancel_blocking = job->cancel_blocking,

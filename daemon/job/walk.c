@@ -4,8 +4,23 @@
 #include "resolve.h"
 #include "strbuf.h"
 
-/* "id" bigint, "b" text: the key as walked, pinned in the job row. */
+/* "id" (type 20), "b" (type 25): the key as walked, pinned in the job row.
+ * Type OIDs, not names: format_type qualifies a type's name or not
+ * depending on search_path, which differs between sessions and roles. */
 static char *job_walk_key(const bf_table *t)
+{
+	bf_strbuf keys;
+
+	bf_strbuf_init(&keys);
+	bf_strbuf_append(&keys, "");
+	for (int i = 0; i < t->nkeys; i++)
+		bf_strbuf_printf(&keys, "%s%s (type %u)", i ? ", " : "", t->key_names[i],
+				 t->key_type_oids[i]);
+	return bf_strbuf_finish(&keys);
+}
+
+/* "id" bigint, "b" text: the key in words, for the log. */
+static char *job_key_words(const bf_table *t)
 {
 	bf_strbuf keys;
 
@@ -25,21 +40,24 @@ static char *job_walk_key(const bf_table *t)
 static int job_walk_changed(bf_job *job, const char *key)
 {
 	char error[2048];
+	char *words;
 
 	if (!job->pinned_oid && !job->pinned_key)
 		return 0;
 	if (job->pinned_oid == job->table.oid && job->pinned_key && strcmp(job->pinned_key, key) == 0)
 		return 0;
+	words = job_key_words(&job->table);
 	snprintf(error, sizeof(error),
 		 "the table or its key changed under the job: its walk was fixed on table OID %u "
-		 "keyed by (%s), and %s is now table OID %u keyed by (%s); the checkpoint %s and "
+		 "keyed by (%s), and %s is now table OID %u keyed by (%s: %s); the checkpoint %s and "
 		 "upper bound %s belong to the old walk, so going on would skip rows and repeat "
 		 "others. To walk the table as it is now from the start: UPDATE backfill.jobs SET "
 		 "state = 'pending', checkpoint = NULL, upper_bound = NULL, table_oid = NULL, "
-		 "walk_key = NULL, catchup_rounds = 0 WHERE id = %" PRId64,
+		 "walk_key = NULL, catchup_rounds = 0, repairing = false WHERE id = %" PRId64,
 		 job->pinned_oid, job->pinned_key ? job->pinned_key : "unknown", job->table.quoted,
-		 job->table.oid, key, job->checkpoint ? job->checkpoint : "(none)",
+		 job->table.oid, words ? words : "", key, job->checkpoint ? job->checkpoint : "(none)",
 		 job->upper_bound ? job->upper_bound : "(none)", job->id);
+	free(words);
 	job_log(job, BF_LOG_ERROR, "%s", error);
 	job_finish(job, "failed", error);
 	return 1;
@@ -122,9 +140,11 @@ static void job_resolved(bf_pg *pg, const bf_pg_result *r, void *arg)
 		free(key);
 		return;
 	}
-	if (!job->resolved_once)
-		job_log(job, BF_LOG_INFO, "walking %s by (%s)", job->table.quoted, key);
 	free(key);
+	if (!job->resolved_once && (key = job_key_words(&job->table))) {
+		job_log(job, BF_LOG_INFO, "walking %s by (%s)", job->table.quoted, key);
+		free(key);
+	}
 	job->resolved = 1;
 	job->resolved_once = true;
 	/* Not progress (no job_succeeded_step): it runs after every failure,
