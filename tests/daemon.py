@@ -74,6 +74,21 @@ def wait_for(predicate, timeout, interval=0.05, what='condition'):
         time.sleep(interval)
 
 
+def read_pty_to_end(fd):
+    """Everything a pty's other side writes until it closes (EOF, or EIO
+    once the child is gone)."""
+    out = b''
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
 def tail(text, lines=200):
     return '\n'.join(text.splitlines()[-lines:])
 

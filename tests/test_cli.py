@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 
-from daemon import BACKFILLCTL, job_row, wait_for
+from daemon import BACKFILLCTL, job_row, read_pty_to_end, wait_for
 from workload import counter_job, counter_table
 
 
@@ -310,14 +310,7 @@ def watch_on_a_terminal(daemon, columns, frames=2, deadline_s=30):
                     break
     finally:
         os.kill(pid, signal.SIGINT)
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
+        out += read_pty_to_end(fd)
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, out
     text = re.sub(r'\x1b\[[0-9;?]*[A-Za-z]', '', out.decode(errors='replace'))

@@ -3,7 +3,7 @@ against a running daemon with real jobs."""
 
 import time
 
-from daemon import job_row, wait_for, wait_job_state
+from daemon import job_row, read_pty_to_end, wait_for, wait_job_state
 from workload import (SMALL_BATCHES, assert_each_row_once, counter_job, counter_table, counters,
                       wait_succeeded)
 
@@ -85,15 +85,7 @@ def test_status_on_a_terminal_draws_progress_bars(db, daemon_factory):
     if pid == 0:
         os.environ.pop('NO_COLOR', None)
         os.execv(str(BACKFILLCTL), [str(BACKFILLCTL), '-s', str(daemon.socket), 'status'])
-    out = b''
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
+    out = read_pty_to_end(fd)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, out
     text = out.decode(errors='replace')

@@ -174,6 +174,18 @@ def test_a_table_replaced_while_the_job_runs_is_not_walked(db, daemon_factory):
 
 # -- a job row held by someone else ----------------------------------------------
 
+def _held_without_redoing(daemon, reason):
+    """Status gives the reason, and while the row stays held the job keeps
+    looking without redoing a batch (no more lock timeouts)."""
+    wait_for(lambda: any(reason in r for j in daemon.ctl_json('status')['jobs']
+                         for r in j['throttle_reasons']), 30,
+             what=f'status to say "{reason}"')
+    timeouts = daemon.log().count('lock timeout')
+    wait_for(lambda: daemon.log().count('the job row is still locked') >= 4, 30,
+             what='the job to keep looking')
+    assert daemon.log().count('lock timeout') == timeouts
+
+
 def test_a_job_row_held_for_update_is_a_hold_naming_the_holder(db, daemon_factory):
     conn = db.conn
     counter_table(conn, rows=2000)
@@ -187,14 +199,7 @@ def test_a_job_row_held_for_update_is_a_hold_naming_the_holder(db, daemon_factor
         pid = holder.execute('SELECT pg_backend_pid()').fetchone()[0]
         holder.execute("SELECT * FROM backfill.jobs WHERE name = 'count' FOR UPDATE")
         reason = f'job row locked: pid {pid} holds this job\'s row'
-        wait_for(lambda: any(reason in r for j in daemon.ctl_json('status')['jobs']
-                             for r in j['throttle_reasons']), 30,
-                 what='status to name the holder')
-        timeouts = daemon.log().count('lock timeout')
-        # Held for a while: no batch is redone meanwhile.
-        wait_for(lambda: daemon.log().count('the job row is still locked') >= 4, 30,
-                 what='the job to keep looking')
-        assert daemon.log().count('lock timeout') == timeouts
+        _held_without_redoing(daemon, reason)
         assert daemon.log().count(reason) == 1     # logged where it starts
     finally:
         holder.rollback()
@@ -218,14 +223,8 @@ def test_a_job_row_share_locked_by_several_sessions_is_a_hold_too(db, daemon_fac
     try:
         for h in holders:
             h.execute("SELECT * FROM backfill.jobs WHERE name = 'count' FOR SHARE")
-        reason = 'job row locked: more than one session (sharing the lock) holds'
-        wait_for(lambda: any(reason in r for j in daemon.ctl_json('status')['jobs']
-                             for r in j['throttle_reasons']), 30,
-                 what='status to say the row is share-locked')
-        timeouts = daemon.log().count('lock timeout')
-        wait_for(lambda: daemon.log().count('the job row is still locked') >= 4, 30,
-                 what='the job to keep looking')
-        assert daemon.log().count('lock timeout') == timeouts
+        _held_without_redoing(
+            daemon, 'job row locked: more than one session (sharing the lock) holds')
     finally:
         for h in holders:
             h.rollback()
