@@ -174,6 +174,17 @@ def test_a_table_replaced_while_the_job_runs_is_not_walked(db, daemon_factory):
 
 # -- a job row held by someone else ----------------------------------------------
 
+def _walking_with_short_lock_timeout(db, daemon_factory):
+    """A counter job under way whose batches give up on a lock after 200 ms."""
+    counter_table(db.conn, rows=2000)
+    daemon = daemon_factory(db.server, db.name, {**SMALL_BATCHES,
+                                                 'batch': {**SMALL_BATCHES['batch'],
+                                                           'lock_timeout_ms': 200}})
+    counter_job(db.conn, 'count', pause_ms=0.05)
+    wait_for(lambda: job_row(db.conn, 'count')['batches'] >= 3, 60, what='some batches')
+    return daemon
+
+
 def _held_without_redoing(daemon, reason):
     """Status gives the reason, and while the row stays held the job keeps
     looking without redoing a batch (no more lock timeouts)."""
@@ -188,12 +199,7 @@ def _held_without_redoing(daemon, reason):
 
 def test_a_job_row_held_for_update_is_a_hold_naming_the_holder(db, daemon_factory):
     conn = db.conn
-    counter_table(conn, rows=2000)
-    daemon = daemon_factory(db.server, db.name, {**SMALL_BATCHES,
-                                                 'batch': {**SMALL_BATCHES['batch'],
-                                                           'lock_timeout_ms': 200}})
-    counter_job(conn, 'count', pause_ms=0.05)
-    wait_for(lambda: job_row(conn, 'count')['batches'] >= 3, 60, what='some batches')
+    daemon = _walking_with_short_lock_timeout(db, daemon_factory)
     holder = db.connect(autocommit=False)
     try:
         pid = holder.execute('SELECT pg_backend_pid()').fetchone()[0]
@@ -213,12 +219,7 @@ def test_a_job_row_share_locked_by_several_sessions_is_a_hold_too(db, daemon_fac
     """Two FOR SHARE lockers: the row's xmax is a multixact, no single pid
     is its holder, and still no batch is redone while they hold it."""
     conn = db.conn
-    counter_table(conn, rows=2000)
-    daemon = daemon_factory(db.server, db.name, {**SMALL_BATCHES,
-                                                 'batch': {**SMALL_BATCHES['batch'],
-                                                           'lock_timeout_ms': 200}})
-    counter_job(conn, 'count', pause_ms=0.05)
-    wait_for(lambda: job_row(conn, 'count')['batches'] >= 3, 60, what='some batches')
+    daemon = _walking_with_short_lock_timeout(db, daemon_factory)
     holders = [db.connect(autocommit=False) for _ in range(2)]
     try:
         for h in holders:
