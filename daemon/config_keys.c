@@ -55,6 +55,9 @@ const struct bf_key bf_keys[] = {
 
 	/* One connection each: real parallelism, little of max_connections. */
 	BF_INT("engine", "max_jobs", max_jobs, 4, 1, 256),
+	/* One walk per job unless the job asks for more: a slice is a
+	 * connection, and the database's cores are the operator's to give. */
+	BF_INT("engine", "slices", slices, 1, 1, 64),
 	/* A dead daemon's jobs move within 30s; renewals every lease/3
 	 * survive a few seconds' hiccup. */
 	BF_INT("engine", "lease_s", lease_s, 30, 2, 3600),

@@ -184,6 +184,144 @@ static const char *const schema_migrations[] = {
 	"  END IF;\n"
 	"  RETURN NEW;\n"
 	"END $$;\n",
+
+	/* 4: slices: a job's key range cut into ranges walked on their own */
+	"ALTER TABLE backfill.jobs\n"
+	/* NULL: engine.slices of the daemon that sets the walk up. */
+	"  ADD COLUMN slices integer CONSTRAINT jobs_slices_range CHECK (slices BETWEEN 1 AND 64);\n"
+	/* One row per key range (lower_bound, upper_bound]: the unit that is
+	 * claimed, leased, fenced and checkpointed. The job row keeps the
+	 * state and the totals; no batch writes it, or every slice would
+	 * wait on its row lock. */
+	"CREATE TABLE backfill.slices (\n"
+	"  id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+	"  job_id        bigint NOT NULL REFERENCES backfill.jobs (id) ON DELETE CASCADE,\n"
+	"  slice         integer NOT NULL CHECK (slice >= 1),\n"
+	/* Exclusive; NULL: from the table's first key. The checkpoint starts
+	 * there, so a batch needs nothing but the checkpoint and the bound. */
+	"  lower_bound   text[],\n"
+	/* Inclusive; '{}': an empty table. */
+	"  upper_bound   text[] NOT NULL,\n"
+	"  checkpoint    text[],\n"
+	"  rows_estimate bigint,\n"
+	"  rows_scanned  bigint NOT NULL DEFAULT 0,\n"
+	"  rows_updated  bigint NOT NULL DEFAULT 0,\n"
+	"  batches       bigint NOT NULL DEFAULT 0,\n"
+	"  state         text NOT NULL DEFAULT 'pending'\n"
+	"                CHECK (state IN ('pending', 'running', 'done', 'failed')),\n"
+	"  owner         text,\n"
+	"  lease_epoch   bigint NOT NULL DEFAULT 0,\n"
+	"  lease_until   timestamptz,\n"
+	"  live          jsonb,\n"
+	"  last_error    text,\n"
+	"  repairing     boolean NOT NULL DEFAULT false,\n"
+	"  started_at    timestamptz,\n"
+	"  finished_at   timestamptz,\n"
+	"  updated_at    timestamptz NOT NULL DEFAULT now(),\n"
+	"  UNIQUE (job_id, slice)\n"
+	");\n"
+	"COMMENT ON TABLE backfill.slices IS "
+	"'backfilld: the key ranges of each job, walked on their own; steer the job row, not these';\n"
+	/* The job row's totals are its slices' sums: written at every state
+	 * change and by the daemons now and then, never by a batch. */
+	"CREATE FUNCTION backfill.job_rollup(p_job bigint) RETURNS void LANGUAGE sql AS $$\n"
+	"  UPDATE backfill.jobs j SET rows_scanned = s.rows_scanned, rows_updated = s.rows_updated,\n"
+	"    batches = s.batches\n"
+	"  FROM (SELECT sum(rows_scanned)::bigint AS rows_scanned,\n"
+	"               sum(rows_updated)::bigint AS rows_updated, sum(batches)::bigint AS batches\n"
+	"        FROM backfill.slices WHERE job_id = p_job HAVING count(*) > 0) s\n"
+	"  WHERE j.id = p_job\n"
+	"    AND (j.rows_scanned, j.rows_updated, j.batches)\n"
+	"        IS DISTINCT FROM (s.rows_scanned, s.rows_updated, s.batches)\n"
+	"$$;\n"
+	/* Pause, cancel, resume, the end: every slice follows the job row. A
+	 * job that stops running takes every lease back: a batch in flight
+	 * holds its slice's row lock, so it commits before this, or its fence
+	 * finds the lease gone after. A resumed job's failed slices run again;
+	 * a repair pass walks every range again from its start. */
+	"CREATE FUNCTION backfill.jobs_slices_follow() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+	"BEGIN\n"
+	"  IF NEW.repairing AND NOT OLD.repairing THEN\n"
+	"    UPDATE backfill.slices SET state = 'pending', checkpoint = lower_bound, repairing = true,\n"
+	"      owner = NULL, lease_until = NULL, last_error = NULL, finished_at = NULL\n"
+	"    WHERE job_id = NEW.id;\n"
+	"  ELSIF NEW.state <> 'running' THEN\n"
+	"    UPDATE backfill.slices SET owner = NULL, lease_until = NULL,\n"
+	"      state = CASE WHEN state = 'running' OR (state = 'failed' AND NEW.state = 'pending')\n"
+	"                   THEN 'pending' ELSE state END\n"
+	"    WHERE job_id = NEW.id AND state <> 'done';\n"
+	"  END IF;\n"
+	"  PERFORM backfill.job_rollup(NEW.id);\n"
+	"  RETURN NULL;\n"
+	"END $$;\n"
+	"CREATE TRIGGER jobs_slices_follow AFTER UPDATE OF state ON backfill.jobs\n"
+	"  FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)\n"
+	"  EXECUTE FUNCTION backfill.jobs_slices_follow();\n"
+	/* Starting over (the bound cleared): the ranges belonged to that walk. */
+	"CREATE FUNCTION backfill.jobs_walk_reset() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+	"BEGIN\n"
+	"  DELETE FROM backfill.slices WHERE job_id = NEW.id;\n"
+	"  RETURN NULL;\n"
+	"END $$;\n"
+	"CREATE TRIGGER jobs_walk_reset AFTER UPDATE OF upper_bound ON backfill.jobs\n"
+	"  FOR EACH ROW WHEN (NEW.upper_bound IS NULL AND OLD.upper_bound IS NOT NULL)\n"
+	"  EXECUTE FUNCTION backfill.jobs_walk_reset();\n"
+	/* A slice's end, and the job's when it was the last (or it failed).
+	 * The job row is locked first: slices ending at once take turns, so
+	 * the last of them sees every other's end. Fenced by the slice's
+	 * lease; returns nothing when fenced out. */
+	"CREATE FUNCTION backfill.slice_end(p_slice bigint, p_owner text, p_epoch bigint,\n"
+	"                                   p_state text, p_error text, p_verification_failed boolean)\n"
+	"  RETURNS TABLE (job_state text, slices_left bigint) LANGUAGE plpgsql AS $$\n"
+	"DECLARE\n"
+	"  s backfill.slices;\n"
+	"  ranges bigint;\n"
+	"BEGIN\n"
+	"  SELECT * INTO s FROM backfill.slices WHERE id = p_slice;\n"
+	"  IF NOT FOUND THEN RETURN; END IF;\n"
+	"  PERFORM 1 FROM backfill.jobs WHERE id = s.job_id AND state = 'running' FOR NO KEY UPDATE;\n"
+	"  IF NOT FOUND THEN RETURN; END IF;\n"
+	"  UPDATE backfill.slices SET state = p_state, last_error = p_error, owner = NULL,\n"
+	"    lease_until = NULL, finished_at = now(), updated_at = now(),\n"
+	"    repairing = repairing AND p_state <> 'done'\n"
+	"  WHERE id = p_slice AND owner = p_owner AND lease_epoch = p_epoch AND state = 'running';\n"
+	"  IF NOT FOUND THEN RETURN; END IF;\n"
+	"  SELECT count(*) INTO ranges FROM backfill.slices WHERE job_id = s.job_id;\n"
+	"  IF p_state = 'failed' THEN\n"
+	"    UPDATE backfill.jobs SET state = 'failed', owner = NULL, lease_until = NULL,\n"
+	"      verification_failed = p_verification_failed,\n"
+	"      last_error = CASE WHEN ranges > 1\n"
+	"        THEN format('slice %s of %s (keys %s to %s): %s', s.slice, ranges,\n"
+	"                    coalesce('above ' || s.lower_bound::text, 'from the first'),\n"
+	"                    s.upper_bound::text, p_error)\n"
+	"        ELSE p_error END\n"
+	"    WHERE id = s.job_id;\n"
+	"    RETURN QUERY SELECT 'failed'::text, NULL::bigint;\n"
+	"    RETURN;\n"
+	"  END IF;\n"
+	"  SELECT count(*) INTO ranges FROM backfill.slices WHERE job_id = s.job_id AND state <> 'done';\n"
+	"  IF ranges = 0 THEN\n"
+	"    UPDATE backfill.jobs SET state = 'succeeded', last_error = NULL, owner = NULL,\n"
+	"      lease_until = NULL, verification_failed = false\n"
+	"    WHERE id = s.job_id;\n"
+	"    RETURN QUERY SELECT 'succeeded'::text, 0::bigint;\n"
+	"    RETURN;\n"
+	"  END IF;\n"
+	"  RETURN QUERY SELECT 'running'::text, ranges;\n"
+	"END $$;\n"
+	/* Jobs whose walk was under way carry over as one slice with their
+	 * checkpoint and counters. Their leases end here: a daemon of the old
+	 * version still running one is fenced out by the new epoch. */
+	"INSERT INTO backfill.slices (job_id, slice, lower_bound, upper_bound, checkpoint,\n"
+	"  rows_estimate, rows_scanned, rows_updated, batches, state, repairing, started_at,\n"
+	"  finished_at)\n"
+	"SELECT id, 1, NULL, upper_bound, checkpoint, rows_estimate, rows_scanned, rows_updated,\n"
+	"  batches, CASE state WHEN 'succeeded' THEN 'done' WHEN 'failed' THEN 'failed'\n"
+	"                      ELSE 'pending' END,\n"
+	"  repairing, started_at, finished_at\n"
+	"FROM backfill.jobs WHERE upper_bound IS NOT NULL;\n"
+	"UPDATE backfill.jobs SET owner = NULL, lease_until = NULL, lease_epoch = lease_epoch + 1\n"
+	"WHERE owner IS NOT NULL;\n",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(schema_migrations) / sizeof(schema_migrations[0])))

@@ -36,6 +36,7 @@ typedef struct bf_config {
 	int control_request_timeout_ms;
 
 	/* engine */
+	int slices;	       /* key ranges a job is split into when its row says nothing */
 	int max_jobs;	       /* jobs this daemon runs at once (one connection each) */
 	int lease_s;	       /* how long a claim stays valid without renewal */
 	int poll_interval_ms;  /* fallback poll of backfill.jobs when no NOTIFY arrives */

@@ -212,11 +212,11 @@ def test_two_daemons_installing_the_schema_at_once(db, daemon_factory):
     second.start()
     first.wait_ready(30)
     second.wait_ready(30)
-    assert db.conn.execute('SELECT array_agg(version) FROM backfill.schema_version').fetchone()[0] == [1, 2, 3]
+    assert db.conn.execute('SELECT array_agg(version) FROM backfill.schema_version').fetchone()[0] == [1, 2, 3, 4]
     # A restart finds the schema in place and changes nothing.
     first.stop()
     first.start().wait_ready(30)
-    assert db.conn.execute('SELECT count(*) FROM backfill.schema_version').fetchone()[0] == 3
+    assert db.conn.execute('SELECT count(*) FROM backfill.schema_version').fetchone()[0] == 4
 
 
 def test_journald_lines_carry_syslog_priorities(db, daemon_factory, tmp_path):
