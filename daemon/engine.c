@@ -1,6 +1,8 @@
 /* engine.c -- the scheduler: schema, LISTEN, claims, lease renewal, shutdown. */
 #include "engine.h"
 
+#include "claims.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,29 +16,11 @@
 #include "schema.h"
 #include "strbuf.h"
 
-static void engine_kick(bf_engine *engine);
 static void engine_session_applied(bf_pg *pg, const bf_pg_result *r, void *arg);
 
 uv_loop_t *bf_engine_loop(bf_engine *engine)
 {
 	return engine->loop;
-}
-
-/* Every job's live fields, keyed by id: the renewal publishes them. */
-static char *engine_live_all(bf_engine *engine)
-{
-	json_t *all = json_object();
-	uint64_t now = uv_hrtime();
-	char id[24];
-
-	for (bf_job *job = engine->jobs; job; job = job->next) {
-		snprintf(id, sizeof(id), "%" PRId64, job->id);
-		json_object_set_new(all, id, bf_job_live(job, now));
-	}
-	char *text = json_dumps(all, JSON_COMPACT);
-
-	json_decref(all);
-	return text;
 }
 
 /* ---- what a job needs of the engine (bf_job_ops) ---- */
@@ -82,9 +66,9 @@ static void engine_job_set_paused(void *owner, bool paused)
 	bf_engine_set_paused(owner, paused);
 }
 
-static bf_job *engine_job_find(void *owner, int64_t id)
+static bf_job *engine_job_find(void *owner, int64_t id, int64_t slice_id)
 {
-	return bf_engine_find_job(owner, id);
+	return bf_engine_find_job(owner, id, slice_id);
 }
 
 void bf_engine_set_paused(bf_engine *engine, int paused)
@@ -102,10 +86,10 @@ void bf_engine_set_paused(bf_engine *engine, int paused)
 	engine->want_claim = 1;
 }
 
-bf_job *bf_engine_find_job(bf_engine *engine, int64_t id)
+bf_job *bf_engine_find_job(bf_engine *engine, int64_t id, int64_t slice_id)
 {
 	for (bf_job *job = engine->jobs; job; job = job->next)
-		if (job->id == id)
+		if (job->id == id && job->slice_id == slice_id)
 			return job;
 	return NULL;
 }
@@ -136,7 +120,7 @@ static void engine_sampler_closed(void *arg)
 }
 
 /* Every job is gone: close our own connection and timers. */
-static void engine_close(bf_engine *engine)
+void bf_engine_close(bf_engine *engine)
 {
 	if (engine->closing)
 		return;
@@ -148,32 +132,6 @@ static void engine_close(bf_engine *engine)
 	uv_close((uv_handle_t *)&engine->grace_timer, engine_timer_closed);
 	bf_pg_close(&engine->listener, engine_pg_closed, engine);
 	bf_monitor_close(&engine->monitor, engine_pg_closed, engine);
-}
-
-static void engine_released_all(bf_pg *pg, const bf_pg_result *r, void *arg)
-{
-	bf_engine *engine = arg;
-
-	(void)pg;
-	if (!r->ok)
-		bf_warning("could not release leases on shutdown: %s; they expire by themselves",
-			   r->message);
-	else if (PQcmdTuples(r->res)[0] && strcmp(PQcmdTuples(r->res), "0") != 0)
-		bf_info("released %s remaining lease(s)", PQcmdTuples(r->res));
-	engine_close(engine);
-}
-
-/* Last act on shutdown: jobs that could not release their own lease (their
- * connection was down) are released here. Safe: no batch of ours is in
- * flight any more, and every batch is fenced anyway. */
-static void engine_release_all(bf_engine *engine)
-{
-	static const char sql[] =
-		"UPDATE backfill.jobs SET " BF_SCHEMA_LEASE_RELEASE_SET "WHERE owner = $1";
-	const char *params[1] = {engine->owner};
-
-	if (bf_pg_query(&engine->listener, sql, 1, params, engine_released_all, engine) != 0)
-		engine_close(engine);
 }
 
 /* ---- schema and LISTEN ---- */
@@ -216,7 +174,7 @@ static void engine_installed(bf_pg *pg, const bf_pg_result *r, void *arg)
 		if (engine->on_ready)
 			engine->on_ready(engine, engine->arg);
 	}
-	engine_kick(engine);
+	bf_engine_kick(engine);
 }
 
 static void engine_install(bf_engine *engine)
@@ -241,89 +199,12 @@ static void engine_install(bf_engine *engine)
 	free(sql);
 }
 
-/* ---- leases ---- */
-
-static void engine_renewed(bf_pg *pg, const bf_pg_result *r, void *arg)
-{
-	bf_engine *engine = arg;
-
-	(void)pg;
-	if (!r->ok) {
-		if (r->res)
-			bf_warning("lease renewal failed: %s; retrying", r->message);
-		engine->want_renew = 1;
-		engine_kick(engine);
-		return;
-	}
-	for (int i = 0; i < PQntuples(r->res); i++) {
-		if (strcmp(PQgetvalue(r->res, i, 0), "released") == 0)
-			bf_warning(
-				"job \"%s\": held our lease but was not running here; released it",
-				PQgetvalue(r->res, i, 1));
-	}
-	engine_kick(engine);
-}
-
-static char *engine_job_ids(bf_engine *engine)
-{
-	bf_strbuf ids;
-
-	bf_strbuf_init(&ids);
-	bf_strbuf_append(&ids, "{");
-	for (bf_job *job = engine->jobs; job; job = job->next)
-		bf_strbuf_printf(&ids, "%s%" PRId64, job == engine->jobs ? "" : ",", job->id);
-	bf_strbuf_append(&ids, "}");
-	return bf_strbuf_finish(&ids);
-}
-
-static void engine_renew(bf_engine *engine)
-{
-	/* Renews the jobs we run, and only those. SKIP LOCKED: a job row
-	 * locked right now (its batch committing, an operator's open
-	 * transaction) is renewed next time, at most a third of the lease
-	 * later, rather than holding up every other renewal. A row that says
-	 * it is ours but that we do not run (a claim whose reply was lost) is
-	 * given back, or it would stay leased by a daemon that never runs it. */
-	static const char sql[] =
-		"WITH renewed AS (\n"
-		"  UPDATE backfill.jobs SET lease_until = now() + $2 * interval '1 second',\n"
-		"    live = $4::jsonb -> id::text\n"
-		"  WHERE id IN (SELECT id FROM backfill.jobs\n"
-		"               WHERE owner = $1 AND state = 'running' AND id = ANY ($3::bigint[])\n"
-		"               FOR UPDATE SKIP LOCKED)\n"
-		"  RETURNING id, name\n"
-		"), released AS (\n"
-		"  UPDATE backfill.jobs SET " BF_SCHEMA_LEASE_RELEASE_SET "  WHERE id IN (SELECT id FROM backfill.jobs\n"
-		"               WHERE owner = $1 AND id <> ALL ($3::bigint[])\n"
-		"               FOR UPDATE SKIP LOCKED)\n"
-		"  RETURNING id, name\n"
-		")\n"
-		"SELECT 'renewed', name FROM renewed UNION ALL SELECT 'released', name FROM released";
-	char lease[16];
-	char *ids = engine_job_ids(engine);
-	/* What status shows for our jobs on every other instance too. */
-	char *live = engine_live_all(engine);
-
-	if (!ids || !live) {
-		free(ids);
-		free(live);
-		return;
-	}
-	engine->want_renew = 0;
-	snprintf(lease, sizeof(lease), "%d", engine->cfg->lease_s);
-	const char *params[4] = {engine->owner, lease, ids, live};
-
-	bf_pg_query(&engine->listener, sql, 4, params, engine_renewed, engine);
-	free(ids);
-	free(live);
-}
-
 static void engine_renew_timer_cb(uv_timer_t *timer)
 {
 	bf_engine *engine = timer->data;
 
 	engine->want_renew = 1;
-	engine_kick(engine);
+	bf_engine_kick(engine);
 }
 
 /* ---- claims ---- */
@@ -353,89 +234,30 @@ static bf_job_env engine_job_env(bf_engine *engine)
 	};
 }
 
-static void engine_claimed(bf_pg *pg, const bf_pg_result *r, void *arg)
+void bf_engine_run(bf_engine *engine, const bf_job_def *def, const char *prev_owner)
 {
-	bf_engine *engine = arg;
 	bf_job_env env = engine_job_env(engine);
 
-	(void)pg;
-	if (!r->ok) {
-		if (r->res)
-			bf_warning("claiming jobs failed: %s", r->message);
-		engine_kick(engine);
+	if (prev_owner)
+		bf_notice("job \"%s\"%s: taking over from %s, whose lease expired", def->name,
+			  def->slice_id ? " (a slice)" : "", prev_owner);
+	bf_job *job = bf_job_start(&env, def);
+
+	if (!job) {
+		bf_error("job \"%s\": out of memory starting it; the next lease renewal gives it "
+			 "back",
+			 def->name);
 		return;
 	}
-	for (int i = 0; i < PQntuples(r->res); i++) {
-		bf_job_def def;
-		const char *prev_owner = bf_cell(r->res, i, BF_DEF_NCOLUMNS);
-
-		bf_job_def_read(r->res, i, &def);
-		if (engine->stopping) {
-			/* Claimed while we began to stop: released with the rest. */
-			continue;
-		}
-		if (prev_owner)
-			bf_notice("job \"%s\": taking over from %s, whose lease expired", def.name,
-				  prev_owner);
-		bf_job *job = bf_job_start(&env, &def);
-
-		if (!job) {
-			bf_error(
-				"job \"%s\": out of memory starting the job; the next lease renewal gives it back",
-				def.name);
-			continue;
-		}
-		job->next = engine->jobs;
-		engine->jobs = job;
-		engine->njobs++;
-		/* A fresh sample for it: it judges none taken before it started
-		 * (job_judge), and the next periodic one may be a second away. */
-		if (engine->njobs == 1)
-			bf_sampler_start(&engine->sampler);
-		else
-			bf_sampler_sample_now(&engine->sampler);
-	}
-	engine_kick(engine);
-}
-
-static void engine_claim(bf_engine *engine)
-{
-	/* Pending jobs, and running ones whose lease expired (their daemon
-	 * died), best priority first. SKIP LOCKED: two daemons claiming at once
-	 * take different jobs instead of waiting on each other. Our own jobs
-	 * are excluded even if their lease lapsed while we were disconnected. */
-	static const char sql[] =
-		"WITH c AS (\n"
-		"  SELECT id, owner AS prev_owner FROM backfill.jobs\n"
-		"  WHERE state IN ('pending', 'running')\n"
-		"    AND (owner IS NULL OR lease_until IS NULL OR lease_until < now())\n"
-		"    AND NOT coalesce((SELECT paused FROM backfill.control), false)\n"
-		"    AND id <> ALL ($4::bigint[])\n"
-		"  ORDER BY priority, id\n"
-		"  LIMIT $2\n"
-		"  FOR UPDATE SKIP LOCKED\n"
-		")\n"
-		"UPDATE backfill.jobs j SET owner = $1, lease_epoch = j.lease_epoch + 1,\n"
-		"  lease_until = now() + $3 * interval '1 second', state = 'running',\n"
-		"  started_at = coalesce(j.started_at, now()), last_error = NULL\n"
-		"FROM c WHERE j.id = c.id\n"
-		"RETURNING " BF_JOB_DEF_COLUMNS ", c.prev_owner";
-	char slots[16], lease[16];
-	int free_slots = engine->cfg->max_jobs - engine->njobs;
-
-	engine->want_claim = 0;
-	if (free_slots <= 0)
-		return;
-	char *running = engine_job_ids(engine);
-
-	if (!running)
-		return;
-	snprintf(slots, sizeof(slots), "%d", free_slots);
-	snprintf(lease, sizeof(lease), "%d", engine->cfg->lease_s);
-	const char *params[4] = {engine->owner, slots, lease, running};
-
-	bf_pg_query(&engine->listener, sql, 4, params, engine_claimed, engine);
-	free(running);
+	job->next = engine->jobs;
+	engine->jobs = job;
+	engine->njobs++;
+	/* A fresh sample for it: it judges none taken before it started
+	 * (job_judge), and the next periodic one may be a second away. */
+	if (engine->njobs == 1)
+		bf_sampler_start(&engine->sampler);
+	else
+		bf_sampler_sample_now(&engine->sampler);
 }
 
 /* ---- the global pause ---- */
@@ -449,7 +271,7 @@ static void engine_control_read(bf_pg *pg, const bf_pg_result *r, void *arg)
 		bf_engine_set_paused(engine, strcmp(PQgetvalue(r->res, 0, 0), "t") == 0);
 	else if (!r->ok && r->res)
 		bf_warning("reading backfill.control failed: %s", r->message);
-	engine_kick(engine);
+	bf_engine_kick(engine);
 }
 
 static void engine_read_control(bf_engine *engine)
@@ -463,7 +285,7 @@ static void engine_read_control(bf_engine *engine)
 /* ---- the listener connection's work queue ---- */
 
 /* One query at a time on the listener; this picks the most urgent. */
-static void engine_kick(bf_engine *engine)
+void bf_engine_kick(bf_engine *engine)
 {
 	if (engine->closing)
 		return;
@@ -471,9 +293,9 @@ static void engine_kick(bf_engine *engine)
 		/* Last act: release what we still hold, unless the listener
 		 * cannot (down, or the grace is over and it is busy). */
 		if (bf_pg_is_ready(&engine->listener) && !engine->grace_over)
-			engine_release_all(engine);
+			bf_claims_release_all(engine);
 		else if (!bf_pg_is_busy(&engine->listener) || engine->grace_over)
-			engine_close(engine);
+			bf_engine_close(engine);
 		return;
 	}
 	if (!bf_pg_is_ready(&engine->listener))
@@ -488,17 +310,19 @@ static void engine_kick(bf_engine *engine)
 	}
 	/* Renewals first: the jobs we run must not lose their leases. */
 	if (engine->want_renew && engine->njobs > 0)
-		engine_renew(engine);
+		bf_claims_renew(engine);
 	else if (engine->stopping)
 		return;
 	else if (!engine->listening)
 		engine_install(engine);
 	else if (engine->want_renew)
-		engine_renew(engine);
+		bf_claims_renew(engine);
 	else if (engine->want_control)
 		engine_read_control(engine);
 	else if (engine->want_claim)
-		engine_claim(engine);
+		bf_claims_claim(engine);
+	else if (engine->want_rollup)
+		bf_claims_rollup(engine);
 }
 
 static void engine_listener_event(bf_pg *pg, int up, void *arg)
@@ -510,7 +334,7 @@ static void engine_listener_event(bf_pg *pg, int up, void *arg)
 	if (up) {
 		/* Renewals may have been missed while we were away. */
 		engine->want_renew = 1;
-		engine_kick(engine);
+		bf_engine_kick(engine);
 	}
 }
 
@@ -533,20 +357,23 @@ static void engine_notify(bf_pg *pg, const char *channel, const char *payload, v
 		else if (strcmp(state, "cancel-batches") == 0)
 			for (bf_job *job = engine->jobs; job; job = job->next)
 				bf_job_cancel_batch(job);
-		engine_kick(engine);
+		bf_engine_kick(engine);
 		return;
 	}
-	bf_job *job = bf_engine_find_job(engine, id);
-
-	if (job && strcmp(state, "cancel-batch") == 0) {
-		bf_job_cancel_batch(job);
-		return;
+	/* Every walk of the job: its slices, or its setup. */
+	for (bf_job *job = engine->jobs; job; job = job->next) {
+		if (job->id != id)
+			continue;
+		if (strcmp(state, "cancel-batch") == 0)
+			bf_job_cancel_batch(job);
+		else if (strcmp(state, "running") != 0)
+			bf_job_poke(job);
 	}
-	if (job && strcmp(state, "running") != 0)
-		bf_job_poke(job);
+	if (strcmp(state, "cancel-batch") == 0)
+		return;
 	if (strcmp(state, "pending") == 0 || strcmp(state, "running") == 0) {
 		engine->want_claim = 1;
-		engine_kick(engine);
+		bf_engine_kick(engine);
 	}
 }
 
@@ -556,7 +383,11 @@ static void engine_poll_timer_cb(uv_timer_t *timer)
 
 	engine->want_claim = 1;
 	engine->want_control = 1;
-	engine_kick(engine);
+	/* The job rows' totals, while slices of ours walk. */
+	for (bf_job *job = engine->jobs; job; job = job->next)
+		if (job->slice_id)
+			engine->want_rollup = 1;
+	bf_engine_kick(engine);
 }
 
 static void engine_job_closed(void *owner, bf_job *job)
@@ -572,7 +403,7 @@ static void engine_job_closed(void *owner, bf_job *job)
 	}
 	/* A free slot: look for more work (or finish stopping). */
 	engine->want_claim = 1;
-	engine_kick(engine);
+	bf_engine_kick(engine);
 }
 
 /* ---- throttle signals (sampler.h) ---- */
@@ -743,7 +574,7 @@ static void engine_session_applied(bf_pg *pg, const bf_pg_result *r, void *arg)
 		bf_warning("%s: applying the reloaded session settings failed: %s", pg->name,
 			   r->message);
 	if (pg == &engine->listener)
-		engine_kick(engine);
+		bf_engine_kick(engine);
 }
 
 void bf_engine_reconfigure(bf_engine *engine)
@@ -770,7 +601,7 @@ void bf_engine_reconfigure(bf_engine *engine)
 		bf_job_reconfigure(job);
 	/* max_jobs may have grown. */
 	engine->want_claim = 1;
-	engine_kick(engine);
+	bf_engine_kick(engine);
 }
 
 static void engine_grace_timer_cb(uv_timer_t *timer)
@@ -785,7 +616,7 @@ static void engine_grace_timer_cb(uv_timer_t *timer)
 	for (bf_job *job = engine->jobs; job; job = job->next)
 		bf_job_abort(job);
 	/* The engine closes once the last job has (engine_job_closed). */
-	engine_kick(engine);
+	bf_engine_kick(engine);
 }
 
 void bf_engine_stop(bf_engine *engine)
@@ -805,5 +636,5 @@ void bf_engine_stop(bf_engine *engine)
 		       (uint64_t)engine->cfg->shutdown_grace_ms, 0);
 	for (bf_job *job = engine->jobs; job; job = job->next)
 		bf_job_stop(job);
-	engine_kick(engine);
+	bf_engine_kick(engine);
 }

@@ -180,7 +180,7 @@ static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args
 	 * for each row; later ones queue behind that one). pg_locks needs no
 	 * privilege. */
 	bf_strbuf_append(sb,
-			 CTE_CKPT " AS (\n  UPDATE backfill.jobs SET\n    checkpoint = coalesce(");
+			 CTE_CKPT " AS (\n  UPDATE backfill.slices SET\n    checkpoint = coalesce(");
 	last_key(sb, w, last_of);
 	bf_strbuf_printf(sb,
 			 ", checkpoint),\n"
@@ -192,7 +192,12 @@ static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args
 			 "    AND state = 'running' AND batches = %" PRId64 "\n"
 			 /* The name may now resolve to another table (renamed and
 			  * replaced): the checkpoint is not its. */
-			 "    AND table_oid = %s::regclass\n"
+			 "    AND %u::oid = %s::regclass\n"
+			 /* Read, not locked: a pause takes the slice's lease back
+			  * (jobs_slices_follow), which is what fences a batch out;
+			  * this only spares a batch started after it. */
+			 "    AND EXISTS (SELECT FROM backfill.jobs WHERE id = %" PRId64
+			 " AND state = 'running')\n"
 			 "    AND NOT coalesce((SELECT paused FROM backfill.control), false)\n"
 			 "  RETURNING checkpoint, batches, rows_scanned, rows_updated\n"
 			 ")\n"
@@ -209,8 +214,8 @@ static void checkpoint_tail(bf_strbuf *sb, const bf_walk *w, const bf_batch_args
 			 "          AND NOT granted\n"
 			 "          AND transactionid = pg_current_xact_id_if_assigned()::xid)\n"
 			 "FROM " CTE_CKPT " c",
-			 scanned, updated, scanned, a->job_id, a->owner, a->lease_epoch, a->batches,
-			 a->table_literal, page, scanned, updated);
+			 scanned, updated, scanned, a->slice_id, a->owner, a->lease_epoch, a->batches,
+			 a->table_oid, a->table_literal, a->job_id, page, scanned, updated);
 }
 
 /* (a, b) > lower AND (a, b) <= last, lower being the checkpoint literal or,
@@ -440,22 +445,32 @@ char *bf_keyset_catchup_sql(const bf_walk *w)
 		bf_strbuf_printf(&sb, "\n    AND (%s\n    )", w->where_clause);
 	bf_strbuf_printf(
 		&sb,
-		"\n), d AS (\n"
-		"  SELECT above.n, above.n > 0 AND j.catchup_rounds < $5::integer AS extend\n"
-		"  FROM above, backfill.jobs j WHERE j.id = $1\n"
+		"\n), s AS (\n"
+		"  SELECT id, job_id FROM backfill.slices\n"
+		"  WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND state = 'running'\n"
+		"    AND upper_bound = $4::text[]\n"
+		"), d AS (\n"
+		"  SELECT above.n, above.n > 0 AND j.catchup_rounds < $5::integer AS extend,\n"
+		"         coalesce((%s), $4::text[]) AS bound\n"
+		"  FROM above, s JOIN backfill.jobs j ON j.id = s.job_id\n"
+		"), walk AS (\n"
+		/* The job row says how far the walk reaches: one write per
+		 * round, not per batch. */
+		"  UPDATE backfill.jobs j SET\n"
+		"    upper_bound = CASE WHEN d.extend THEN d.bound ELSE j.upper_bound END,\n"
+		"    catchup_rounds = j.catchup_rounds + d.extend::integer,\n"
+		"    rows_left = CASE WHEN d.extend THEN NULL ELSE d.n END\n"
+		"  FROM d, s WHERE j.id = s.job_id\n"
+		"  RETURNING j.catchup_rounds\n"
 		")\n"
-		"UPDATE backfill.jobs j SET\n"
-		"  upper_bound = CASE WHEN d.extend THEN coalesce((%s), j.upper_bound)\n"
-		"                     ELSE j.upper_bound END,\n"
-		"  catchup_rounds = j.catchup_rounds + d.extend::integer,\n"
+		"UPDATE backfill.slices sl SET\n"
+		"  upper_bound = CASE WHEN d.extend THEN d.bound ELSE sl.upper_bound END,\n"
 		/* Rows above the old bound were never walked: a repair pass
 		 * counts them as scanned. */
-		"  repairing = j.repairing AND NOT d.extend,\n"
-		"  rows_left = CASE WHEN d.extend THEN NULL ELSE d.n END\n"
-		"FROM d\n"
-		"WHERE j.id = $1 AND j.owner = $2 AND j.lease_epoch = $3 AND j.state = 'running'\n"
-		"  AND j.upper_bound = $4::text[]\n"
-		"RETURNING j.upper_bound, j.catchup_rounds, d.n, d.extend",
+		"  repairing = sl.repairing AND NOT d.extend\n"
+		"FROM d, walk\n"
+		"WHERE sl.id = $1\n"
+		"RETURNING sl.upper_bound, walk.catchup_rounds, d.n, d.extend",
 		top);
 	free(top);
 	return bf_strbuf_finish(&sb);

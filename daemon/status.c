@@ -36,7 +36,8 @@ static const char status_sql_format[] =
 	"blocked AS (\n"
 	"  SELECT o.id, json_build_object(\n"
 	"    'waiting_s', (SELECT round(extract(epoch FROM now() - min(l.waitstart))::numeric, 1)\n"
-	"                  FROM pg_locks l WHERE l.pid = o.pid AND NOT l.granted),\n"
+	"                  FROM pg_locks l WHERE NOT l.granted\n"
+	"                    AND l.pid IN (SELECT pid FROM ours x WHERE x.id = o.id)),\n"
 	"    'pids', json_agg(json_build_object('pid', b.pid, 'user', a.usename,\n"
 	"      'application', a.application_name, 'state', a.state,\n"
 	"      'xact_s', round(extract(epoch FROM now() - a.xact_start)::numeric, 1),\n"
@@ -44,7 +45,7 @@ static const char status_sql_format[] =
 	"      ORDER BY b.pid))::text AS info\n"
 	"  FROM ours o CROSS JOIN LATERAL unnest(pg_blocking_pids(o.pid)) AS b(pid)\n"
 	"  LEFT JOIN pg_stat_activity a ON a.pid = b.pid\n"
-	"  GROUP BY o.id, o.pid)\n"
+	"  GROUP BY o.id)\n"
 	"SELECT c.paused, c.paused_at, c.paused_by,\n"
 	"       CASE WHEN p.job IS NULL AND NOT p.every\n"
 	"            THEN (SELECT count(*) FROM backfill.jobs) - (SELECT count(*) FROM shown)\n"
@@ -54,14 +55,34 @@ static const char status_sql_format[] =
 	"             max(to_json(paused_at) #>> '{}') AS paused_at, max(paused_by) AS paused_by\n"
 	"      FROM backfill.control) c\n"
 	"LEFT JOIN LATERAL (\n"
-	"  SELECT s.id, name, table_name, kind, state, priority, owner, rows_scanned, rows_updated,\n"
-	"         batches, rows_estimate, last_error, settings::text,\n"
+	"  SELECT s.id, name, table_name, kind, state, priority, l.owner,\n"
+	"         coalesce(t.rows_scanned, s.rows_scanned), coalesce(t.rows_updated, s.rows_updated),\n"
+	"         coalesce(t.batches, s.batches), rows_estimate, last_error, settings::text,\n"
 	"         to_json(started_at) #>> '{}', to_json(finished_at) #>> '{}',\n"
 	"         to_json(updated_at) #>> '{}', live::text, batch_size,\n"
-	"         coalesce(lease_until > now(), false), to_json(lease_until) #>> '{}',\n"
-	"         round(extract(epoch FROM lease_until - now())::numeric, 1), b.info,\n"
-	"         rows_left, catchup_rounds, repairing, verification_failed\n"
+	"         coalesce(l.lease_until > now(), false), to_json(l.lease_until) #>> '{}',\n"
+	"         round(extract(epoch FROM l.lease_until - now())::numeric, 1), b.info,\n"
+	"         rows_left, catchup_rounds, repairing, verification_failed, t.slices\n"
 	"  FROM shown s LEFT JOIN blocked b ON b.id = s.id\n"
+	/* The job's lease while it is set up; then its first slice's. */
+	"  LEFT JOIN LATERAL (\n"
+	"    SELECT s.owner, s.lease_until WHERE s.owner IS NOT NULL\n"
+	"    UNION ALL (SELECT x.owner, x.lease_until FROM backfill.slices x\n"
+	"               WHERE x.job_id = s.id AND x.owner IS NOT NULL ORDER BY x.slice)\n"
+	"    LIMIT 1) l ON true\n"
+	/* Its slices, and their sums: fresher than the row's totals. */
+	"  LEFT JOIN LATERAL (\n"
+	"    SELECT sum(x.rows_scanned)::bigint AS rows_scanned,\n"
+	"           sum(x.rows_updated)::bigint AS rows_updated, sum(x.batches)::bigint AS batches,\n"
+	"           json_agg(json_build_object('id', x.id, 'slice', x.slice, 'state', x.state,\n"
+	"             'owner', x.owner, 'lower_bound', x.lower_bound, 'upper_bound', x.upper_bound,\n"
+	"             'checkpoint', x.checkpoint, 'rows_estimate', x.rows_estimate,\n"
+	"             'rows_scanned', x.rows_scanned, 'rows_updated', x.rows_updated,\n"
+	"             'batches', x.batches, 'lease_until', to_json(x.lease_until) #>> '{}',\n"
+	"             'lease_live', coalesce(x.lease_until > now(), false),\n"
+	"             'lease_expires_in_s', round(extract(epoch FROM x.lease_until - now())::numeric, 1),\n"
+	"             'live', x.live, 'last_error', x.last_error) ORDER BY x.slice)::text AS slices\n"
+	"    FROM backfill.slices x WHERE x.job_id = s.id HAVING count(*) > 0) t ON true\n"
 	"  ORDER BY CASE state WHEN 'running' THEN 0 WHEN 'paused' THEN 1 WHEN 'pending' THEN 2\n"
 	"           ELSE 3 END, priority, finished_at DESC NULLS FIRST, s.id\n"
 	") j ON true";
@@ -257,10 +278,119 @@ static row_counts counts_of(const PGresult *res, int row, const bf_job *job, int
 	return c;
 }
 
-/* A job from its row; ours (job != NULL) from memory where fresher. */
-static json_t *job_object(const PGresult *res, int row, bf_job *job, const bf_engine *engine,
-			  int paused_all, uint64_t now)
+/* ---- a job's slices ---- */
+
+/* Several slices' live fields as the job's: rates and waits add up, any
+ * hold holds the job (every reason, once), the biggest batch. One slice's
+ * are the job's as they are. */
+static json_t *live_of_slices(json_t *lives, int64_t left)
 {
+	size_t n = json_array_size(lives), i;
+	json_t *one, *reasons = json_array();
+	double rate = 0, throttled_s = 0, share = 0;
+	json_int_t batch = 0, waited = 0;
+	int held = 0;
+
+	if (n == 1) {
+		json_decref(reasons);
+		return json_incref(json_array_get(lives, 0));
+	}
+	json_array_foreach(lives, i, one) {
+		json_t *r, *why = json_object_get(one, "throttle_reasons");
+		size_t k, m;
+
+		rate += json_number_value(json_object_get(one, "rate_rows_s"));
+		throttled_s += json_number_value(json_object_get(one, "throttled_s"));
+		share += json_number_value(json_object_get(one, "throttled_share")) / (double)n;
+		waited += json_integer_value(json_object_get(one, "sessions_waited"));
+		if (json_integer_value(json_object_get(one, "batch_size")) > batch)
+			batch = json_integer_value(json_object_get(one, "batch_size"));
+		held |= json_is_true(json_object_get(one, "throttled"));
+		json_array_foreach(why, k, r) {
+			for (m = 0; m < json_array_size(reasons); m++)
+				if (json_equal(json_array_get(reasons, m), r))
+					break;
+			if (m == json_array_size(reasons))
+				json_array_append(reasons, r);
+		}
+	}
+	return json_pack("{s:s, s:I, s:f, s:o, s:b, s:o, s:f, s:f, s:I}", "phase",
+			 n ? json_string_value(json_object_get(json_array_get(lives, 0), "phase"))
+			   : "pending",
+			 batch, "rate_rows_s", rounded(rate, 0.1), "eta_s",
+			 rate > 0 && left >= 0 ? json_integer((json_int_t)((double)left / rate))
+					       : json_null(),
+			 "throttled", held, "throttle_reasons", reasons, "throttled_s",
+			 rounded(throttled_s, 0.1), "throttled_share", rounded(share, 0.001),
+			 "sessions_waited", waited);
+}
+
+/* One slice as status shows it, ours from memory where fresher; its live
+ * fields (a running slice's) are appended to lives. */
+static void slice_merge(json_t *sl, bf_engine *engine, int64_t job_id, int running_job,
+			uint64_t now, json_t *lives, row_counts *c, int *here)
+{
+	bf_job *walk = bf_engine_find_job(engine, job_id,
+					  json_integer_value(json_object_get(sl, "id")));
+	int running = running_job && strcmp(json_string_value(json_object_get(sl, "state")) ?: "",
+					    "running") == 0;
+	json_t *live = NULL;
+
+	if (walk && running) {
+		*here = 1;
+		if (walk->rows_scanned > json_integer_value(json_object_get(sl, "rows_scanned"))) {
+			json_object_set_new(sl, "rows_scanned", json_integer(walk->rows_scanned));
+			json_object_set_new(sl, "rows_updated", json_integer(walk->rows_updated));
+			json_object_set_new(sl, "batches", json_integer(walk->batches));
+			json_object_set_new(sl, "checkpoint", str_or_null(walk->checkpoint));
+		}
+		live = bf_job_live(walk, now);
+	} else if (running && json_is_true(json_object_get(sl, "lease_live"))) {
+		live = json_incref(json_object_get(sl, "live"));
+	}
+	json_object_del(sl, "live");
+	json_object_set_new(sl, "here", json_boolean(walk != NULL));
+	c->scanned += json_integer_value(json_object_get(sl, "rows_scanned"));
+	c->updated += json_integer_value(json_object_get(sl, "rows_updated"));
+	c->batches += json_integer_value(json_object_get(sl, "batches"));
+	if (json_is_object(live)) {
+		json_object_update(sl, live);
+		json_array_append(lives, live);
+	}
+	json_decref(live);
+}
+
+/* The job's slices (NULL before its walk is set up), merged with ours;
+ * their sums go into *c, the job's live fields into *live. */
+static json_t *job_slices(const PGresult *res, int row, bf_engine *engine, int64_t id,
+			  int running, uint64_t now, row_counts *c, json_t **live, int *here)
+{
+	const char *text = bf_cell(res, row, BF_ST_SLICES);
+	json_t *slices = text ? json_loads(text, 0, NULL) : NULL, *sl, *lives;
+	size_t i;
+
+	if (!json_is_array(slices)) {
+		json_decref(slices);
+		return NULL;
+	}
+	lives = json_array();
+	c->scanned = c->updated = c->batches = 0;
+	json_array_foreach(slices, i, sl)
+		slice_merge(sl, engine, id, running, now, lives, c, here);
+	if (json_array_size(lives) > 0)
+		*live = live_of_slices(lives, c->estimate >= 0 && c->estimate > c->scanned
+						      ? c->estimate - c->scanned
+						      : -1);
+	json_decref(lives);
+	return slices;
+}
+
+/* A job from its row and its slices'; ours from memory where fresher. */
+static json_t *job_object(const PGresult *res, int row, bf_engine *engine, int paused_all,
+			  uint64_t now)
+{
+	int64_t id = bf_cell_int(res, row, BF_ST_ID, 0);
+	bf_job *job = bf_engine_find_job(engine, id, 0); /* its setup, if ours */
 	const char *state = bf_cell(res, row, BF_ST_STATE), *name = bf_cell(res, row, BF_ST_NAME);
 	const char *live_text = bf_cell(res, row, BF_ST_LIVE);
 	int running = strcmp(state, "running") == 0;
@@ -270,8 +400,12 @@ static json_t *job_object(const PGresult *res, int row, bf_job *job, const bf_en
 				   : NULL;
 	row_counts c = counts_of(res, row, job, running);
 	json_t *live = NULL;
+	int here = job != NULL;
+	json_t *slices = job_slices(res, row, engine, id, running, now, &c, &live, &here);
 
-	if (job && running)
+	if (slices)
+		;
+	else if (job && running)
 		live = bf_job_live(job, now);
 	else if (running && lease_live && live_text)
 		live = json_loads(live_text, 0, NULL);
@@ -290,19 +424,21 @@ static json_t *job_object(const PGresult *res, int row, bf_job *job, const bf_en
 		"id", (json_int_t)bf_cell_int(res, row, BF_ST_ID, 0), "name", name, "table",
 		bf_cell(res, row, BF_ST_TABLE), "kind", bf_cell(res, row, BF_ST_KIND), "state",
 		state, "priority", int_cell(res, row, BF_ST_PRIORITY), "owner",
-		str_or_null(bf_cell(res, row, BF_ST_OWNER)), "here", job != NULL, "rows_scanned",
+		str_or_null(bf_cell(res, row, BF_ST_OWNER)), "here", here, "rows_scanned",
 		(json_int_t)c.scanned, "rows_updated", (json_int_t)c.updated, "batches",
 		(json_int_t)c.batches, "rows_estimate",
 		c.estimate >= 0 ? json_integer(c.estimate) : json_null(), "progress",
-		progress_of(state, c.scanned, c.estimate, job && job->walk_done), "last_error",
+		progress_of(state, c.scanned, c.estimate, 0), "last_error",
 		str_or_null(bf_cell(res, row, BF_ST_LAST_ERROR)), "settings",
 		settings ? settings : json_object(), "started_at",
 		str_or_null(bf_cell(res, row, BF_ST_STARTED_AT)));
 
 	if (!obj) {
 		json_decref(live);
+		json_decref(slices);
 		return NULL;
 	}
+	json_object_set_new(obj, "slices", slices ? slices : json_array());
 	json_object_set_new(obj, "finished_at", str_or_null(bf_cell(res, row, BF_ST_FINISHED_AT)));
 	json_object_set_new(obj, "updated_at", str_or_null(bf_cell(res, row, BF_ST_UPDATED_AT)));
 	json_object_set_new(obj, "rows_left", int_cell(res, row, BF_ST_ROWS_LEFT));
@@ -311,7 +447,7 @@ static json_t *job_object(const PGresult *res, int row, bf_job *job, const bf_en
 			    json_boolean(bf_cell_bool(res, row, BF_ST_REPAIRING)));
 	json_object_set_new(obj, "verification_failed",
 			    json_boolean(bf_cell_bool(res, row, BF_ST_VERIFICATION_FAILED)));
-	add_lease(obj, res, row, engine, job != NULL);
+	add_lease(obj, res, row, engine, here);
 	add_blocked(obj, res, row);
 	/* phase, batch_size, rate_rows_s, eta_s, throttled, throttle_reasons,
 	 * throttled_s, throttled_share, sessions_waited */
@@ -322,22 +458,41 @@ static json_t *job_object(const PGresult *res, int row, bf_job *job, const bf_en
 
 /* A job of ours when the database cannot be asked: what this daemon knows
  * (the row's other columns are unknown: null). */
-static json_t *job_from_memory(bf_job *job, int paused_all, uint64_t now)
+static json_t *job_from_memory(bf_engine *engine, bf_job *job, int paused_all, uint64_t now)
 {
+	row_counts c = {0};
+	json_t *lives = json_array(), *live;
+
+	/* One object a job: at its first walk in our list, its slices' sums. */
+	for (bf_job *other = engine->jobs; other != job; other = other->next)
+		if (other->id == job->id) {
+			json_decref(lives);
+			return NULL;
+		}
+	for (bf_job *w = job; w; w = w->next) {
+		if (w->id != job->id)
+			continue;
+		c.scanned += w->rows_scanned;
+		c.updated += w->rows_updated;
+		c.batches += w->batches;
+		json_array_append_new(lives, bf_job_live(w, now));
+	}
+	live = live_of_slices(lives, -1);
+	json_decref(lives);
+
 	json_t *obj = json_pack(
 		"{s:I, s:s, s:s, s:s, s:s, s:n, s:s, s:b, s:I, s:I, s:I, s:o, s:f, "
 		"s:n, s:o, s:n, s:n, s:n, s:n, s:n, s:b, s:[], s:n}",
 		"id", (json_int_t)job->id, "name", job->name, "table", job->table_name, "kind",
 		job->kind == BF_KIND_SQL ? "sql" : "update", "state", "running", "priority",
-		"owner", job->owner, "here", 1, "rows_scanned", (json_int_t)job->rows_scanned,
-		"rows_updated", (json_int_t)job->rows_updated, "batches", (json_int_t)job->batches,
+		"owner", job->owner, "here", 1, "rows_scanned", (json_int_t)c.scanned,
+		"rows_updated", (json_int_t)c.updated, "batches", (json_int_t)c.batches,
 		"rows_estimate",
 		job->rows_estimate >= 0 ? json_integer(job->rows_estimate) : json_null(),
 		"progress",
-		progress_of("running", job->rows_scanned, job->rows_estimate, job->walk_done),
+		progress_of("running", c.scanned, job->rows_estimate, 0),
 		"last_error", "settings", json_object(), "started_at", "finished_at", "updated_at",
 		"lease_until", "lease_expires_in_s", "owner_alive", 1, "blocked_by", "lock_wait_s");
-	json_t *live = bf_job_live(job, now);
 
 	add_pause_reason(live, "running", job->name, paused_all);
 	stop_clock_if_paused(live, "running", paused_all);
@@ -387,7 +542,7 @@ static json_t *status_jobs(bf_engine *engine, const PGresult *res, const char *o
 		for (bf_job *job = engine->jobs; job; job = job->next) {
 			if (only_job && strcmp(only_job, job->name) != 0)
 				continue;
-			json_t *obj = job_from_memory(job, paused, now);
+			json_t *obj = job_from_memory(engine, job, paused, now);
 
 			if (obj)
 				json_array_append_new(jobs, obj);
@@ -399,9 +554,7 @@ static json_t *status_jobs(bf_engine *engine, const PGresult *res, const char *o
 	for (int i = 0; i < PQntuples(res); i++) {
 		if (!bf_cell(res, i, BF_ST_ID))
 			continue;
-		int64_t id = bf_cell_int(res, i, BF_ST_ID, 0);
-		json_t *obj =
-			job_object(res, i, bf_engine_find_job(engine, id), engine, paused, now);
+		json_t *obj = job_object(res, i, engine, paused, now);
 
 		if (obj)
 			json_array_append_new(jobs, obj);

@@ -40,6 +40,8 @@ struct bf_engine {
 
 	int listening; /* schema checked and LISTEN active on this connection */
 	int want_claim, want_renew, want_control;
+	int want_rollup;  /* a batch committed since the job rows' totals were summed */
+	int claim_slices; /* the claim of setups is answered: slices are next */
 	int want_session; /* a reload: re-apply the session settings */
 	int paused;	  /* backfill.control says pause --all */
 	uint64_t started_ns;
@@ -69,8 +71,16 @@ void bf_engine_stop(bf_engine *engine);
 /* The configuration struct was reloaded in place: apply it to the jobs. */
 void bf_engine_reconfigure(bf_engine *engine);
 
-/* The job this daemon runs with that id, or NULL. */
-bf_job *bf_engine_find_job(bf_engine *engine, int64_t id);
+/* The walk this daemon runs of that job and slice (slice_id 0: the job's
+ * setup), or NULL. */
+bf_job *bf_engine_find_job(bf_engine *engine, int64_t id, int64_t slice_id);
+
+/* For claims.c: run what a claim returned (prev_owner: whose lease
+ * expired, or NULL); look for the next thing to do on the listener; close
+ * once every lease is given back. */
+void bf_engine_run(bf_engine *engine, const bf_job_def *def, const char *prev_owner);
+void bf_engine_kick(bf_engine *engine);
+void bf_engine_close(bf_engine *engine);
 
 /* For the control commands: the loop, the monitor connection, and
  * pause --all (what backfill.control says; the engine follows it). */

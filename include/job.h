@@ -36,8 +36,9 @@ typedef struct bf_job_ops {
 	/* Outside the allowed time windows: writes the reason and returns
 	 * the ms until the next look; 0 when allowed now. */
 	uint64_t (*window_wait)(void *owner, char *reason, size_t len);
-	/* The owner's job with that id, or NULL (a reply may outlive a job). */
-	bf_job *(*find)(void *owner, int64_t id);
+	/* The owner's walk of that job and slice, or NULL (a reply may
+	 * outlive it). */
+	bf_job *(*find)(void *owner, int64_t id, int64_t slice_id);
 	/* The job's last call, once it has closed; it is freed right after.
 	 * Never for a job whose bf_job_start failed. */
 	void (*closed)(void *owner, bf_job *job);
@@ -68,6 +69,13 @@ typedef struct bf_job_def {
 	int64_t lease_epoch;
 	const char *created_by; /* the role that scheduled it; NULL for rows older than that */
 	bool allow_triggers;	/* the author vouches for code on the table */
+	int slices;		/* ranges to cut the walk into; 0: engine.slices */
+	/* What was claimed: a slice (its row id, number and lease epoch; the
+	 * claim fills these in), or, with slice_id 0, the job row itself, to
+	 * set its walk up (the bound, the pin, the slices). */
+	int64_t slice_id;
+	int slice;
+	int nranges; /* the job's ranges when claimed, for the log */
 } bf_job_def;
 
 /* A job's definition as a SELECT (or RETURNING) list over backfill.jobs
@@ -75,7 +83,7 @@ typedef struct bf_job_def {
  * the same row the same way. */
 #define BF_JOB_DEF_COLUMNS                                                                         \
 	"j.id, j.name, j.table_name, j.kind, j.set_clause, j.where_clause, j.statement,\n"         \
-	"  j.key_columns, j.batch_size, j.lease_epoch, j.created_by, j.allow_triggers"
+	"  j.key_columns, j.batch_size, j.lease_epoch, j.created_by, j.allow_triggers, j.slices"
 enum bf_job_def_col {
 	BF_DEF_ID,
 	BF_DEF_NAME,
@@ -89,6 +97,7 @@ enum bf_job_def_col {
 	BF_DEF_LEASE_EPOCH,
 	BF_DEF_CREATED_BY,
 	BF_DEF_ALLOW_TRIGGERS,
+	BF_DEF_SLICES,
 	BF_DEF_NCOLUMNS /* the query's own columns follow */
 };
 
@@ -125,9 +134,22 @@ struct bf_job {
 	char *created_by;
 	bool allow_triggers;
 	char *definition_error; /* the row cannot be run as written: fail it */
-	int64_t lease_epoch;
+	int64_t lease_epoch;   /* of the slice's row; of the job row while setting up */
+	int slices;	       /* ranges asked for (the row's, else engine.slices) */
+	/* The slice this walks: its row in backfill.slices (0: none; the job
+	 * row is claimed to set the walk up), its number, and whether it is
+	 * the last range (the one that catches up with rows inserted above
+	 * the bound). */
+	int64_t slice_id;
+	int slice;
+	int nranges;	 /* the job's ranges, as last read */
+	int nactive;	 /* ... not done yet: max_rows_per_s is shared among them */
+	bool last_slice;
+	char *lower_bound; /* text[] literal, exclusive; NULL: from the first key */
+	char label[300];   /* "job \"name\"" or "job \"name\" slice 2/4", for the log */
 
-	/* What the job row says (re-read after every failure). */
+	/* What the slice's row says (the job row's while setting up), re-read
+	 * after every failure. */
 	bool synced;
 	char *checkpoint;  /* text[] literal; NULL before the first batch */
 	char *upper_bound; /* text[] literal; "{}" for an empty table; NULL: not fixed yet */
@@ -176,7 +198,8 @@ struct bf_job {
 	 * over the configuration's defaults. */
 	char *settings_text;   /* the row's settings as last applied */
 	int batch_size_column; /* the row's batch_size as last applied; 0: none */
-	bf_rate rate;	       /* max_rows_per_s of this job */
+	bf_rate rate;	       /* max_rows_per_s of this job, its share of it */
+	int rate_share;	       /* ... among that many ranges */
 	bf_limits limits;      /* the replication marks */
 	int lock_wait_max_ms;
 	int lock_timeout_ms, statement_timeout_ms;

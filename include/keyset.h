@@ -30,10 +30,12 @@ typedef struct bf_walk {
 typedef struct bf_batch_args {
 	const char *upper; /* text[] literal: the walk's inclusive upper bound */
 	const char *lower; /* text[] literal: the checkpoint (exclusive); NULL on the first batch */
-	const char *owner; /* the fence: owner, lease epoch, job id, batches so far */
-	const char *table_literal; /* the fence: the table's quoted name as a literal */
+	const char *owner; /* the fence: the slice's owner, lease epoch, batches so far */
+	const char *table_literal; /* the fence: the table's quoted name as a literal ... */
+	uint32_t table_oid;	   /* ... still naming the table the walk was pinned to */
 	int64_t lease_epoch;
-	int64_t job_id;
+	int64_t slice_id; /* backfill.slices.id: the row the checkpoint goes to */
+	int64_t job_id;	  /* its job, which must still be running */
 	int64_t batches;
 	int limit;   /* the page size */
 	int dry_run; /* plan: EXPLAIN ANALYZE, no checkpoint, no fence (bf_keyset_work_sql) */
@@ -103,11 +105,12 @@ char *bf_keyset_work_sql(const bf_walk *w, const bf_batch_args *a);
  * job starts. No parameters; no row for an empty table. */
 char *bf_keyset_upper_bound_sql(const bf_walk *w);
 
-/* After the walk: counts the rows above the bound $4 (text[]) that match
- * where_clause (every row without one) and, if there are any and the job
- * row ($1 id, $2 owner, $3 lease epoch: fenced) has done fewer than $5
- * catch-up rounds, moves its upper bound to the table's current largest
- * key and counts the round; otherwise records the count as rows_left.
+/* After the walk of the last slice: counts the rows above the bound $4
+ * (text[]) that match where_clause (every row without one) and, if there
+ * are any and the job has done fewer than $5 catch-up rounds, moves the
+ * slice's and the job's upper bound to the table's current largest key and
+ * counts the round on the job row; otherwise records the count there as
+ * rows_left. Fenced by the slice's lease ($1 slice id, $2 owner, $3 epoch).
  * Returns the new bound, rounds, the count and whether it extended; no
  * row when fenced out or the bound moved meanwhile. */
 char *bf_keyset_catchup_sql(const bf_walk *w);

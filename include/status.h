@@ -45,6 +45,7 @@ enum {
 	BF_ST_CATCHUP_ROUNDS,
 	BF_ST_REPAIRING,
 	BF_ST_VERIFICATION_FAILED,
+	BF_ST_SLICES, /* json array of the job's slices; NULL before its walk is set up */
 };
 
 /* By default status lists every job not finished and the finished ones of

@@ -144,21 +144,27 @@ static void job_narrow(bf_job *job, const bf_pg_result *r, const char *why)
 	job_step(job);
 }
 
-/* Someone holds our job row: a hold, logged where it starts, looked at
+static const char *job_unit(const bf_job *job)
+{
+	return job->slice_id ? "slice" : "job";
+}
+
+/* Someone holds our slice's row (or job row): a hold, logged where it starts, looked at
  * again every poll interval. who: "pid N" or what is known of them. */
 static void job_row_lock_hold(bf_job *job, const char *who)
 {
 	char reason[512];
 
 	snprintf(reason, sizeof(reason),
-		 "job row locked: %s holds this job's row in backfill.jobs (SELECT ... FOR "
-		 "UPDATE or FOR SHARE, or an open UPDATE); no batch can record its checkpoint and "
-		 "the lease cannot be renewed until that transaction ends",
-		 who);
+		 "%s row locked: %s holds this %s's row in backfill.%s (SELECT ... FOR "
+		 "UPDATE or FOR SHARE, or an open UPDATE, such as a change of the job's state not "
+		 "committed yet); no batch can record its checkpoint and the lease cannot be "
+		 "renewed until that transaction ends",
+		 job_unit(job), who, job_unit(job), job->slice_id ? "slices" : "jobs");
 	if (!job->row_lock_held)
 		job_log(job, BF_LOG_WARNING, "%s", reason);
 	else
-		job_log(job, BF_LOG_DEBUG, "the job row is still locked (%s)", who);
+		job_log(job, BF_LOG_DEBUG, "the %s row is still locked (%s)", job_unit(job), who);
 	job->row_lock_held = true;
 	job_wait_for(job, (uint64_t)job->cfg->poll_interval_ms, reason);
 	job->held = 1;
@@ -170,7 +176,8 @@ static void job_row_lock_free(bf_job *job)
 {
 	if (job->row_lock_held) {
 		/* The lease may have lapsed meanwhile: the row decides. */
-		job_log(job, BF_LOG_NOTICE, "the job row is no longer locked; going on");
+		job_log(job, BF_LOG_NOTICE, "the %s row is no longer locked; going on",
+			job_unit(job));
 		job_set_synced(job, false);
 	}
 	job->row_locked = job->row_lock_held = false;
@@ -197,6 +204,8 @@ static void job_row_lock_probed(bf_pg *pg, const bf_pg_result *r, void *arg)
 	 * autocommit, taken and let go at once, or refused at once. */
 	static const char try_sql[] =
 		"SELECT 1 FROM backfill.jobs WHERE id = $1 FOR NO KEY UPDATE NOWAIT";
+	static const char try_slice_sql[] =
+		"SELECT 1 FROM backfill.slices WHERE id = $1 FOR NO KEY UPDATE NOWAIT";
 	bf_job *job = arg;
 	const char *holders = r->ok && PQntuples(r->res) ? bf_cell(r->res, 0, 0) : NULL;
 	char who[256];
@@ -215,7 +224,8 @@ static void job_row_lock_probed(bf_pg *pg, const bf_pg_result *r, void *arg)
 	/* No single locker: several share-lockers (xmax is then a
 	 * multixact), or nobody. */
 	job_params_fence(job, &p);
-	job_send(job, "trying the lock on the job row", try_sql, 1, p.values, job_row_lock_tried);
+	job_send(job, "trying the lock on the row", job->slice_id ? try_slice_sql : try_sql, 1,
+		 p.values, job_row_lock_tried);
 }
 
 /* Who holds our job row: its xmax is the locking transaction (a single
@@ -229,11 +239,17 @@ void job_probe_row_lock(bf_job *job)
 		"          AND l.mode = 'ExclusiveLock' AND l.transactionid = j.xmax\n"
 		"          AND l.pid <> pg_backend_pid())\n"
 		"FROM backfill.jobs j WHERE j.id = $1";
+	static const char slice_sql[] =
+		"SELECT (SELECT string_agg(l.pid::text, ', ' ORDER BY l.pid) FROM pg_locks l\n"
+		"        WHERE l.locktype = 'transactionid' AND l.granted\n"
+		"          AND l.mode = 'ExclusiveLock' AND l.transactionid = s.xmax\n"
+		"          AND l.pid <> pg_backend_pid())\n"
+		"FROM backfill.slices s WHERE s.id = $1";
 	job_params p;
 
 	job_params_fence(job, &p);
-	job_send(job, "looking for a lock on the job row", sql, 1, p.values,
-		 job_row_lock_probed);
+	job_send(job, "looking for a lock on the row", job->slice_id ? slice_sql : sql, 1,
+		 p.values, job_row_lock_probed);
 }
 
 /* When the minimum batch size still cannot finish within

@@ -5,14 +5,14 @@
 /* Which cancel a reply is for: the job may be gone by then. */
 typedef struct job_cancel {
 	bf_job_env env;
-	int64_t id;
+	int64_t id, slice_id;
 	int64_t batches; /* the batch it was for */
 } job_cancel;
 
 static void job_cancel_sent(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	job_cancel *c = arg;
-	bf_job *job = c->env.ops->find(c->env.owner, c->id);
+	bf_job *job = c->env.ops->find(c->env.owner, c->id, c->slice_id);
 	int hit = r->ok && PQntuples(r->res) > 0 && strcmp(PQgetvalue(r->res, 0, 0), "t") == 0;
 
 	(void)pg;
@@ -40,7 +40,7 @@ static void job_cancel_in_flight(bf_job *job, int64_t xact_start_us)
 
 	if (!c)
 		return;
-	*c = (job_cancel){job->env, job->id, job->batches};
+	*c = (job_cancel){job->env, job->id, job->slice_id, job->batches};
 	job->cancel_requested = 1;
 	snprintf(pid, sizeof(pid), "%d", job->pg.backend_pid);
 	snprintf(xact_start, sizeof(xact_start), "%" PRId64, xact_start_us);

@@ -8,7 +8,8 @@
 
 void job_params_fence(bf_job *job, job_params *p)
 {
-	fmt_int(p->id, sizeof(p->id), job->id);
+	/* The row the lease is on: the slice's, or the job's while setting up. */
+	fmt_int(p->id, sizeof(p->id), job->slice_id ? job->slice_id : job->id);
 	fmt_int(p->epoch, sizeof(p->epoch), job->lease_epoch);
 	p->values[0] = p->id;
 	p->values[1] = job->owner;
@@ -144,12 +145,14 @@ void job_step(bf_job *job)
 		job_fix_bound(job);
 	} else if (!job->pinned_oid) {
 		job_pin(job);
+	} else if (!job->slice_id) {
+		job_split(job);
 	} else if (job->row_locked) {
 		job_probe_row_lock(job);
 	} else if (!job->walk_done && strcmp(job->upper_bound, "{}") != 0) {
 		if (!job_hold(job, 1))
 			job_batch(job);
-	} else if (!job->caught_up && strcmp(job->upper_bound, "{}") != 0) {
+	} else if (!job->caught_up && job->last_slice && strcmp(job->upper_bound, "{}") != 0) {
 		job_catch_up(job);
 	} else {
 		if (!job_hold(job, 0))
@@ -179,6 +182,17 @@ static void job_pg_event(bf_pg *pg, int up, void *arg)
 
 /* ---- lifecycle ---- */
 
+/* What the log calls it: the job, and which of its ranges when it has
+ * several (one range is the whole job). */
+void job_label(bf_job *job)
+{
+	if (job->slice_id && job->nranges > 1)
+		snprintf(job->label, sizeof(job->label), "job \"%s\" slice %d/%d", job->name,
+			 job->slice, job->nranges);
+	else
+		snprintf(job->label, sizeof(job->label), "job \"%s\"", job->name);
+}
+
 static void job_free(bf_job *job)
 {
 	bf_table_free(&job->table);
@@ -191,6 +205,7 @@ static void job_free(bf_job *job)
 	free(job->created_by);
 	free(job->checkpoint);
 	free(job->upper_bound);
+	free(job->lower_bound);
 	free(job->verify_checkpoint);
 	free(job->definition_error);
 	free(job->settings_text);
@@ -254,6 +269,10 @@ bf_job *bf_job_start(const bf_job_env *env, const bf_job_def *def)
 	job->key_columns = dup_or_null(def->key_columns);
 	job->created_by = dup_or_null(def->created_by);
 	job->allow_triggers = def->allow_triggers;
+	job->slices = def->slices > 0 ? def->slices : cfg->slices;
+	job->slice_id = def->slice_id;
+	job->slice = def->slice;
+	job->nranges = job->nactive = def->nranges > 0 ? def->nranges : 1;
 	job->rows_estimate = -1;
 	job->started_ns = uv_hrtime();
 	job->definition_error =
@@ -262,6 +281,7 @@ bf_job *bf_job_start(const bf_job_env *env, const bf_job_def *def)
 		job_free(job);
 		return NULL;
 	}
+	job_label(job);
 	bf_batch_size_init(&job->batch_size,
 			   def->batch_size > 0 ? def->batch_size : cfg->batch_size,
 			   cfg->batch_size_min, cfg->batch_size_max, cfg->batch_target_ms);
@@ -275,7 +295,10 @@ bf_job *bf_job_start(const bf_job_env *env, const bf_job_def *def)
 
 	/* Every batch connection carries its own limits (see the engine). */
 	bf_session_sql(init_sql, sizeof(init_sql), cfg, 1);
-	snprintf(app, sizeof(app), "backfilld job %s", def->name);
+	if (job->slice_id && job->nranges > 1)
+		snprintf(app, sizeof(app), "backfilld job %s slice %d", def->name, def->slice);
+	else
+		snprintf(app, sizeof(app), "backfilld job %s", def->name);
 	snprintf(pgname, sizeof(pgname), "job \"%s\" connection", def->name);
 
 	bf_pg_options opts =
@@ -294,8 +317,14 @@ bf_job *bf_job_start(const bf_job_env *env, const bf_job_def *def)
 		return NULL;
 	}
 	job_set_phase(job, BF_JOB_CONNECTING);
-	job_log(job, BF_LOG_NOTICE, "claimed (lease epoch %" PRId64 "): %s %s", job->lease_epoch,
-		def->kind, job->table_name);
+	if (job->slice_id)
+		job_log(job, BF_LOG_NOTICE, "claimed (lease epoch %" PRId64 "): %s %s", job->lease_epoch,
+			def->kind, job->table_name);
+	else
+		job_log(job, BF_LOG_NOTICE,
+			"claimed to set its walk up (lease epoch %" PRId64 "): %s %s, %d slice%s",
+			job->lease_epoch, def->kind, job->table_name, job->slices,
+			job->slices == 1 ? "" : "s");
 	job->started = true;
 	bf_pg_start(&job->pg);
 	return job;
@@ -360,5 +389,6 @@ void bf_job_def_read(const PGresult *res, int row, bf_job_def *def)
 		.lease_epoch = bf_cell_int(res, row, BF_DEF_LEASE_EPOCH, 0),
 		.created_by = bf_cell(res, row, BF_DEF_CREATED_BY),
 		.allow_triggers = bf_cell_bool(res, row, BF_DEF_ALLOW_TRIGGERS),
+		.slices = (int)bf_cell_int(res, row, BF_DEF_SLICES, 0),
 	};
 }

@@ -21,7 +21,7 @@
 #include "pgcell.h"
 #include "utf8.h"
 
-#define job_log(job, level, fmt, ...) bf_log(level, "job \"%s\": " fmt, (job)->name, ##__VA_ARGS__)
+#define job_log(job, level, fmt, ...) bf_log(level, "%s: " fmt, (job)->label, ##__VA_ARGS__)
 
 /* How often a running job logs its progress. */
 #define PROGRESS_LOG_NS (10ULL * 1000 * 1000 * 1000)
@@ -58,6 +58,7 @@ void job_set_phase(bf_job *job, bf_job_phase to);
  * notification, a reconnect, or a statement fenced out); or it was. */
 void job_set_synced(bf_job *job, bool synced);
 void job_close(bf_job *job);
+void job_label(bf_job *job);
 void job_params_fence(bf_job *job, job_params *p);
 void job_retry_later(bf_job *job);
 void job_send(bf_job *job, const char *activity, const char *sql, int nparams,
@@ -85,6 +86,7 @@ void job_sample(bf_job *job);
 
 /* walk.c: the table resolved, the walk pinned, its bound fixed */
 void job_fix_bound(bf_job *job);
+void job_split(bf_job *job);
 void job_pin(bf_job *job);
 void job_resolve(bf_job *job);
 

@@ -22,14 +22,14 @@ static void job_session_timeouts(bf_job *job, int lock_ms, int statement_ms)
  * from, limits and timeouts before the next batch. A knob the daemon
  * cannot apply fails the job, with the reason, rather than run it with
  * settings the operator did not ask for. Returns -1 when it failed. */
-static int job_apply_settings(bf_job *job, const char *text, int batch_size_column)
+static int job_apply_settings(bf_job *job, const char *text, int batch_size_column, int share)
 {
 	char error[512];
 	bf_job_knobs knobs;
 	const long long *k = knobs.v;
 
 	if (text && job->settings_text && strcmp(text, job->settings_text) == 0 &&
-	    batch_size_column == job->batch_size_column)
+	    batch_size_column == job->batch_size_column && share == job->rate_share)
 		return 0;
 	if (bf_job_knobs_resolve(&knobs, job->cfg, text, error, sizeof(error)) != 0) {
 		job_log(job, BF_LOG_ERROR, "%s", error);
@@ -42,7 +42,12 @@ static int job_apply_settings(bf_job *job, const char *text, int batch_size_colu
 	if (batch_size_column > 0 && batch_size_column != job->batch_size_column)
 		bf_batch_size_set(&job->batch_size, batch_size_column);
 	job->batch_size_column = batch_size_column;
-	bf_rate_set(&job->rate, k[BF_KNOB_MAX_ROWS_PER_S]);
+	/* max_rows_per_s is the job's: each of the ranges running at once
+	 * takes its share. */
+	job->rate_share = share;
+	bf_rate_set(&job->rate, k[BF_KNOB_MAX_ROWS_PER_S] > 0 && share > 1
+					? (k[BF_KNOB_MAX_ROWS_PER_S] + share - 1) / share
+					: k[BF_KNOB_MAX_ROWS_PER_S]);
 	job->limits.replay_lag_high_bytes = k[BF_KNOB_REPLAY_LAG_HIGH_BYTES];
 	job->limits.replay_lag_low_bytes = k[BF_KNOB_REPLAY_LAG_LOW_BYTES];
 	job->limits.replay_lag_high_ms = k[BF_KNOB_REPLAY_LAG_HIGH_MS];
@@ -88,6 +93,11 @@ enum {
 	SYNC_WALK_KEY,
 	SYNC_CATCHUP_ROUNDS,
 	SYNC_REPAIRING,
+	SYNC_UNIT_STATE,  /* the slice's own state */
+	SYNC_LOWER_BOUND, /* where the slice starts */
+	SYNC_LAST_SLICE,  /* it reaches the walk's end */
+	SYNC_NRANGES,	  /* the job's ranges */
+	SYNC_NACTIVE,	  /* ... that may run at once and are not done */
 };
 
 static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
@@ -124,6 +134,17 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_release(job);
 		return;
 	}
+	if (strcmp(PQgetvalue(res, 0, SYNC_UNIT_STATE), "running") != 0) {
+		job_log(job, BF_LOG_NOTICE, "the slice is %s; stopping",
+			PQgetvalue(res, 0, SYNC_UNIT_STATE));
+		job_close(job);
+		return;
+	}
+	replace_str(&job->lower_bound, bf_cell(res, 0, SYNC_LOWER_BOUND));
+	job->last_slice = bf_cell_bool(res, 0, SYNC_LAST_SLICE);
+	job->nranges = (int)bf_cell_int(res, 0, SYNC_NRANGES, 1);
+	job->nactive = (int)bf_cell_int(res, 0, SYNC_NACTIVE, 1);
+	job_label(job);
 	replace_str(&job->checkpoint, bf_cell(res, 0, SYNC_CHECKPOINT));
 	replace_str(&job->upper_bound, bf_cell(res, 0, SYNC_UPPER_BOUND));
 	job->batches = bf_cell_int(res, 0, SYNC_BATCHES, 0);
@@ -147,7 +168,8 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 	if (bf_cell_bool(res, 0, SYNC_PAUSED_ALL))
 		job->env.ops->set_paused(job->env.owner, true);
 	if (job_apply_settings(job, bf_cell(res, 0, SYNC_SETTINGS),
-			       (int)bf_cell_int(res, 0, SYNC_BATCH_SIZE, 0)) != 0)
+			       (int)bf_cell_int(res, 0, SYNC_BATCH_SIZE, 0),
+			       job->nactive > 1 ? job->nactive : 1) != 0)
 		return;
 	job_set_synced(job, true);
 	if (job->nsamples == 0)
@@ -157,16 +179,37 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 
 void job_sync(bf_job *job)
 {
-	static const char sql[] =
+	/* Setting the walk up: the job row is the unit. */
+	static const char setup_sql[] =
 		"SELECT state, owner, lease_epoch, checkpoint, upper_bound, batches,\n"
 		"       rows_scanned, rows_updated, rows_estimate, settings, batch_size,\n"
 		"       coalesce((SELECT paused FROM backfill.control), false),\n"
-		"       table_oid, walk_key, catchup_rounds, repairing\n"
+		"       table_oid, walk_key, catchup_rounds, repairing,\n"
+		"       state, NULL::text[], true, 1, 1\n"
 		"FROM backfill.jobs WHERE id = $1";
+	/* A slice: its own row, and what the job row says of all of them. */
+	static const char slice_sql[] =
+		"SELECT j.state, s.owner, s.lease_epoch, s.checkpoint, s.upper_bound, s.batches,\n"
+		"       s.rows_scanned, s.rows_updated, s.rows_estimate, j.settings, j.batch_size,\n"
+		"       coalesce((SELECT paused FROM backfill.control), false),\n"
+		"       j.table_oid, j.walk_key, j.catchup_rounds, s.repairing,\n"
+		"       s.state, s.lower_bound,\n"
+		"       s.slice = (SELECT max(slice) FROM backfill.slices x WHERE x.job_id = s.job_id),\n"
+		"       (SELECT count(*) FROM backfill.slices x WHERE x.job_id = s.job_id),\n"
+		"       least(coalesce(j.slices, $2::integer),\n"
+		"             (SELECT count(*) FROM backfill.slices x\n"
+		"              WHERE x.job_id = s.job_id AND x.state <> 'done'))\n"
+		"FROM backfill.slices s JOIN backfill.jobs j ON j.id = s.job_id WHERE s.id = $1";
+	char slices[16];
 	job_params p;
 
 	job_params_fence(job, &p);
-	job_send(job, "reading the job row", sql, 1, p.values, job_synced);
+	snprintf(slices, sizeof(slices), "%d", job->cfg->slices);
+	p.values[1] = slices;
+	if (job->slice_id)
+		job_send(job, "reading the slice's row", slice_sql, 2, p.values, job_synced);
+	else
+		job_send(job, "reading the job row", setup_sql, 1, p.values, job_synced);
 }
 
 static void job_session_refreshed(bf_pg *pg, const bf_pg_result *r, void *arg)

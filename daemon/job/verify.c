@@ -47,7 +47,8 @@ void job_verify(bf_job *job)
 	if (!job->verify_started) {
 		job->verify_started = 1;
 		job->verify_matching = 0;
-		replace_str(&job->verify_checkpoint, NULL);
+		/* The slice's range starts above its lower bound. */
+		replace_str(&job->verify_checkpoint, job->lower_bound);
 		job_log(job, BF_LOG_INFO,
 			"verifying: counting rows in the walked range that still match where_clause");
 	}

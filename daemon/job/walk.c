@@ -82,10 +82,16 @@ static void job_pinned(bf_pg *pg, const bf_pg_result *r, void *arg)
  * to the table and key it resolves to now, as the bound was meant for. */
 void job_pin(bf_job *job)
 {
-	static const char sql[] =
+	static const char setup_sql[] =
 		"UPDATE backfill.jobs SET table_oid = $4, walk_key = $5\n"
 		"WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND state = 'running'\n"
 		"  AND table_oid IS NULL";
+	/* Carried over from before slices: the slice's lease is the fence. */
+	static const char slice_sql[] =
+		"UPDATE backfill.jobs SET table_oid = $4, walk_key = $5\n"
+		"WHERE id = (SELECT job_id FROM backfill.slices\n"
+		"            WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND state = 'running')\n"
+		"  AND state = 'running' AND table_oid IS NULL";
 	char oid[16];
 	char *key = job_walk_key(&job->table);
 	job_params p;
@@ -98,7 +104,8 @@ void job_pin(bf_job *job)
 	snprintf(oid, sizeof(oid), "%u", job->table.oid);
 	p.values[3] = oid;
 	p.values[4] = key;
-	job_send(job, "pinning the walk", sql, 5, p.values, job_pinned);
+	job_send(job, "pinning the walk", job->slice_id ? slice_sql : setup_sql, 5, p.values,
+		 job_pinned);
 	free(key);
 }
 
