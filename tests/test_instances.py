@@ -144,6 +144,16 @@ def test_man_page_documents_the_instance():
     assert '/run/backfilld/' in page and 'backfilld@' in page
 
 
+def test_readme_shows_the_template_and_links_the_scaling_notes():
+    readme = (ROOT / 'README.md').read_text()
+    section = readme[readme.index('### Several databases on one host'):]
+    section = section[:section.index('\n## ')]
+    for needed in ('backfilld@.service', 'backfillctl -i', '/run/backfilld/NAME.sock',
+                   '](docs/scaling.md)'):
+        assert needed in section, needed
+    assert (ROOT / 'docs' / 'scaling.md').is_file()
+
+
 # -- a real daemon -----------------------------------------------------------
 
 class RuntimeDir:
