@@ -465,7 +465,8 @@ static int choose_socket(ctl *c)
 {
 	const char *env;
 
-	if (c->socket_path)
+	/* An empty -s falls through, as it always has. */
+	if (c->socket_path && *c->socket_path)
 		return BF_CTL_OK;
 	if (c->instance)
 		return instance_socket(c, c->instance, "-i");
