@@ -238,7 +238,7 @@ install: $(BUILD)/backfilld $(BUILD)/backfillctl
 	install -m 0755 $(BUILD)/backfilld $(DESTDIR)$(SBINDIR)/backfilld
 	install -m 0755 $(BUILD)/backfillctl $(DESTDIR)$(BINDIR)/backfillctl
 	install -m 0644 config/backfilld.yaml $(DESTDIR)$(SYSCONFDIR)/backfilld/backfilld.yaml.example
-	for u in backfilld.service backfilld.socket; do \
+	for u in backfilld.service backfilld.socket backfilld@.service backfilld@.socket; do \
 	    sed $(UNIT_SED) systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && \
 	    chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
 	install -m 0644 systemd/backfilld.sysusers $(DESTDIR)$(SYSUSERSDIR)/backfilld.conf

@@ -15,13 +15,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #ifndef BF_VERSION
 #define BF_VERSION "unknown"
 #endif
 
-#define DEFAULT_SOCKET "/run/backfilld/backfilld.sock"
+/* systemd's RuntimeDirectory=backfilld: the one service's socket, and
+ * backfilld@NAME's at RUNTIME_DIR/NAME.sock (systemd/backfilld@.socket). */
+#define RUNTIME_DIR	 "/run/backfilld"
+#define INSTANCE_SUFFIX	 ".sock"
+#define DEFAULT_INSTANCE "backfilld"
+#define DEFAULT_SOCKET	 RUNTIME_DIR "/" DEFAULT_INSTANCE INSTANCE_SUFFIX
+#define SUN_PATH_SIZE	 sizeof(((struct sockaddr_un *)0)->sun_path)
+/* The longest NAME whose socket path fits in sun_path: 87 bytes. */
+#define MAX_INSTANCE_NAME (SUN_PATH_SIZE - sizeof(RUNTIME_DIR "/" INSTANCE_SUFFIX))
 /* Every answer but plan's is a read of memory the daemon already holds: 10s
  * means it is stuck, not busy. */
 #define DEFAULT_TIMEOUT_MS 10000
@@ -34,7 +43,7 @@
 /* The help, around the knob list that settings.c owns (one table serves
  * the daemon and this help, so neither can forget a knob). */
 static const char usage_head[] =
-	"usage: backfillctl [-s SOCKET] [--timeout SECONDS] COMMAND [ARGS]\n"
+	"usage: backfillctl [-s SOCKET | -i NAME] [--timeout SECONDS] COMMAND [ARGS]\n"
 	"\n"
 	"  status [JOB] [--json] [--all]\n"
 	"                  the daemon and its jobs: running, pending, paused and the\n"
@@ -57,8 +66,12 @@ static const char usage_tail[] =
 	"                  dry run of one batch of a pending, paused or failed job,\n"
 	"                  rolled back; 5 min timeout\n"
 	"\n"
-	"  -s, --socket SOCKET   control socket (default: $BACKFILLD_SOCKET, else\n"
-	"                        " DEFAULT_SOCKET ")\n"
+	"  -s, --socket SOCKET   control socket\n"
+	"  -i, --instance NAME   the instance backfilld@NAME, whose control socket is\n"
+	"                        " RUNTIME_DIR "/NAME" INSTANCE_SUFFIX "\n"
+	"                        neither -s nor -i: $BACKFILLD_SOCKET, else the\n"
+	"                        instance $BACKFILLD_INSTANCE, else\n"
+	"                        " DEFAULT_SOCKET "\n"
 	"      --timeout SECONDS how long to wait for the answer (default 10)\n"
 	"      --version         print the version\n"
 	"  -h, --help            print this help\n"
@@ -77,7 +90,10 @@ enum {
 static const char *const option_names[] = {"--json", "--all", "--now", "-n"};
 
 typedef struct ctl {
-	const char *socket_path;
+	const char *socket_path; /* -s */
+	const char *instance;	 /* -i */
+	/* The socket of -i or $BACKFILLD_INSTANCE, when one of them chose it. */
+	char instance_socket[SUN_PATH_SIZE];
 	int timeout_ms; /* 0: the command's default */
 	int interval_ms;
 	unsigned options;
@@ -307,6 +323,7 @@ static bool parse_options(int argc, char **argv, ctl *c, char **positional, int 
 {
 	static const struct option long_options[] = {
 		{"socket", required_argument, NULL, 's'},
+		{"instance", required_argument, NULL, 'i'},
 		{"timeout", required_argument, NULL, 'T'},
 		{"json", no_argument, NULL, 'j'},
 		{"interval", required_argument, NULL, 'n'},
@@ -323,13 +340,16 @@ static bool parse_options(int argc, char **argv, ctl *c, char **positional, int 
 	 * arguments reported here, in our words. "--" ends the options, for
 	 * a job whose name starts with "-". */
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "-:s:n:h", long_options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "-:s:i:n:h", long_options, NULL)) != -1) {
 		switch (opt) {
 		case 1:
 			positional[(*npositional)++] = optarg;
 			break;
 		case 's':
 			c->socket_path = optarg;
+			break;
+		case 'i':
+			c->instance = optarg;
 			break;
 		case 'T':
 			if ((*status = parse_seconds("--timeout", optarg, 0.001, &c->timeout_ms)))
@@ -373,6 +393,10 @@ static bool parse_options(int argc, char **argv, ctl *c, char **positional, int 
 	}
 	while (optind < argc)
 		positional[(*npositional)++] = argv[optind++];
+	if (c->socket_path && c->instance) {
+		*status = usage_error("-s and -i both name the socket: give one of them");
+		return false;
+	}
 	return true;
 }
 
@@ -405,15 +429,65 @@ static int check_usage(const ctl *c, const ctl_cmd *cmd)
 	return BF_CTL_OK;
 }
 
+/* The socket of instance name (from source: "-i" or "BACKFILLD_INSTANCE")
+ * into c->instance_socket. The name becomes a file name in RUNTIME_DIR, so
+ * it must be one: no "/", not "." or "..". Returns BF_CTL_OK, or
+ * BF_CTL_USAGE said on stderr. */
+static int instance_socket(ctl *c, const char *name, const char *source)
+{
+	size_t len = strlen(name);
+
+	if (len == 0)
+		return usage_error("%s: the instance name is empty", source);
+	if (strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return usage_error("%s: the instance name \"%s\" is not a file name (no \"/\", "
+				   "not \".\" or \"..\")",
+				   source, name);
+	for (const char *p = name; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return usage_error("%s: the instance name contains a control character",
+					   source);
+	if (len > MAX_INSTANCE_NAME)
+		return usage_error("%s: the instance name is %zu bytes long, more than the %zu "
+				   "that fit in a socket path (" RUNTIME_DIR "/NAME.sock)",
+				   source, len, (size_t)MAX_INSTANCE_NAME);
+	snprintf(c->instance_socket, sizeof c->instance_socket, RUNTIME_DIR "/%s" INSTANCE_SUFFIX,
+		 name);
+	c->socket_path = c->instance_socket;
+	return BF_CTL_OK;
+}
+
+/* Which socket: the command line before the environment, and at each level
+ * a path before a name: -s, -i, $BACKFILLD_SOCKET, $BACKFILLD_INSTANCE,
+ * DEFAULT_SOCKET. An empty variable counts as unset. Returns BF_CTL_OK, or
+ * BF_CTL_USAGE said on stderr. */
+static int choose_socket(ctl *c)
+{
+	const char *env;
+
+	/* An empty -s falls through, as it always has. */
+	if (c->socket_path && *c->socket_path)
+		return BF_CTL_OK;
+	if (c->instance)
+		return instance_socket(c, c->instance, "-i");
+	if ((env = getenv("BACKFILLD_SOCKET")) && *env) {
+		c->socket_path = env;
+		return BF_CTL_OK;
+	}
+	if ((env = getenv("BACKFILLD_INSTANCE")) && *env)
+		return instance_socket(c, env, "BACKFILLD_INSTANCE");
+	c->socket_path = DEFAULT_SOCKET;
+	return BF_CTL_OK;
+}
+
 /* Runs cmd against the socket; an answer that could not be written out
  * fails, whatever the daemon said. */
 static int run_command(ctl *c, const ctl_cmd *cmd)
 {
 	int status;
 
-	c->socket_path = c->socket_path ? c->socket_path : getenv("BACKFILLD_SOCKET");
-	if (!c->socket_path || !*c->socket_path)
-		c->socket_path = DEFAULT_SOCKET;
+	if ((status = choose_socket(c)) != BF_CTL_OK)
+		return status;
 	bf_term_detect(&c->term, STDOUT_FILENO);
 	status = cmd->run(c, cmd);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
