@@ -317,7 +317,7 @@ static json_t *live_of_slices(json_t *lives, int64_t left)
 	return json_pack("{s:s, s:I, s:f, s:o, s:b, s:o, s:f, s:f, s:I}", "phase",
 			 n ? json_string_value(json_object_get(json_array_get(lives, 0), "phase"))
 			   : "pending",
-			 batch, "rate_rows_s", rounded(rate, 0.1), "eta_s",
+			 "batch_size", batch, "rate_rows_s", rounded(rate, 0.1), "eta_s",
 			 rate > 0 && left >= 0 ? json_integer((json_int_t)((double)left / rate))
 					       : json_null(),
 			 "throttled", held, "throttle_reasons", reasons, "throttled_s",

@@ -418,9 +418,30 @@ def insert_job(conn, **columns):
 
 
 def job_row(conn, name):
-    """The job's row as a dict, or None."""
+    """The job's row as a dict, or None, with its walk as status shows it:
+    once the walk is cut into slices (backfill.slices), the lease is a
+    slice's (owner: the first leased one's; lease_epoch: the highest), the
+    counters are the slices' sums (the row's own are summed now and then),
+    and a job of one slice has that slice's checkpoint. The row's own
+    values stay under 'row'."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute('SELECT * FROM backfill.jobs WHERE name = %s', (name,)).fetchone()
+        row = cur.execute('SELECT * FROM backfill.jobs WHERE name = %s', (name,)).fetchone()
+        if row is None:
+            return None
+        slices = cur.execute('SELECT * FROM backfill.slices WHERE job_id = %s ORDER BY slice',
+                             (row['id'],)).fetchall()
+    row['row'] = dict(row)
+    row['slices'] = slices
+    if slices:
+        leased = [s for s in slices if s['owner'] is not None]
+        if row['owner'] is None and leased:
+            row['owner'], row['lease_until'] = leased[0]['owner'], leased[0]['lease_until']
+        row['lease_epoch'] = max([row['lease_epoch']] + [s['lease_epoch'] for s in slices])
+        for column in ('rows_scanned', 'rows_updated', 'batches'):
+            row[column] = sum(s[column] for s in slices)
+        if len(slices) == 1:
+            row['checkpoint'] = slices[0]['checkpoint']
+    return row
 
 
 def wait_job_state(conn, name, states, timeout=30, daemons=None):
