@@ -425,6 +425,62 @@ static void render_job_details(FILE *out, const json_t *job, const bf_term *term
 		render_lease(out, job, owner, term);
 }
 
+/* "{1200}" of a key as text[], or the words for none. */
+static void put_key(FILE *out, const json_t *key, const char *none)
+{
+	char *text = json_is_array(key) ? json_dumps(key, JSON_COMPACT) : NULL;
+
+	put_clean(out, text ? text : none, 0);
+	free(text);
+}
+
+/* status JOB of a job walked as several ranges: one line each. */
+static void render_slices(FILE *out, const json_t *job, const bf_term *term)
+{
+	const json_t *slices = json_object_get(job, "slices"), *sl;
+	size_t i, n = json_is_array(slices) ? json_array_size(slices) : 0;
+	double v, est;
+	char count[32], of[32];
+	folded_line l;
+
+	if (n < 2)
+		return;
+	json_array_foreach(slices, i, sl) {
+		if (!line_open(&l))
+			return;
+		fprintf(l.f, "  slice %zu/%zu  ", i + 1, n);
+		put_clean(l.f, jstr(sl, "state") ? jstr(sl, "state") : "?", 0);
+		fmt_count(count, sizeof count, jnum(sl, "rows_scanned", &v) ? v : 0);
+		if (jnum(sl, "rows_estimate", &est) && est > 0) {
+			fmt_count(of, sizeof of, est);
+			fprintf(l.f, "  %s of about %s rows", count, of);
+		} else {
+			fprintf(l.f, "  %s rows", count);
+		}
+		fputs("  keys ", l.f);
+		put_key(l.f, json_object_get(sl, "lower_bound"), "from the first");
+		fputs(" .. ", l.f);
+		put_key(l.f, json_object_get(sl, "upper_bound"), "?");
+		if (jstr(sl, "phase") && jstr(sl, "owner")) {
+			fputs("  ", l.f);
+			put_clean(l.f, jstr(sl, "phase"), 0);
+		}
+		if (jnum(sl, "batch_size", &v) && jstr(sl, "owner"))
+			fprintf(l.f, ", batch %.0f", v);
+		if (jtrue(sl, "here"))
+			fputs("  (this daemon)", l.f);
+		else if (jstr(sl, "owner")) {
+			fputs("  owner ", l.f);
+			put_clean(l.f, jstr(sl, "owner"), 0);
+		}
+		if (jstr(sl, "last_error")) {
+			fputs("  error: ", l.f);
+			put_clean(l.f, jstr(sl, "last_error"), 0);
+		}
+		line_emit(&l, out, term, 4, NULL);
+	}
+}
+
 static void render_jobs(FILE *out, const json_t *jobs, const bf_term *term)
 {
 	size_t n = json_is_array(jobs) ? json_array_size(jobs) : 0, width[NCOLS];
@@ -460,6 +516,9 @@ static void render_jobs(FILE *out, const json_t *jobs, const bf_term *term)
 			fputs(c == NCOLS - 1 ? "\n" : "  ", out);
 		}
 		render_job_details(out, rows[i].job, term);
+		/* One job asked for (status JOB): its ranges too. */
+		if (n == 1)
+			render_slices(out, rows[i].job, term);
 		row_free(&rows[i]);
 	}
 	free(rows);

@@ -65,6 +65,9 @@ def test_four_slices_walk_every_row_once_and_sum_on_the_job_row(db, daemon_facto
     assert pids == 4
     status = daemon.ctl_json('status', 'sliced')['jobs'][0]
     assert len(status['slices']) == 4 and all(x['here'] for x in status['slices']), status
+    text = daemon.ctl('status', 'sliced').stdout
+    assert all(f'slice {n}/4' in text for n in range(1, 5)), text
+    assert len([line for line in text.splitlines() if line.startswith('sliced ')]) == 1, text
     row = wait_succeeded(conn, 'sliced', 120)
     assert_each_row_once(conn, rows=4000)
     # The row's own totals are the slices' sums, and every range is done.
@@ -263,3 +266,70 @@ def test_four_slices_three_daemons_random_kills_every_row_once(db, daemon_factor
     assert_each_row_once(conn, rows=6000)
     assert row['row']['rows_scanned'] == 6000, f'seed {seed}: {row["row"]}'
     assert sum(x['lease_epoch'] for x in row['slices']) > 4, f'seed {seed}: no takeover'
+
+
+def _migrations_before_slices():
+    """The SQL of schema migrations 1-3, as daemon/schema.c holds them (a
+    released migration is never edited): what a daemon of the version
+    before slices installed."""
+    import ast
+    from daemon import REPO_ROOT
+    source = (REPO_ROOT / 'daemon' / 'schema.c').read_text()
+    body = source[source.index('schema_migrations[] = {'):source.index('};')]
+    body = re.sub(r'/\*.*?\*/', '', body, flags=re.S)
+    body = body.replace('" BF_NOTIFY_CHANNEL "', 'backfill_jobs')
+    migrations, current = [], []
+    for token in re.findall(r'"(?:[^"\\]|\\.)*"|,', body):
+        if token == ',':
+            migrations.append(''.join(current))
+            current = []
+        else:
+            current.append(ast.literal_eval(token))
+    return migrations[:3]
+
+
+def test_an_upgrade_carries_a_job_paused_mid_walk_over_at_its_checkpoint(db, daemon_factory):
+    """A database left by the version before slices: schema 3 and a job
+    paused after walking ids 1..1200 of 3000 (its counters and checkpoint
+    as that version committed them), and one running under a dead owner's
+    lease. The upgrade makes each one slice; resumed, they go on from their
+    checkpoints and no row is done twice."""
+    conn = db.conn
+    conn.execute('CREATE SCHEMA backfill')
+    conn.execute('CREATE TABLE backfill.schema_version (version integer PRIMARY KEY, '
+                 'applied_at timestamptz NOT NULL DEFAULT now())')
+    for n, sql in enumerate(_migrations_before_slices(), 1):
+        conn.execute(sql)
+        conn.execute('INSERT INTO backfill.schema_version (version) VALUES (%s)', (n,))
+    counter_table(conn, 'old_paused', rows=3000)
+    counter_table(conn, 'old_running', rows=3000)
+    conn.execute('UPDATE old_paused SET counter = 1 WHERE id <= 1200')
+    conn.execute('UPDATE old_running SET counter = 1 WHERE id <= 700')
+    key = 'id (type 20)'
+    for name, state, done, owner in (('old_paused', 'paused', 1200, None),
+                                     ('old_running', 'running', 700, 'gone:1:dead')):
+        conn.execute(
+            "INSERT INTO backfill.jobs (name, table_name, set_clause, state, rows_scanned, "
+            "rows_updated, batches, checkpoint, upper_bound, rows_estimate, table_oid, "
+            "walk_key, owner, lease_epoch, lease_until, started_at) "
+            "VALUES (%s, %s, 'counter = counter + 1', %s, %s, %s, %s, %s, '{3000}', 3000, "
+            "%s::regclass, %s, %s, 3, now() - interval '1 minute', now())",
+            (name, name, state, done, done, done // 100, [str(done)], name, key, owner))
+    daemon = daemon_factory(db.server, db.name, SLICED)
+    versions = [r[0] for r in conn.execute('SELECT version FROM backfill.schema_version '
+                                           'ORDER BY 1').fetchall()]
+    assert versions == [1, 2, 3, 4]
+    row = job_row(conn, 'old_paused')
+    assert row['state'] == 'paused'
+    assert [(s['slice'], s['checkpoint'], s['rows_scanned']) for s in row['slices']] == \
+        [(1, ['1200'], 1200)]
+    # The running one is taken over from its checkpoint; the paused one
+    # waits for its resume.
+    wait_succeeded(conn, 'old_running', 60)
+    assert_each_row_once(conn, 'old_running', rows=3000)
+    assert job_row(conn, 'old_running')['row']['rows_scanned'] == 3000
+    assert job_row(conn, 'old_paused')['state'] == 'paused'
+    assert daemon.ctl('resume', 'old_paused').returncode == 0
+    row = wait_succeeded(conn, 'old_paused', 60)
+    assert_each_row_once(conn, 'old_paused', rows=3000)
+    assert row['row']['rows_scanned'] == 3000 and row['row']['rows_updated'] == 3000
