@@ -177,7 +177,14 @@ char *bf_split_plan_sql(const bf_walk *w, const char *upper, int n, int64_t rows
 			      " END AS boundary,\n"
 			      "       " COL_RN " - coalesce(lag(" COL_RN ") OVER (ORDER BY ");
 	aliases(&sb, w, "");
-	bf_strbuf_append(&sb, "), 0) AS keys,\n       " COL_PCT " AS percent\nFROM " CTE_ENDS
+	bf_strbuf_append(&sb, "), 0) AS keys,\n       " COL_PCT " AS percent,\n");
+	/* The range's upper bound as JSON, an array of strings: the last
+	 * range's is the walk's bound. */
+	bf_strbuf_printf(&sb,
+			 "       to_json(CASE WHEN " COL_NEXT " IS NOT NULL THEN " COL_BOUND
+			 " ELSE %s::text[] END) AS upper_json\n",
+			 upper);
+	bf_strbuf_append(&sb, "FROM " CTE_ENDS
 			      "\nWHERE " COL_NEXT " IS DISTINCT FROM " COL_TILE "\nORDER BY ");
 	aliases(&sb, w, "");
 	return bf_strbuf_finish(&sb);

@@ -58,7 +58,8 @@ char *bf_split_sql(const bf_walk *w, const char *upper, int n, int64_t rows_esti
 
 /* The same split for backfillctl plan: one row per range, in key order,
  * with the columns below (the last range's boundary is NULL: it ends at
- * the upper bound). No row for an empty table; one range when n <= 1. */
+ * the upper bound). No row for an empty table; one range when n <= 1.
+ * `upper` is an expression of the bound, as for bf_split_sql. */
 char *bf_split_plan_sql(const bf_walk *w, const char *upper, int n, int64_t rows_estimate);
 
 /* The columns of a row of bf_split_plan_sql. */
@@ -66,6 +67,7 @@ enum bf_split_plan_col {
 	BF_SPLIT_BOUNDARY, /* text[]: the range's inclusive upper bound; NULL for the last */
 	BF_SPLIT_KEYS,	   /* keys read in the range (sampled or all) */
 	BF_SPLIT_PERCENT,  /* the sample's percentage of the table: 100 when every key was read */
+	BF_SPLIT_UPPER_JSON, /* json: the range's inclusive upper bound, an array of strings */
 };
 
 #endif

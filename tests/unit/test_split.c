@@ -131,7 +131,9 @@ static void test_plan_form_counts_keys_per_range(void)
 				 "\"backfill bound\" END AS boundary,\n"
 				 "       \"backfill rn\" - coalesce(lag(\"backfill rn\") OVER "
 				 "(ORDER BY \"backfill k1\", \"backfill k2\"), 0) AS keys,\n"
-				 "       \"backfill percent\" AS percent\n");
+				 "       \"backfill percent\" AS percent,\n"
+				 "       to_json(CASE WHEN \"backfill next\" IS NOT NULL THEN "
+				 "\"backfill bound\" ELSE $1::text[] END) AS upper_json\n");
 	UNIT_CHECK_CONTAINS(sql, "WHERE \"backfill next\" IS DISTINCT FROM \"backfill tile\"");
 	free(sql);
 }
