@@ -71,7 +71,7 @@ struct bf_plan {
 
 	uint64_t started_ns;
 	int64_t locked_rows;
-	json_t *ranges; /* the key ranges the split would make (PLAN_SLICES) */
+	json_t *ranges;	       /* the key ranges the split would make (PLAN_SLICES) */
 	double sample_percent; /* of the table's pages the split read: 100 for every key */
 	json_t *result;
 };
@@ -294,10 +294,10 @@ static int plan_slices_read(bf_plan *plan, const PGresult *res)
 		/* The next range starts where this one ends. */
 		json_t *next_lower = json_incref(upper);
 
-		if (json_array_append_new(ranges, json_pack("{s:i, s:o, s:o, s:I}", "slice", i + 1,
-							    "lower_bound", lower, "upper_bound",
-							    upper, "rows_estimate",
-							    (json_int_t)rows)) != 0) {
+		if (json_array_append_new(ranges,
+					  json_pack("{s:i, s:o, s:o, s:I}", "slice", i + 1,
+						    "lower_bound", lower, "upper_bound", upper,
+						    "rows_estimate", (json_int_t)rows)) != 0) {
 			json_decref(ranges);
 			ranges = NULL;
 		}
@@ -305,9 +305,9 @@ static int plan_slices_read(bf_plan *plan, const PGresult *res)
 	}
 	json_decref(lower);
 	if (ranges && n == 0 &&
-	    json_array_append_new(ranges, json_pack("{s:i, s:n, s:n, s:i}", "slice", 1,
-						    "lower_bound", "upper_bound",
-						    "rows_estimate", 0)) != 0) {
+	    json_array_append_new(ranges,
+				  json_pack("{s:i, s:n, s:n, s:i}", "slice", 1, "lower_bound",
+					    "upper_bound", "rows_estimate", 0)) != 0) {
 		json_decref(ranges);
 		ranges = NULL;
 	}

@@ -101,8 +101,7 @@ static void sampled_keys(bf_strbuf *sb, const bf_walk *w, const char *upper, dou
 	char again[256];
 
 	snprintf(again, sizeof(again),
-		 "(SELECT least(100, %.9g * %d / greatest(count(*), 1))::real FROM " CTE_SAMPLE
-		 ")",
+		 "(SELECT least(100, %.9g * %d / greatest(count(*), 1))::real FROM " CTE_SAMPLE ")",
 		 percent, BF_SPLIT_SAMPLE_ROWS);
 	bf_strbuf_append(sb, CTE_SAMPLE " AS MATERIALIZED (\n  SELECT ");
 	keys_as_aliases(sb, w);
@@ -135,7 +134,8 @@ static void tiled_keys(bf_strbuf *sb, const bf_walk *w, const char *upper, int n
 		every_key(sb, w, upper);
 	else
 		sampled_keys(sb, w, upper, bf_split_sample_percent(rows_estimate));
-	bf_strbuf_append(sb, ",\n" CTE_ENDS " AS (\n  SELECT *, lead(" COL_TILE ") OVER (ORDER BY ");
+	bf_strbuf_append(sb,
+			 ",\n" CTE_ENDS " AS (\n  SELECT *, lead(" COL_TILE ") OVER (ORDER BY ");
 	aliases(sb, w, "");
 	bf_strbuf_append(sb, ") AS " COL_NEXT "\n  FROM (SELECT *, ARRAY[");
 	aliases(sb, w, "::text");
@@ -184,8 +184,8 @@ char *bf_split_plan_sql(const bf_walk *w, const char *upper, int n, int64_t rows
 			 "       to_json(CASE WHEN " COL_NEXT " IS NOT NULL THEN " COL_BOUND
 			 " ELSE %s::text[] END) AS upper_json\n",
 			 upper);
-	bf_strbuf_append(&sb, "FROM " CTE_ENDS
-			      "\nWHERE " COL_NEXT " IS DISTINCT FROM " COL_TILE "\nORDER BY ");
+	bf_strbuf_append(&sb, "FROM " CTE_ENDS "\nWHERE " COL_NEXT " IS DISTINCT FROM " COL_TILE
+			      "\nORDER BY ");
 	aliases(&sb, w, "");
 	return bf_strbuf_finish(&sb);
 }

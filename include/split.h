@@ -64,9 +64,9 @@ char *bf_split_plan_sql(const bf_walk *w, const char *upper, int n, int64_t rows
 
 /* The columns of a row of bf_split_plan_sql. */
 enum bf_split_plan_col {
-	BF_SPLIT_BOUNDARY, /* text[]: the range's inclusive upper bound; NULL for the last */
-	BF_SPLIT_KEYS,	   /* keys read in the range (sampled or all) */
-	BF_SPLIT_PERCENT,  /* the sample's percentage of the table: 100 when every key was read */
+	BF_SPLIT_BOUNDARY,   /* text[]: the range's inclusive upper bound; NULL for the last */
+	BF_SPLIT_KEYS,	     /* keys read in the range (sampled or all) */
+	BF_SPLIT_PERCENT,    /* the sample's percentage of the table: 100 when every key was read */
 	BF_SPLIT_UPPER_JSON, /* json: the range's inclusive upper bound, an array of strings */
 };
 

@@ -58,7 +58,8 @@ static void test_composite_keys_quoted_and_cast_back(void)
 	bf_walk w = walk_two();
 	char *sql = bf_split_sql(&w, "'{\"a b\",7}'", 3, 100);
 
-	UNIT_CHECK_CONTAINS(sql, "SELECT tenant AS \"backfill k1\", \"Order No\" AS \"backfill k2\"");
+	UNIT_CHECK_CONTAINS(sql,
+			    "SELECT tenant AS \"backfill k1\", \"Order No\" AS \"backfill k2\"");
 	UNIT_CHECK_CONTAINS(sql, "FROM \"my schema\".\"Orders\" WHERE (tenant, \"Order No\") <= "
 				 "(('{\"a b\",7}'::text[])[1]::text, "
 				 "('{\"a b\",7}'::text[])[2]::bigint)");
