@@ -13,6 +13,7 @@
  */
 #include "split.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -20,11 +21,13 @@
 
 /* Our own names are quoted, so that no key column (one named "boundary"
  * or "tile", say) collides with them. */
+#define CTE_RATE   "\"backfill rate\""
 #define CTE_SAMPLE "\"backfill sample\""
 #define CTE_KEYS   "\"backfill keys\""
 #define CTE_ENDS   "\"backfill ends\""
 #define COL_BOUND  "\"backfill bound\""
 #define COL_PCT	   "\"backfill percent\""
+#define COL_FIRST  "\"backfill first percent\""
 #define COL_TILE   "\"backfill tile\""
 #define COL_NEXT   "\"backfill next\""
 #define COL_RN	   "\"backfill rn\""
@@ -85,35 +88,74 @@ static void every_key(bf_strbuf *sb, const bf_walk *w, const char *upper)
 	bf_strbuf_append(sb, "\n)");
 }
 
-/* A page sample (TABLESAMPLE SYSTEM reads only the pages it picks) of about
- * BF_SPLIT_SAMPLE_ROWS keys. When it returns fewer than BF_SPLIT_SAMPLE_MIN
- * (the estimate is far too high: the table was emptied since its last
- * ANALYZE), a second sample is drawn at the percentage that the first one's
- * count says would reach the target: reading every key would cost as much
- * as the table is large, and the table may still be large; the second
- * sample costs what the target does. It is 100% (every page, once) only
- * when the first sample says the whole table is smaller than the target,
- * and a first sample of no row at all also reads every page: the table
- * is then empty or nearly so. Each branch runs only when its one-time
- * condition holds (an uncorrelated subquery, a one-time filter, gates the scan). */
-static void sampled_keys(bf_strbuf *sb, const bf_walk *w, const char *upper, double percent)
+/* The table's name as a string constant (E'' reads the same whatever
+ * standard_conforming_strings says), for its pg_class row. */
+static void table_literal(bf_strbuf *sb, const char *table)
 {
-	char again[256];
+	bf_strbuf_append(sb, "E'");
+	for (const char *c = table; *c; c++) {
+		char one[2] = {*c, '\0'};
+
+		bf_strbuf_append(sb, *c == '\'' ? "''" : *c == '\\' ? "\\\\" : one);
+	}
+	bf_strbuf_append(sb, "'");
+}
+
+/* The first sample's percentage of the table's pages: enough for about
+ * BF_SPLIT_SAMPLE_ROWS keys, and for BF_SPLIT_SAMPLE_PAGES_PER_RANGE pages
+ * per range (split.h: on a table stored in key order the pages, not the
+ * rows, are what the sample counts). A partitioned table has no pages of
+ * its own (relpages 0): its rows decide. */
+static void first_percent(bf_strbuf *sb, const bf_walk *w, int n, int64_t rows_estimate)
+{
+	bf_strbuf_printf(
+		sb,
+		CTE_RATE " AS MATERIALIZED (\n"
+			 "  SELECT least(100, greatest(%.9g, CASE WHEN relpages > 0\n"
+			 "    THEN 100.0 * %d * %d / relpages ELSE 0 END))::real AS " COL_FIRST
+			 "\n  FROM pg_class WHERE oid = ",
+		bf_split_sample_percent(rows_estimate), BF_SPLIT_SAMPLE_PAGES_PER_RANGE, n);
+	table_literal(sb, w->table);
+	bf_strbuf_append(sb, "::regclass\n),\n");
+}
+
+/* A page sample (TABLESAMPLE SYSTEM reads only the pages it picks) of the
+ * first percentage. When it returns fewer than BF_SPLIT_SAMPLE_MIN keys
+ * (the estimate is far too high: the table was emptied since its last
+ * ANALYZE), a second sample is drawn at the percentage that the first
+ * one's count says would have brought the keys expected: reading every key
+ * instead would cost as much as the table is large, and the table may
+ * still be large; the second sample costs what the first was meant to.
+ * It is 100% (every page, once) only when the first sample says the whole
+ * table is smaller than that, and a first sample of no key at all reads
+ * every page too: the table is then empty or nearly so. Each branch runs
+ * only when its condition holds (an uncorrelated subquery: a one-time
+ * filter gates the scan). */
+static void sampled_keys(bf_strbuf *sb, const bf_walk *w, const char *upper, int n,
+			 int64_t rows_estimate)
+{
+	char again[320];
 
 	snprintf(again, sizeof(again),
-		 "(SELECT least(100, %.9g * %d / greatest(count(*), 1))::real FROM " CTE_SAMPLE ")",
-		 percent, BF_SPLIT_SAMPLE_ROWS);
+		 "(SELECT least(100, " COL_FIRST " * " COL_FIRST " * %" PRId64 " / 100.0\n"
+		 "    / greatest(s.n, 1))::real FROM (SELECT count(*) AS n FROM " CTE_SAMPLE
+		 ") s, " CTE_RATE ")",
+		 rows_estimate);
+	first_percent(sb, w, n, rows_estimate);
 	bf_strbuf_append(sb, CTE_SAMPLE " AS MATERIALIZED (\n  SELECT ");
 	keys_as_aliases(sb, w);
-	bf_strbuf_printf(sb, "\n  FROM %s TABLESAMPLE SYSTEM (%.9g)", w->table, percent);
+	bf_strbuf_printf(
+		sb, "\n  FROM %s TABLESAMPLE SYSTEM ((SELECT " COL_FIRST " FROM " CTE_RATE "))",
+		w->table);
 	up_to_bound(sb, w, upper);
 	bf_strbuf_append(sb, "\n),\n" CTE_KEYS " AS (\n  SELECT ");
 	aliases(sb, w, "");
 	bf_strbuf_printf(sb,
-			 ", %.9g::real AS " COL_PCT " FROM " CTE_SAMPLE "\n"
+			 ", (SELECT " COL_FIRST " FROM " CTE_RATE ") AS " COL_PCT
+			 " FROM " CTE_SAMPLE "\n"
 			 "  WHERE (SELECT count(*) FROM " CTE_SAMPLE ") >= %d\n"
 			 "  UNION ALL\n  SELECT ",
-			 percent, BF_SPLIT_SAMPLE_MIN);
+			 BF_SPLIT_SAMPLE_MIN);
 	keys_as_aliases(sb, w);
 	bf_strbuf_printf(sb, ", %s\n  FROM %s TABLESAMPLE SYSTEM (%s)", again, w->table, again);
 	up_to_bound(sb, w, upper);
@@ -133,7 +175,7 @@ static void tiled_keys(bf_strbuf *sb, const bf_walk *w, const char *upper, int n
 	if (bf_split_reads_every_key(rows_estimate))
 		every_key(sb, w, upper);
 	else
-		sampled_keys(sb, w, upper, bf_split_sample_percent(rows_estimate));
+		sampled_keys(sb, w, upper, n, rows_estimate);
 	bf_strbuf_append(sb,
 			 ",\n" CTE_ENDS " AS (\n  SELECT *, lead(" COL_TILE ") OVER (ORDER BY ");
 	aliases(sb, w, "");

@@ -20,20 +20,29 @@
  * it a sample would cost as much and be less even. */
 #define BF_SPLIT_EXACT_MAX_ROWS 100000
 
-/* The rows a sample aims for: 100k keys put a few hundred sampled pages
- * in each of 4 ranges, and the page sample's error on a range's row count
- * shrinks with the square root of that (about ±7% at one standard
- * deviation), well inside the ±25% a slice may be off. Sorting 100k keys
- * takes tens of milliseconds. */
+/* The rows a sample aims for at least: 100k keys sort in tens of
+ * milliseconds, and on a table whose rows are not stored in key order
+ * they put 25k independent keys in each of 4 ranges. */
 #define BF_SPLIT_SAMPLE_ROWS 100000
+
+/* And at least this many pages per range: on a table stored in key order
+ * (ids inserted in order, the common case) a sampled page brings a run of
+ * adjacent keys, so the error of a range's row count goes with the pages
+ * sampled in it, not the rows: about 1/sqrt(pages), some 6% at one
+ * standard deviation here, so that every range of a 64-slice job stays
+ * well within ±25%. 256 pages (2 MB) per range: 8 MB for 4 slices, 128 MB
+ * for 64, read page by page (the table is then large: 64 slices are for
+ * billions of rows). */
+#define BF_SPLIT_SAMPLE_PAGES_PER_RANGE 256
 
 /* A sample that came back with fewer rows than this (statistics far too
  * high: a table emptied since its last ANALYZE) is drawn again, larger,
  * by the count it did return (bf_split_sql). */
 #define BF_SPLIT_SAMPLE_MIN 10000
 
-/* The percentage of the table's pages to sample for rows_estimate rows:
- * (0, 100]. */
+/* The percentage of the table's pages to sample for BF_SPLIT_SAMPLE_ROWS
+ * of rows_estimate rows: (0, 100]. The SQL raises it to the pages floor
+ * above, from the table's relpages. */
 double bf_split_sample_percent(int64_t rows_estimate);
 
 /* Whether the split of a table of rows_estimate rows (< 0: unknown) reads

@@ -93,14 +93,15 @@ def daemon(db, daemon_factory):
 
 
 def test_skewed_bigint_keys_are_cut_where_the_rows_are(db, daemon):
-    """90% of 200k rows in the first 9% of the id space, the rest spread
-    over the remaining 91%: cuts at even key distances would put nearly
-    every row in the first range. Sampled (above the exact threshold)."""
+    """90% of 400k rows in the first 7% of the id space, the rest spread
+    over the last 90%: cuts at even key distances would put nearly every
+    row in the first range. Sampled: above the exact threshold, and more
+    pages than the sample's floor for 4 ranges (split.h)."""
     conn = db.conn
-    rows, top = 200_000, 10_000_000
+    rows, top = 400_000, 10_000_000
     make_table(conn, 'skewed', 'id bigint', 'id',
-               'SELECT g * 5 FROM generate_series(1, 180000) g '
-               'UNION ALL SELECT 1000000 + g * 450 FROM generate_series(1, 20000) g')
+               'SELECT g * 2 FROM generate_series(1, 360000) g '
+               'UNION ALL SELECT 1000000 + g * 225 FROM generate_series(1, 40000) g')
     assert rows > EXACT_MAX_ROWS
     # The data is what the test says: a key-space split is badly uneven.
     naive = [conn.execute('SELECT count(*) FROM skewed WHERE id > %s AND id <= %s',
@@ -206,3 +207,51 @@ def test_slices_default_to_engine_slices_and_show_in_text(db, daemon):
     print(text)
     assert 'slices: 4 requested, 4 ranges (every key read)' in text, text
     assert 'ideal' in text and 'BENCHMARKS.md' in text, text
+
+
+def stale_statistics(conn, table, reltuples):
+    """The statistics as an ANALYZE long ago left them (before a mass
+    delete, say): pg_class says `reltuples` rows, on as many pages as
+    that many rows of the table fill now; autovacuum leaves them."""
+    conn.execute(f'ALTER TABLE {table} SET (autovacuum_enabled = false)')
+    conn.execute('UPDATE pg_class SET relpages = relpages * (%s / reltuples), reltuples = %s '
+                 'WHERE oid = %s::regclass', (reltuples, reltuples, table))
+
+
+def test_sample_far_short_of_its_size_is_drawn_again_larger(db, daemon):
+    """Statistics say 10M rows, the table holds 300k: the first sample (2%
+    of the pages the statistics count, 1024 of 54k for 4 ranges: some 30
+    of the real ones) brings about 6000 keys, too few to cut evenly; the
+    second one, drawn at the percentage that count says brings the keys
+    expected (about 60%), is a sample still, not every page."""
+    conn = db.conn
+    rows = 300_000
+    make_table(conn, 'shrunk', 'id bigint', 'id',
+               f'SELECT g FROM generate_series(1, {rows}) g')
+    stale_statistics(conn, 'shrunk', 10e6)
+    slices = plan_slices(daemon, conn, 'shrunk')
+    assert 5 < slices['sample_percent'] < 100, slices
+    assert_even(conn, 'shrunk', [('id', 'bigint')], slices, rows, 'sample')
+
+
+def test_small_table_with_large_statistics_reads_every_key(db, daemon):
+    """Statistics say 50M rows, the table holds 20k: the first sample finds
+    next to nothing, and the second one reads every page."""
+    conn = db.conn
+    rows = 20_000
+    make_table(conn, 'emptied', 'id bigint', 'id',
+               f'SELECT g FROM generate_series(1, {rows}) g')
+    stale_statistics(conn, 'emptied', 50e6)
+    slices = plan_slices(daemon, conn, 'emptied')
+    assert_even(conn, 'emptied', [('id', 'bigint')], slices, rows, 'every key')
+
+
+def test_never_analyzed_table_reads_every_key(db, daemon):
+    conn = db.conn
+    rows = 30_000
+    make_table(conn, 'fresh', 'id bigint', 'id',
+               f'SELECT g * g FROM generate_series(1, {rows}) g', analyze=False)
+    conn.execute('ALTER TABLE fresh SET (autovacuum_enabled = false)')
+    slices = plan_slices(daemon, conn, 'fresh')
+    counts = assert_even(conn, 'fresh', [('id', 'bigint')], slices, rows, 'every key')
+    assert counts == [rows // SLICES] * SLICES, counts

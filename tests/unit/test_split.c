@@ -85,14 +85,24 @@ static void test_one_slice_has_no_boundary_and_reads_nothing(void)
 static void test_large_table_is_sampled_by_pages(void)
 {
 	bf_walk w = walk_one();
+	w.table = "\"it's\".\"a\\b\"";
 	char *sql = bf_split_sql(&w, "$4", 8, 10000000);
 
-	/* 100k of 10M rows: 1% of the pages. */
-	UNIT_CHECK_CONTAINS(sql, "FROM public.orders TABLESAMPLE SYSTEM (1) WHERE (id) <= ");
+	/* 100k of 10M rows: 1% of the pages, or 256 pages per range. */
+	UNIT_CHECK_CONTAINS(sql, "SELECT least(100, greatest(1, CASE WHEN relpages > 0\n"
+				 "    THEN 100.0 * 256 * 8 / relpages ELSE 0 END))::real AS "
+				 "\"backfill first percent\"\n"
+				 "  FROM pg_class WHERE oid = E'\"it''s\".\"a\\\\b\"'::regclass");
+	UNIT_CHECK_CONTAINS(sql,
+			    "FROM \"it's\".\"a\\b\" TABLESAMPLE SYSTEM ((SELECT "
+			    "\"backfill first percent\" FROM \"backfill rate\")) WHERE (id) <= ");
 	UNIT_CHECK_CONTAINS(sql, "WHERE (SELECT count(*) FROM \"backfill sample\") >= 10000");
 	/* Too few sampled: drawn again, larger, never more than every page. */
-	UNIT_CHECK_CONTAINS(sql, "TABLESAMPLE SYSTEM ((SELECT least(100, 1 * 100000 / "
-				 "greatest(count(*), 1))::real FROM \"backfill sample\"))");
+	UNIT_CHECK_CONTAINS(sql,
+			    "TABLESAMPLE SYSTEM ((SELECT least(100, \"backfill first percent\" "
+			    "* \"backfill first percent\" * 10000000 / 100.0\n"
+			    "    / greatest(s.n, 1))::real FROM (SELECT count(*) AS n FROM "
+			    "\"backfill sample\") s, \"backfill rate\"))");
 	UNIT_CHECK_CONTAINS(sql, "AND (SELECT count(*) FROM \"backfill sample\") < 10000");
 	UNIT_CHECK_CONTAINS(sql, "ntile(8) OVER");
 	free(sql);
@@ -117,7 +127,7 @@ static void test_exact_or_sampled_by_the_estimate(void)
 
 	UNIT_CHECK(strstr(unknown, "TABLESAMPLE") == NULL);
 	UNIT_CHECK(strstr(exact, "TABLESAMPLE") == NULL);
-	UNIT_CHECK_CONTAINS(sampled, "TABLESAMPLE SYSTEM (99.999)");
+	UNIT_CHECK_CONTAINS(sampled, "greatest(99.999, CASE");
 	free(unknown);
 	free(exact);
 	free(sampled);
