@@ -645,6 +645,84 @@ static void render_plan_total(FILE *out, const json_t *result, double total)
 	fputs(", without the verification pass", out);
 }
 
+/* (a, b): a range's bound, each key column as text. */
+static void render_key(FILE *out, const json_t *key)
+{
+	size_t i;
+	const json_t *column;
+
+	fputc('(', out);
+	json_array_foreach(key, i, column)
+	{
+		if (i)
+			fputs(", ", out);
+		put_clean(out, json_is_string(column) ? json_string_value(column) : "?", 0);
+	}
+	fputc(')', out);
+}
+
+/* The first ranges of the split are enough to see its shape; --json has
+ * them all (up to 64). */
+#define PLAN_RANGES_SHOWN 8
+
+/* "slices: 4 requested, 4 ranges (...)", a line per range, and the ideal
+ * duration with that many slices, said to be the ideal. */
+static void render_plan_slices(FILE *out, const json_t *result)
+{
+	const json_t *slices = json_object_get(result, "slices");
+	const json_t *ranges = json_object_get(slices, "ranges"), *range;
+	const char *method = jstr(slices, "method");
+	double requested, percent, rows, eta, limited;
+	size_t i, n = json_array_size(ranges);
+	char buf[32];
+
+	if (!json_is_object(slices) || !jnum(slices, "requested", &requested))
+		return;
+	fprintf(out, "slices: %.0f requested, %zu range%s", requested, n, n == 1 ? "" : "s");
+	if (jnum(slices, "sample_percent", &percent))
+		fprintf(out, " (cut at a sample of %.2g%% of the table's pages)\n", percent);
+	else
+		fprintf(out, " (%s read)\n", method ? method : "every key");
+	json_array_foreach(ranges, i, range)
+	{
+		const json_t *lower = json_object_get(range, "lower_bound"),
+			     *upper = json_object_get(range, "upper_bound");
+
+		if (i == PLAN_RANGES_SHOWN) {
+			fprintf(out, "  ... %zu more (--json lists them)\n", n - i);
+			break;
+		}
+		fprintf(out, "  %2zu  ", i + 1);
+		if (json_is_array(lower)) {
+			fputs("after ", out);
+			render_key(out, lower);
+		} else {
+			fputs("from the first key", out);
+		}
+		if (json_is_array(upper)) {
+			fputs(" to ", out);
+			render_key(out, upper);
+		} else {
+			fputs(" (no key)", out);
+		}
+		if (jnum(range, "rows_estimate", &rows)) {
+			fmt_count(buf, sizeof buf, rows);
+			fprintf(out, ": about %s rows", buf);
+		}
+		fputc('\n', out);
+	}
+	if (!jnum(slices, "eta_s", &eta))
+		return;
+	bf_render_duration(buf, sizeof buf, eta);
+	fprintf(out, "with %zu slice%s: about %s at best (", n, n == 1 ? "" : "s", buf);
+	/* The rate limit is the job's total: its slices share it. */
+	if (jnum(result, "estimated_rate_limited_s", &limited) && limited >= eta)
+		fputs("the rate limit, which the slices share", out);
+	else
+		fprintf(out, "the estimate above / %zu", n);
+	fputs(": the ideal;\n  real scaling is lower, measured in BENCHMARKS.md)\n", out);
+}
+
 void bf_render_plan(FILE *out, const json_t *result)
 {
 	const char *job = jstr(result, "job"), *table = jstr(result, "table"),
@@ -683,6 +761,7 @@ void bf_render_plan(FILE *out, const json_t *result)
 	} else {
 		fputs("table: size unknown (no statistics yet)\n", out);
 	}
+	render_plan_slices(out, result);
 
 	if (plan && *plan) {
 		char *clean = bf_term_clean(plan, 1);

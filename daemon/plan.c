@@ -2,9 +2,10 @@
  *
  * A dry run on a connection of its own (never a job's, never the monitor's:
  * it may wait on locks for up to statement_timeout): read the job row, check
- * its clauses, resolve the table, take the walk's bound, then BEGIN, lock
- * the page, EXPLAIN ANALYZE the batch without its checkpoint write, and
- * ROLLBACK. Nothing it did survives; what it measured is reported.
+ * its clauses, resolve the table, take the walk's bound, cut the key range
+ * into the job's slices as a start would (a read-only query: split.h), then
+ * BEGIN, lock the page, EXPLAIN ANALYZE the batch without its checkpoint
+ * write, and ROLLBACK. Nothing it did survives; what it measured is reported.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "monitor.h"
 #include "pgcell.h"
 #include "resolve.h"
+#include "split.h"
 #include "strbuf.h"
 
 typedef enum plan_step {
@@ -25,6 +27,7 @@ typedef enum plan_step {
 	PLAN_ROW,
 	PLAN_RESOLVE,
 	PLAN_BOUND,
+	PLAN_SLICES,
 	PLAN_BEGIN,
 	PLAN_LOCK,
 	PLAN_EXPLAIN,
@@ -39,6 +42,7 @@ enum {
 	ROW_UPPER_BOUND,
 	ROW_ROWS_SCANNED,
 	ROW_MAX_ROWS_PER_S,
+	ROW_SLICES,
 };
 
 struct bf_plan {
@@ -61,11 +65,14 @@ struct bf_plan {
 	int batch_size;
 	int64_t rows_scanned;
 	int64_t max_rows_per_s; /* the job's knob; 0: none */
+	int slices;		/* jobs.slices, or engine.slices when the row says nothing */
 	bf_table table;
 	bf_walk walk;
 
 	uint64_t started_ns;
 	int64_t locked_rows;
+	json_t *ranges;	       /* the key ranges the split would make (PLAN_SLICES) */
+	double sample_percent; /* of the table's pages the split read: 100 for every key */
 	json_t *result;
 };
 
@@ -84,6 +91,7 @@ static void plan_closed_one(bf_plan *plan)
 	free(plan->upper_bound);
 	free(plan->created_by);
 	bf_table_free(&plan->table);
+	json_decref(plan->ranges);
 	json_decref(plan->result);
 	free(plan);
 }
@@ -180,6 +188,7 @@ static void plan_row(bf_plan *plan, const PGresult *res)
 	plan->max_rows_per_s = bf_cell_int(res, 0, ROW_MAX_ROWS_PER_S, 0);
 	if (plan->max_rows_per_s < 0)
 		plan->max_rows_per_s = 0;
+	plan->slices = (int)bf_cell_int(res, 0, ROW_SLICES, plan->cmds->cfg->slices);
 	plan->created_by = def.created_by ? strdup(def.created_by) : NULL;
 	plan->allow_triggers = def.allow_triggers;
 
@@ -258,6 +267,87 @@ static void plan_estimates(bf_plan *plan, json_t *result, double batch_ms)
 			    which ? json_string(which) : json_null());
 }
 
+/* The ranges of the split (bf_split_plan_sql), each with its rows: counted
+ * when every key was read, the sampled keys scaled up by the sample's
+ * percentage otherwise (an estimate that holds even when the table's
+ * statistics are stale). No row: the table holds no key up to the bound,
+ * and the job is one range with nothing in it. Returns 0, -1 when out of
+ * memory. */
+static int plan_slices_read(bf_plan *plan, const PGresult *res)
+{
+	json_t *ranges = json_array(), *lower = json_null();
+	int n = PQntuples(res);
+
+	plan->sample_percent = 100;
+	for (int i = 0; ranges && i < n; i++) {
+		const char *upper_json = bf_cell(res, i, BF_SPLIT_UPPER_JSON);
+		json_t *upper = upper_json ? json_loads(upper_json, JSON_DECODE_ANY, NULL) : NULL;
+		double percent = strtod(bf_cell(res, i, BF_SPLIT_PERCENT), NULL);
+		int64_t keys = bf_cell_int(res, i, BF_SPLIT_KEYS, 0);
+		int64_t rows = percent >= 100 || percent <= 0
+				       ? keys
+				       : (int64_t)((double)keys * 100.0 / percent + 0.5);
+
+		if (!upper)
+			upper = json_null(); /* not JSON: cannot happen (to_json) */
+		plan->sample_percent = percent;
+		/* The next range starts where this one ends. */
+		json_t *next_lower = json_incref(upper);
+
+		if (json_array_append_new(ranges,
+					  json_pack("{s:i, s:o, s:o, s:I}", "slice", i + 1,
+						    "lower_bound", lower, "upper_bound", upper,
+						    "rows_estimate", (json_int_t)rows)) != 0) {
+			json_decref(ranges);
+			ranges = NULL;
+		}
+		lower = next_lower;
+	}
+	json_decref(lower);
+	if (ranges && n == 0 &&
+	    json_array_append_new(ranges,
+				  json_pack("{s:i, s:n, s:n, s:i}", "slice", 1, "lower_bound",
+					    "upper_bound", "rows_estimate", 0)) != 0) {
+		json_decref(ranges);
+		ranges = NULL;
+	}
+	plan->ranges = ranges;
+	return ranges ? 0 : -1;
+}
+
+/* result.slices: the split and the estimate with that many slices. The
+ * ideal: the one-walk estimate at the measured pace divided by the number
+ * of ranges, but no faster than the rate limit, which is the job's total
+ * (its slices share it). Real scaling is lower: the ranges share the
+ * server's CPU, WAL and disks (BENCHMARKS.md measures it). */
+static void plan_slices_report(bf_plan *plan, json_t *result)
+{
+	size_t ranges = json_array_size(plan->ranges);
+	json_t *paced = json_object_get(result, "estimated_paced_s");
+	json_t *limited = json_object_get(result, "estimated_rate_limited_s");
+	json_t *eta = json_null();
+	bool every_key = plan->sample_percent >= 100;
+
+	if (json_is_number(paced) && ranges > 0) {
+		double ideal = json_number_value(paced) / (double)ranges;
+
+		if (json_is_number(limited) && json_number_value(limited) > ideal)
+			ideal = json_number_value(limited);
+		eta = json_real((double)(int64_t)(ideal * 10 + 0.5) / 10);
+	}
+	json_object_set_new(
+		result, "slices",
+		json_pack("{s:i, s:O, s:s, s:o, s:o, s:s}", "requested", plan->slices, "ranges",
+			  plan->ranges ? plan->ranges : json_null(), "method",
+			  every_key ? "every key" : "sample", "sample_percent",
+			  every_key ? json_null() : json_real(plan->sample_percent), "eta_s", eta,
+			  "eta_note",
+			  "ideal: the one-walk estimate at the measured pace divided by the number "
+			  "of ranges, no faster than the job's rate limit (its slices share it); "
+			  "real scaling is lower, the ranges sharing the server's CPU, WAL and "
+			  "disks: see BENCHMARKS.md for measured speed-ups"));
+}
+
 static void plan_explained(bf_plan *plan, const PGresult *res)
 {
 	double ms = (double)(uv_hrtime() - plan->started_ns) / 1e6;
@@ -282,8 +372,10 @@ static void plan_explained(bf_plan *plan, const PGresult *res)
 		"adaptive batch size change the real pace, and the verification pass at the end "
 		"(one more read of the walked range) is not included.",
 		"rolled_back", 1);
-	if (plan->result)
+	if (plan->result) {
 		plan_estimates(plan, plan->result, ms);
+		plan_slices_report(plan, plan->result);
+	}
 	free(plan_text);
 	plan->step = PLAN_ROLLBACK;
 	plan_send(plan);
@@ -302,6 +394,7 @@ static void plan_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 			[PLAN_ROW] = "reading the job row",
 			[PLAN_RESOLVE] = "resolving the table",
 			[PLAN_BOUND] = "finding the walk's upper bound",
+			[PLAN_SLICES] = "cutting the key range into slices",
 			[PLAN_BEGIN] = "starting the transaction",
 			[PLAN_LOCK] = "reading (and locking) the batch's rows",
 			[PLAN_EXPLAIN] = "running the batch",
@@ -325,16 +418,23 @@ static void plan_done(bf_pg *pg, const bf_pg_result *r, void *arg)
 		}
 		bf_table_walk(&plan->table, &plan->walk, plan->kind, plan->set_clause,
 			      plan->where_clause, plan->statement);
-		plan->step = plan->upper_bound ? PLAN_BEGIN : PLAN_BOUND;
+		plan->step = plan->upper_bound ? PLAN_SLICES : PLAN_BOUND;
 		break;
 	case PLAN_BOUND:
-		if (PQntuples(r->res) == 0) {
-			plan_end(plan, bf_response_error(BF_ERR_REFUSED,
-							 "plan: table %s is empty: nothing to plan",
-							 plan->table.quoted));
+		/* An empty table: the walk's bound is '{}' (no key is below
+		 * it), and the plan says what a start would do with it. */
+		plan->upper_bound = strdup(PQntuples(r->res) ? PQgetvalue(r->res, 0, 0) : "{}");
+		if (!plan->upper_bound) {
+			plan_end(plan, NULL);
 			return;
 		}
-		plan->upper_bound = strdup(PQgetvalue(r->res, 0, 0));
+		plan->step = PLAN_SLICES;
+		break;
+	case PLAN_SLICES:
+		if (plan_slices_read(plan, r->res) != 0) {
+			plan_end(plan, NULL);
+			return;
+		}
 		plan->step = PLAN_BEGIN;
 		break;
 	case PLAN_BEGIN:
@@ -369,7 +469,8 @@ static void plan_send(bf_plan *plan)
 		"       j.state, j.checkpoint, j.upper_bound, j.rows_scanned,\n"
 		"       CASE WHEN jsonb_typeof(j.settings -> 'max_rows_per_s') = 'number'\n"
 		"             AND (j.settings ->> 'max_rows_per_s')::numeric BETWEEN 0 AND 1e15\n"
-		"            THEN (j.settings ->> 'max_rows_per_s')::numeric::bigint END\n"
+		"            THEN (j.settings ->> 'max_rows_per_s')::numeric::bigint END,\n"
+		"       j.slices\n"
 		"FROM backfill.jobs j WHERE j.name = $1";
 	const char *params[5] = {NULL, NULL, NULL, NULL, NULL};
 	char *sql = NULL;
@@ -393,6 +494,14 @@ static void plan_send(bf_plan *plan)
 		break;
 	case PLAN_BOUND:
 		text = sql = bf_keyset_upper_bound_sql(&plan->walk);
+		break;
+	case PLAN_SLICES:
+		/* Before the transaction of the dry run: the keys as they are,
+		 * not as the batch left them. */
+		text = sql = bf_split_plan_sql(&plan->walk, "$1", plan->slices,
+					       plan->table.rows_estimate);
+		params[0] = plan->upper_bound;
+		nparams = 1;
 		break;
 	case PLAN_BEGIN:
 		text = "BEGIN";
