@@ -9,6 +9,7 @@ The results go to OUT/results.md, OUT/results.json and OUT/throughput.png.
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -24,7 +25,7 @@ import report  # noqa: E402
 from cluster import Cluster, Daemon, REPO  # noqa: E402
 from procstat import memory_kib, thread_cpu_s  # noqa: E402
 from report import Metric  # noqa: E402
-from sampler import REPLAY_LAG_BYTES, max_poller  # noqa: E402
+from sampler import REPLAY_LAG_BYTES, WaitSampler, lock_share, max_poller, wait_spread  # noqa: E402
 
 # backfilld's defaults that the comparison depends on (config/backfilld.yaml).
 DEFAULT_BATCH_MAX = 50000       # batch.size_max: its batch size on a fast table
@@ -50,7 +51,7 @@ def options(argv):
     p.add_argument('--rows', type=parse_rows, default=1000000,
                    help='rows in the table (1m by default; 10m for the large run)')
     p.add_argument('--rounds', type=int, default=3,
-                   help='rounds of the four-way throughput comparison (medians reported)')
+                   help='rounds of the throughput comparison (medians reported)')
     p.add_argument('--out', default=str(REPO / 'build' / 'bench'), help='output directory')
     p.add_argument('--tiny', action='store_true',
                    help='a seconds-long run on 20,000 rows that only proves the bench works')
@@ -72,32 +73,46 @@ class Clock:
         print(f'[{time.monotonic() - self.start:6.1f}s] {text}', flush=True)
 
 
+# backfilld's ways in the throughput rounds: the key in the results, and the
+# job's slices (None: the column left NULL, the configuration's default, 1).
+SLICED = {'backfilld': None, 'backfilld_2': 2, 'backfilld_4': 4}
+OTHER_APPS = {'single': methods.SINGLE_UPDATE_APP, 'plpgsql': methods.PLPGSQL_APP,
+              'offset': methods.OFFSET_APP}
+
+
 def throughput(cluster, daemon, a, clock):
-    """Four ways, rotating which goes first, `rounds` times, after one
-    untimed UPDATE, so that no timed run creates the WAL segments the others
-    recycle. (The first run of all, backfilld's, was the slowest in every
-    bench so far; it still is more often than not, and keeps one pace from
-    its first batch to its last: the machine's state, see BENCHMARKS.md.)"""
-    ways = ['backfilld', 'single', 'plpgsql', 'offset']
+    """Six ways (backfilld with 1, 2 and 4 slices, and the three others),
+    rotating which goes first, `rounds` times, after one untimed UPDATE, so
+    that no timed run creates the WAL segments the others recycle. (The
+    first run of all, backfilld's, was the slowest in every bench so far; it
+    still is more often than not, and keeps one pace from its first batch to
+    its last: the machine's state, see BENCHMARKS.md.) A WaitSampler watches
+    every way's sessions, so that each carries the same probe load."""
+    ways = ['backfilld', 'backfilld_2', 'backfilld_4', 'single', 'plpgsql', 'offset']
     runs = {w: [] for w in ways}
     methods.single_update(cluster, cluster.fresh_table('bench_t'))
     for r in range(a.rounds):
-        for way in ways[r % 4:] + ways[:r % 4]:
+        first = r % len(ways)
+        for way in ways[first:] + ways[:first]:
             table = cluster.fresh_table('bench_t')
-            if way == 'backfilld':
-                out = methods.backfilld(cluster, daemon, table, f'throughput-{r}')
-            elif way == 'single':
-                out = methods.single_update(cluster, table)
-            elif way == 'plpgsql':
-                out = methods.plpgsql_loop(cluster, table, DEFAULT_BATCH_MAX)
-            else:
-                out = methods.offset_loop(cluster, table, DEFAULT_BATCH_MAX, a.rows)
+            name = f'throughput-{r}' + (f'-{SLICED[way]}' if SLICED.get(way) else '')
+            app = f'backfilld job {name}' if way in SLICED else OTHER_APPS[way]
+            with WaitSampler(cluster, app) as sampler:
+                if way in SLICED:
+                    out = methods.backfilld(cluster, daemon, table, name, slices=SLICED[way])
+                elif way == 'single':
+                    out = methods.single_update(cluster, table)
+                elif way == 'plpgsql':
+                    out = methods.plpgsql_loop(cluster, table, DEFAULT_BATCH_MAX)
+                else:
+                    out = methods.offset_loop(cluster, table, DEFAULT_BATCH_MAX, a.rows)
+            out['waits'] = sampler.counts
             left = cluster.unfilled(table)
             if left:
                 raise RuntimeError(f'{way} left {left} rows unfilled')
             out['rows_per_s'] = a.rows / out['seconds']
             runs[way].append(out)
-            clock.say(f'round {r + 1}/{a.rounds}: {way:9} {out["rows_per_s"]:>12,.0f} rows/s '
+            clock.say(f'round {r + 1}/{a.rounds}: {way:11} {out["rows_per_s"]:>12,.0f} rows/s '
                       f'({out["seconds"]:.2f} s)')
     return runs
 
@@ -209,7 +224,9 @@ def main(argv):
         raw['pickup_ms'] = control.pickup(cluster, daemon, table, 'pickup', a.pickups)
         clock.say(f'pickup: max {max(raw["pickup_ms"]):.1f} ms')
 
-        raw['memory_kib'] = memory_kib(daemon.pid)
+        # VmHWM over the daemon's life: every backfilld run resets it to
+        # measure its own peak (Daemon.reset_peak_rss).
+        raw['memory_kib'] = dict(memory_kib(daemon.pid), VmHWM=daemon.peak_rss_kib())
         version = cluster.conn.execute('SHOW server_version').fetchone()[0]
         timeline = median_run(runs['backfilld'])['batches']
         ok = True
@@ -237,6 +254,71 @@ def main(argv):
     return 0
 
 
+def slice_label(way):
+    n = SLICED[way] or 1
+    return f'{n} slice' + ('s' if n > 1 else '')
+
+
+def slice_metrics(a, runs, rate):
+    """backfilld's scaling over 1, 2 and 4 slices, and where its limit is:
+    the database's CPU and WAL per row, the share of the machine's cores the
+    database used, the daemon's CPU, and what the sessions waited on; the
+    one UPDATE for contrast. Each a median of the rounds (waits: pooled)."""
+    cores = os.cpu_count() or 1
+    ways = list(SLICED) + ['single']
+    label = {w: slice_label(w) for w in SLICED}
+    label['single'] = 'one UPDATE'
+    best = max(SLICED, key=lambda w: rate[w])
+    m = [Metric(f'throughput: backfilld, {label[w]}', rate[w], 'rows/s')
+         for w in SLICED if w != 'backfilld']
+    m += [
+        Metric('backfilld 2 slices / 1 slice', rate['backfilld_2'] / rate['backfilld'], 'x',
+               ('>=', 1.4)),
+        Metric('backfilld 4 slices / 1 slice', rate['backfilld_4'] / rate['backfilld'], 'x'),
+        Metric('best slice count / one UPDATE', rate[best] / rate['single'], 'x', ('>=', 1.1),
+               note=label[best]),
+    ]
+
+    def per_run(way, value):
+        return statistics.median(value(r) for r in runs[way])
+
+    for w in ways:
+        m.append(Metric(f'database CPU per million rows, {label[w]}',
+                        per_run(w, lambda r: r['db_cpu_s'] / a.rows * 1e6), 's'))
+    for w in ways:
+        m.append(Metric(f'database CPU share of {cores} cores, {label[w]}',
+                        per_run(w, lambda r: 100.0 * r['db_cpu_s'] / (r['seconds'] * cores)),
+                        '%', note=f'CPU s of every PostgreSQL process / (run s x {cores})'))
+    for w in ways:
+        m.append(Metric(f'WAL per row, {label[w]}',
+                        per_run(w, lambda r: r['wal_bytes'] / a.rows), 'bytes'))
+    for w in SLICED:
+        m.append(Metric(f'daemon CPU per million rows, {label[w]}',
+                        per_run(w, lambda r: r['daemon_cpu_s'] / a.rows * 1e6), 's'))
+    for w in ways:
+        counts = {}
+        for r in runs[w]:
+            for what, n in r['waits'].items():
+                counts[what] = counts.get(what, 0) + n
+        if not counts:
+            m.append(Metric(f'sessions waiting on a lock, {label[w]}', None, '%',
+                            note='no sample: the run was shorter than one sampling interval'))
+            continue
+        spread, samples = wait_spread(counts)
+        m.append(Metric(f'sessions waiting on a lock, {label[w]}', 100.0 * lock_share(counts),
+                        '%', note=f'{samples:,} sample{"s" if samples != 1 else ""} of its '
+                        f'sessions: {spread}'))
+    return m
+
+
+def rss_per_slice_kib(runs):
+    """What a slice adds to the daemon's resident set: each run's own peak
+    (Daemon.reset_peak_rss), 4 slices against 1."""
+    four = statistics.median(r['peak_rss_kib'] for r in runs['backfilld_4'])
+    one = statistics.median(r['peak_rss_kib'] for r in runs['backfilld'])
+    return (four - one) / 3.0
+
+
 def build_metrics(a, runs, raw):
     rate = {w: statistics.median(r['rows_per_s'] for r in rs) for w, rs in runs.items()}
     m = [
@@ -251,6 +333,7 @@ def build_metrics(a, runs, raw):
                ('>=', 1.0)),
         Metric('backfilld / OFFSET loop', rate['backfilld'] / rate['offset'], 'x'),
     ]
+    m += slice_metrics(a, runs, rate)
     flat = raw['flat_cost']
     m.append(Metric('flat cost: last / first 10% mean batch duration', flat['ratio'], 'x',
                     ('<=', 1.15), note=f'{flat["batch_size"]:,}-row batches'))
@@ -295,6 +378,9 @@ def build_metrics(a, runs, raw):
         Metric('daemon peak RSS', raw['memory_kib']['VmHWM'] / 1024.0, 'MiB', ('<', 10),
                note='of which shared libraries {:.1f} MiB at the end'.format(
                    raw['memory_kib'].get('RssFile', 0) / 1024.0)),
+        Metric('daemon RSS per slice', rss_per_slice_kib(runs), 'KiB',
+               note='peak RSS of the 4-slice run minus that of the 1-slice run, divided by 3; '
+               'medians of the rounds'),
         Metric('daemon CPU per million rows', daemon_cpu / rows_done * 1e6, 's'),
         Metric('daemon CPU / database CPU, same work', 100.0 * daemon_cpu / db_cpu
                if db_cpu else None, '%', ('<', 5)),

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / 'tests'))
 
 from pgserver import PgServer, make_base_dir  # noqa: E402  (tests/ is on the path)
+from procstat import memory_kib  # noqa: E402
 
 BACKFILLD = Path(os.environ.get('BACKFILLD') or REPO / 'build' / 'backfilld')
 BACKFILLCTL = Path(os.environ.get('BACKFILLCTL') or REPO / 'build' / 'backfillctl')
@@ -167,8 +168,9 @@ class Cluster:
             self.conn.execute("SELECT pg_drop_replication_slot('bench_standby')")
 
 
+# A job of several slices names the slice: job "x" slice 2/4: batch ...
 BATCH_LINE = re.compile(
-    r'^(\S+) debug: job "(?P<job>[^"]+)": batch \d+: (?P<rows>\d+) rows scanned, '
+    r'^(\S+) debug: job "(?P<job>[^"]+)"(?: slice \d+/\d+)?: batch \d+: (?P<rows>\d+) rows scanned, '
     r'\d+ updated in (?P<ms>[\d.]+) ms')
 
 
@@ -184,7 +186,8 @@ class Daemon:
         self.config_path = self.dir / 'backfilld.yaml'
         # Defaults everywhere, throttling included, but for the debug log
         # (one line per batch: the timeline of the plot) and room for the
-        # eight jobs of the control-latency run.
+        # eight jobs of the control-latency run (max_jobs counts slices, so
+        # this is also room for the throughput runs' four slices).
         self.config_path.write_text(
             'database:\n'
             f'  conninfo: "{cluster.primary.conninfo("postgres")}"\n'
@@ -195,6 +198,7 @@ class Daemon:
             'log:\n'
             '  level: debug\n' + config_extra)
         self.proc = None
+        self._peak_before_reset_kib = 0
 
     def start(self):
         if not os.access(BACKFILLD, os.X_OK):
@@ -225,6 +229,19 @@ class Daemon:
     @property
     def pid(self):
         return self.proc.pid
+
+    def reset_peak_rss(self):
+        """Starts a new peak resident set (VmHWM) from the current one, so
+        that the peak after a run is that run's; the largest peak so far is
+        kept for peak_rss_kib(). Writing 5 to clear_refs resets VmHWM and
+        nothing else (proc(5), Linux 4.0)."""
+        self._peak_before_reset_kib = self.peak_rss_kib()
+        with open(f'/proc/{self.pid}/clear_refs', 'w') as f:
+            f.write('5')
+
+    def peak_rss_kib(self):
+        """The largest resident set of the daemon's life, resets or not."""
+        return max(self._peak_before_reset_kib, memory_kib(self.pid).get('VmHWM', 0))
 
     def log_size(self):
         return self.log_path.stat().st_size

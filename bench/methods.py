@@ -1,4 +1,6 @@
-"""The same logical change made four ways, each on a fresh copy of the data.
+"""The same logical change made four ways (backfilld with any number of
+slices, one UPDATE, a PL/pgSQL loop, an OFFSET loop), each on a fresh copy
+of the data.
 
 Each function returns a dict with at least `seconds`; the table must be a
 fresh copy (Cluster.fresh_table) with amount_cents still NULL.
@@ -10,19 +12,24 @@ import tempfile
 import time
 
 from cluster import SET_CLAUSE, job_seconds, schedule, wait_finished
-from procstat import cluster_cpu_s, peak_rss_kib, thread_cpu_s
+from procstat import cluster_cpu_s, memory_kib, peak_rss_kib, thread_cpu_s
 from pgserver import PG_BIN
 
 
-def backfilld(cluster, daemon, table, name, settings=None, timeout=3600):
+def backfilld(cluster, daemon, table, name, settings=None, timeout=3600, slices=None):
     """A job row, walked by the daemon to the end (default settings,
-    throttling on). Time: from the INSERT to the job's end, database time."""
+    throttling on; `slices` ranges at once, None: the configuration's
+    engine.slices, 1). Time: from the INSERT to the job's end, database
+    time. peak_rss_kib is the daemon's peak during this run alone."""
     conn = cluster.conn
     log_from = daemon.log_size()
+    daemon.reset_peak_rss()
+    rss_start = memory_kib(daemon.pid).get('VmRSS')
     daemon_cpu = thread_cpu_s(daemon.pid)
     db_cpu = cluster_cpu_s(cluster.postmaster_pid())
     wal = cluster.wal_lsn()
-    schedule(conn, name, table, settings=settings)
+    columns = {} if slices is None else {'slices': slices}
+    schedule(conn, name, table, settings=settings, **columns)
     wait_finished(conn, [name], timeout)
     result = {
         'seconds': job_seconds(conn, name),
@@ -30,6 +37,9 @@ def backfilld(cluster, daemon, table, name, settings=None, timeout=3600):
         'db_cpu_s': cluster_cpu_s(cluster.postmaster_pid()) - db_cpu,
         'wal_bytes': cluster.wal_bytes_since(wal),
         'peak_rss_kib': peak_rss_kib(daemon.pid),
+        'rss_start_kib': rss_start,
+        'ranges': conn.execute('SELECT count(*) FROM backfill.slices s JOIN backfill.jobs j '
+                               'ON j.id = s.job_id WHERE j.name = %s', (name,)).fetchone()[0],
     }
     # The last batch line may trail the state change by a moment.
     deadline = time.monotonic() + 5
@@ -42,19 +52,32 @@ def backfilld(cluster, daemon, table, name, settings=None, timeout=3600):
     return result
 
 
+# The application_name of each method's session (WaitSampler samples them).
+SINGLE_UPDATE_APP = 'bench single update'
+PLPGSQL_APP = 'bench plpgsql loop'
+OFFSET_APP = 'bench offset loop'
+
+
 def single_update(cluster, table):
-    """One UPDATE of the whole table: the speed limit, and the lock hog."""
+    """One UPDATE of the whole table: the speed limit, and the lock hog.
+    Its database CPU and WAL are read outside the timing, for contrast."""
     with cluster.connect() as conn:
-        conn.execute("SET application_name = 'bench single update'")
+        conn.execute(f"SET application_name = '{SINGLE_UPDATE_APP}'")
+        db_cpu = cluster_cpu_s(cluster.postmaster_pid())
+        wal = cluster.wal_lsn()
         started = time.perf_counter()
         conn.execute(f'UPDATE {table} SET {SET_CLAUSE}')
-        return {'seconds': time.perf_counter() - started}
+        seconds = time.perf_counter() - started
+        return {'seconds': seconds,
+                'db_cpu_s': cluster_cpu_s(cluster.postmaster_pid()) - db_cpu,
+                'wal_bytes': cluster.wal_bytes_since(wal)}
 
 
 def plpgsql_loop(cluster, table, batch_size):
     """A server-side keyset loop committing every batch: the best a
     hand-written loop can do (no round trips at all)."""
     with cluster.connect() as conn:
+        conn.execute(f"SET application_name = '{PLPGSQL_APP}'")
         started = time.perf_counter()
         conn.execute(f'''DO $bench$
 DECLARE
@@ -90,7 +113,8 @@ def offset_loop(cluster, table, batch_size, rows):
         script.flush()
         started = time.perf_counter()
         out = subprocess.run([str(PG_BIN / 'psql'), '-X', '-q', '-d',
-                              cluster.primary.conninfo('postgres'), '-f', script.name],
+                              cluster.primary.conninfo('postgres')
+                              + f" application_name='{OFFSET_APP}'", '-f', script.name],
                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
                              check=True)
         seconds = time.perf_counter() - started
