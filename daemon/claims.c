@@ -20,7 +20,7 @@ static char *claims_ids(bf_engine *engine, bool slices)
 	bf_strbuf_init(&ids);
 	bf_strbuf_append(&ids, "{");
 	for (bf_job *job = engine->jobs; job; job = job->next) {
-		if (!job->slice_id != !slices)
+		if (!job->slice_id == !slices)
 			bf_strbuf_printf(&ids, "%s%" PRId64, n++ ? "," : "",
 					 slices ? job->slice_id : job->id);
 	}

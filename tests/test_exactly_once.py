@@ -77,12 +77,13 @@ def test_failover_between_the_last_batch_and_the_finish_loses_no_row(
         wait_for(lambda: s.execute('SELECT count(*) = 0 FROM pg_stat_wal_receiver').fetchone()[0],
                  30, what='the standby to stop receiving')
     with standby.connect(dbname) as s:
-        behind = s.execute("SELECT batches, checkpoint FROM backfill.jobs WHERE name = 'count'"
+        behind = s.execute("SELECT s.batches, s.checkpoint FROM backfill.slices s "
+                           "JOIN backfill.jobs j ON j.id = s.job_id WHERE j.name = 'count'"
                            ).fetchone()
     # The walk completes on the primary; its finish waits in the trigger.
     wait_for(lambda: conn.execute(
         "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
-        "AND query LIKE 'UPDATE backfill.jobs SET state = $4%'").fetchone(), 120,
+        "AND query LIKE 'SELECT * FROM backfill.slice_end(%'").fetchone(), 120,
         what='the finishing UPDATE to be held')
     assert counters(conn) == {1: 2000}
     conn.close()
@@ -192,19 +193,24 @@ def _held_without_redoing(daemon, reason):
                          for r in j['throttle_reasons']), 30,
              what=f'status to say "{reason}"')
     timeouts = daemon.log().count('lock timeout')
-    wait_for(lambda: daemon.log().count('the job row is still locked') >= 4, 30,
+    wait_for(lambda: daemon.log().count('the slice row is still locked') >= 4, 30,
              what='the job to keep looking')
     assert daemon.log().count('lock timeout') == timeouts
 
 
-def test_a_job_row_held_for_update_is_a_hold_naming_the_holder(db, daemon_factory):
+def test_a_slice_row_held_for_update_is_a_hold_naming_the_holder(db, daemon_factory):
+    """The batch's checkpoint goes to its slice's row: a session holding
+    that row (an operator's open transaction) holds the batches, and is
+    named, rather than every batch redone and rolled back at each
+    lock_timeout."""
     conn = db.conn
     daemon = _walking_with_short_lock_timeout(db, daemon_factory)
     holder = db.connect(autocommit=False)
     try:
         pid = holder.execute('SELECT pg_backend_pid()').fetchone()[0]
-        holder.execute("SELECT * FROM backfill.jobs WHERE name = 'count' FOR UPDATE")
-        reason = f'job row locked: pid {pid} holds this job\'s row'
+        holder.execute('SELECT * FROM backfill.slices s JOIN backfill.jobs j ON j.id = s.job_id '
+                       "WHERE j.name = 'count' FOR UPDATE OF s")
+        reason = f'slice row locked: pid {pid} holds this slice\'s row in backfill.slices'
         _held_without_redoing(daemon, reason)
         assert daemon.log().count(reason) == 1     # logged where it starts
     finally:
@@ -212,10 +218,10 @@ def test_a_job_row_held_for_update_is_a_hold_naming_the_holder(db, daemon_factor
         holder.close()
     wait_succeeded(conn, 'count', timeout=120)
     assert_each_row_once(conn, rows=2000)
-    assert 'the job row is no longer locked; going on' in daemon.log()
+    assert 'the slice row is no longer locked; going on' in daemon.log()
 
 
-def test_a_job_row_share_locked_by_several_sessions_is_a_hold_too(db, daemon_factory):
+def test_a_slice_row_share_locked_by_several_sessions_is_a_hold_too(db, daemon_factory):
     """Two FOR SHARE lockers: the row's xmax is a multixact, no single pid
     is its holder, and still no batch is redone while they hold it."""
     conn = db.conn
@@ -223,13 +229,32 @@ def test_a_job_row_share_locked_by_several_sessions_is_a_hold_too(db, daemon_fac
     holders = [db.connect(autocommit=False) for _ in range(2)]
     try:
         for h in holders:
-            h.execute("SELECT * FROM backfill.jobs WHERE name = 'count' FOR SHARE")
+            h.execute('SELECT * FROM backfill.slices s JOIN backfill.jobs j ON j.id = s.job_id '
+                      "WHERE j.name = 'count' FOR SHARE OF s")
         _held_without_redoing(
-            daemon, 'job row locked: more than one session (sharing the lock) holds')
+            daemon, 'slice row locked: more than one session (sharing the lock) holds')
     finally:
         for h in holders:
             h.rollback()
             h.close()
+    wait_succeeded(conn, 'count', timeout=120)
+    assert_each_row_once(conn, rows=2000)
+
+
+def test_the_job_row_held_for_update_does_not_stop_the_batches(db, daemon_factory):
+    """No batch writes the job row (its slices' rows hold the checkpoints):
+    an operator's transaction holding it holds up only the job's end."""
+    conn = db.conn
+    _walking_with_short_lock_timeout(db, daemon_factory)
+    holder = db.connect(autocommit=False)
+    try:
+        holder.execute("SELECT * FROM backfill.jobs WHERE name = 'count' FOR UPDATE")
+        done = job_row(conn, 'count')['batches']
+        wait_for(lambda: job_row(conn, 'count')['batches'] >= done + 5, 30,
+                 what='batches while the job row is held')
+    finally:
+        holder.rollback()
+        holder.close()
     wait_succeeded(conn, 'count', timeout=120)
     assert_each_row_once(conn, rows=2000)
 

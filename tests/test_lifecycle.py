@@ -141,7 +141,9 @@ def test_sigterm_mid_job_releases_the_lease_and_exits_zero(db, daemon_factory):
     assert daemon.stop(timeout=20) == 0
     assert time.monotonic() - started < 5
     row = job_row(conn, 'interrupted')
-    assert (row['state'], row['owner']) == ('pending', None)
+    # The walk is under way, and its slice is free for any daemon to take.
+    assert (row['state'], row['owner']) == ('running', None)
+    assert [(x['state'], x['owner']) for x in row['slices']] == [('pending', None)]
     assert 0 < row['rows_scanned'] < 4000
     assert counters(conn).get(1, 0) == row['rows_scanned']
     daemon_factory(db.server, db.name, SMALL_BATCHES, name='again')

@@ -274,8 +274,8 @@ MARKER = 'sekrit_7f3a'
 def test_a_blocked_sessions_query_and_name_are_not_repeated(db, daemon_factory):
     conn = db.conn
     counter_table(conn, rows=ROWS)
-    # A long backoff after the cancel, and renewals (which write the job's
-    # live status into its row) every second, so that the reason naming
+    # A long backoff after the cancel, and renewals (which write the
+    # slice's live status into its row) every second, so that the reason naming
     # the blocked session is seen in status and in the row.
     daemon = daemon_factory(db.server, db.name, overrides=merge_config(
         config(lock_wait_max_ms=500, lock_check_interval_ms=100),
@@ -295,8 +295,10 @@ def test_a_blocked_sessions_query_and_name_are_not_repeated(db, daemon_factory):
 
     def reason_in_row_and_status():
         status = daemon.ctl('status', 'j', '--json', check=0).stdout
-        row = conn.execute("SELECT last_error, live::text FROM backfill.jobs "
-                           "WHERE name = 'j'").fetchone()
+        # What the renewal publishes is in the slice's row.
+        row = conn.execute("SELECT j.last_error, s.live::text FROM backfill.jobs j "
+                           "JOIN backfill.slices s ON s.job_id = j.id "
+                           "WHERE j.name = 'j'").fetchone()
         texts.extend([status, *[t for t in row if t]])
         reasons = json.loads(status)['jobs'][0]['throttle_reasons'] if status else []
         blocking.extend(r for r in reasons if r.startswith('blocking:'))

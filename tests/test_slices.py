@@ -79,6 +79,9 @@ def test_four_slices_walk_every_row_once_and_sum_on_the_job_row(db, daemon_facto
     assert bounds[0][0] is None and bounds[-1][1] == ['4000']
     assert all(bounds[i][1] == bounds[i + 1][0] for i in range(3)), bounds
     assert 'state running -> succeeded: 4000 rows scanned' in daemon.log()
+    # A quiet run: every lease renewed, none lost or given back.
+    for trouble in ('lease lost', 'not running here', 'fence refused', 'taking over'):
+        assert trouble not in daemon.log(), trouble
 
 
 def test_at_most_slices_ranges_run_at_once_and_max_jobs_counts_slices(db, daemon_factory):

@@ -119,6 +119,14 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 	const char *owner = bf_cell(res, 0, SYNC_OWNER);
 	int64_t epoch = bf_cell_int(res, 0, SYNC_LEASE_EPOCH, -1);
 
+	/* A job that stopped running took its slices' leases back: that is
+	 * the stop, not a takeover. */
+	if (strcmp(state, "running") != 0 && job->slice_id && !owner) {
+		job_log(job, BF_LOG_NOTICE, "state changed to %s; stopping before the next batch",
+			state);
+		job_close(job);
+		return;
+	}
 	if (!owner || strcmp(owner, job->owner) != 0 || epoch != job->lease_epoch) {
 		job_log(job, BF_LOG_WARNING,
 			"lease lost: the job is now owned by %s (lease epoch %" PRId64

@@ -42,7 +42,9 @@ static bf_batch_args args(int first, int limit)
 		.owner = "'host:1:ab'",
 		.table_literal = "'public.orders'",
 		.lease_epoch = 7,
-		.job_id = 42,
+		.slice_id = 42,
+		.job_id = 9,
+		.table_oid = 16384,
 		.batches = 5,
 		.limit = limit,
 	};
@@ -185,10 +187,15 @@ static void test_checkpoint_is_the_last_key_scanned_and_fenced(void)
 		"checkpoint = coalesce((SELECT ARRAY[tenant::text, \"Order No\"::text] FROM \"backfill last\""
 		" ORDER BY tenant DESC, \"Order No\" DESC LIMIT 1), checkpoint)");
 	UNIT_CHECK_CONTAINS(sql,
+			    "UPDATE backfill.slices SET\n");
+	/* The slice's row is fenced; the job row is only read. */
+	UNIT_CHECK_CONTAINS(sql,
 			    "WHERE id = 42 AND owner = 'host:1:ab' AND lease_epoch = 7\n"
 			    "    AND state = 'running' AND batches = 5\n"
-			    "    AND table_oid = 'public.orders'::regclass\n"
+			    "    AND 16384::oid = 'public.orders'::regclass\n"
+			    "    AND EXISTS (SELECT FROM backfill.jobs WHERE id = 9 AND state = 'running')\n"
 			    "    AND NOT coalesce((SELECT paused FROM backfill.control), false)");
+	UNIT_CHECK(strstr(sql, "UPDATE backfill.jobs") == NULL);
 	UNIT_CHECK_CONTAINS(sql, "SELECT backfill.checkpoint_fence(count(*)),");
 	/* A composite key is one row-value range in the UPDATE too. */
 	UNIT_CHECK_CONTAINS(sql, "  WHERE (tenant, \"Order No\") > (('{3}'::text[])[1]::integer, "
