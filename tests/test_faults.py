@@ -86,7 +86,7 @@ def test_two_daemons_share_the_jobs_and_survive_one_dying(db, daemon_factory):
     for table in tables:
         counter_table(conn, table, rows=3000)
         counter_job(conn, table, table, pause_ms=0.05)
-    wait_for(lambda: conn.execute("SELECT count(DISTINCT owner) FROM backfill.jobs "
+    wait_for(lambda: conn.execute("SELECT count(DISTINCT owner) FROM backfill.slices "
                                   "WHERE state = 'running'").fetchone()[0] == 2,
              10, what='both daemons to run jobs')
     # One daemon dies; the other takes its jobs over once the leases expire.
@@ -95,7 +95,7 @@ def test_two_daemons_share_the_jobs_and_survive_one_dying(db, daemon_factory):
         row = wait_succeeded(conn, table, timeout=120)
         assert_each_row_once(conn, table, 3000)
     assert 'taking over' in second.log()
-    assert conn.execute('SELECT max(lease_epoch) FROM backfill.jobs').fetchone()[0] >= 2
+    assert conn.execute('SELECT max(lease_epoch) FROM backfill.slices').fetchone()[0] >= 2
 
 
 def _batch_in_flight(conn, job):

@@ -257,17 +257,19 @@ def test_four_slices_three_daemons_random_kills_every_row_once(db, daemon_factor
     from test_chaos import Chaos
     seed = int(os.environ.get('BACKFILLD_CHAOS_SEED') or random.randrange(1, 2**31))
     conn = db.conn
-    counter_table(conn, rows=6000)
+    counter_table(conn, rows=8000)
     config = {**SLICED, 'engine': {'max_jobs': 2, 'lease_s': 3, 'poll_interval_ms': 300}}
     daemons = [daemon_factory(db.server, db.name, config, name=f'chaos-d{i}') for i in range(3)]
-    counter_job(conn, 'chaos', pause_ms=1, slices=4)
+    # About 8 s a slice without faults: the faults land mid-walk.
+    counter_job(conn, 'chaos', pause_ms=4, slices=4)
+    walking(conn, 'chaos', 4)
     Chaos(db, daemons, seed).run(12)
     for d in daemons:
         if not d.alive():
             d.start()
     row = wait_succeeded(conn, 'chaos', 180)
-    assert_each_row_once(conn, rows=6000)
-    assert row['row']['rows_scanned'] == 6000, f'seed {seed}: {row["row"]}'
+    assert_each_row_once(conn, rows=8000)
+    assert row['row']['rows_scanned'] == 8000, f'seed {seed}: {row["row"]}'
     assert sum(x['lease_epoch'] for x in row['slices']) > 4, f'seed {seed}: no takeover'
 
 
