@@ -1,8 +1,7 @@
 """What the bench polls while a backfill runs (with tests/poller.py)."""
 
-import threading
 
-from poller import MaxPoller
+from poller import MaxPoller, Poller
 
 
 def max_poller(cluster, query, interval_s=0.01):
@@ -45,7 +44,7 @@ GROUP BY 1
 ACTIVITY_INTERVAL_S = 0.05
 
 
-class WaitSampler:
+class WaitSampler(Poller):
     """Counts, every ACTIVITY_INTERVAL_S until the with-block ends, what the
     sessions named application_name (or 'application_name slice N') are
     doing: `counts` maps 'CPU', 'idle:STATE' or 'TYPE:event' to samples.
@@ -53,35 +52,13 @@ class WaitSampler:
     failing query is raised there."""
 
     def __init__(self, cluster, application_name):
-        self.cluster = cluster
-        self.application_name = application_name
+        super().__init__(cluster.connect, ACTIVITY_INTERVAL_S, 'bench wait sampler')
+        self.watched = application_name
         self.counts = {}
-        self.polls = 0
-        self.error = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(10)
-        if self.error is not None and exc[0] is None:
-            raise RuntimeError(f'wait sampler query failed: {self.error}')
-
-    def _run(self):
-        try:
-            with self.cluster.connect() as conn:
-                conn.execute("SET application_name = 'bench wait sampler'")
-                while not self._stop.wait(ACTIVITY_INTERVAL_S):
-                    for what, n in conn.execute(ACTIVITY,
-                                                {'name': self.application_name}).fetchall():
-                        self.counts[what] = self.counts.get(what, 0) + n
-                    self.polls += 1
-        except Exception as exc:  # reported by __exit__
-            self.error = exc
+    def poll(self, conn):
+        for what, n in conn.execute(ACTIVITY, {'name': self.watched}).fetchall():
+            self.counts[what] = self.counts.get(what, 0) + n
 
 
 def wait_spread(counts):

@@ -290,7 +290,8 @@ void bf_claims_release_all(bf_engine *engine)
 {
 	static const char sql[] =
 		"WITH s AS (UPDATE backfill.slices SET " BF_SCHEMA_LEASE_RELEASE_SET
-		"           WHERE owner = $1 RETURNING 1),\n"
+		"           WHERE owner = $1\n"
+		"           RETURNING pg_notify('" BF_NOTIFY_CHANNEL "', job_id::text || ' released')),\n"
 		"     j AS (UPDATE backfill.jobs SET " BF_SCHEMA_LEASE_RELEASE_SET
 		"           WHERE owner = $1 RETURNING 1)\n"
 		"SELECT (SELECT count(*) FROM s) + (SELECT count(*) FROM j)";

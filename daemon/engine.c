@@ -360,6 +360,12 @@ static void engine_notify(bf_pg *pg, const char *channel, const char *payload, v
 		bf_engine_kick(engine);
 		return;
 	}
+	/* A slice given back by its daemon: free for us to take. */
+	if (strcmp(state, "released") == 0) {
+		engine->want_claim = 1;
+		bf_engine_kick(engine);
+		return;
+	}
 	/* Every walk of the job: its slices, or its setup. */
 	for (bf_job *job = engine->jobs; job; job = job->next) {
 		if (job->id != id)

@@ -338,3 +338,21 @@ def test_an_upgrade_carries_a_job_paused_mid_walk_over_at_its_checkpoint(db, dae
     row = wait_succeeded(conn, 'old_paused', 60)
     assert_each_row_once(conn, 'old_paused', rows=3000)
     assert row['row']['rows_scanned'] == 3000 and row['row']['rows_updated'] == 3000
+
+
+def test_max_rows_per_s_is_the_jobs_total_shared_by_its_slices(db, daemon_factory):
+    """Two slices and max_rows_per_s 200: together they stay at about 200
+    rows/s, not 200 each. (A bound on speed from above: a busy machine
+    only makes it slower.)"""
+    conn = db.conn
+    counter_table(conn, rows=20000)
+    daemon_factory(db.server, db.name, SLICED)
+    counter_job(conn, 'capped', slices=2, settings='{"max_rows_per_s": 200}')
+    walking(conn, 'capped', 2)
+    start_rows, start = job_row(conn, 'capped')['rows_scanned'], time.monotonic()
+    time.sleep(4)
+    rows, took = job_row(conn, 'capped')['rows_scanned'] - start_rows, time.monotonic() - start
+    # One batch of 50 rows per slice may run ahead of the limit.
+    assert rows <= 200 * took + 2 * 50 + 50, (rows, took)
+    assert rows > 0
+    conn.execute("UPDATE backfill.jobs SET state = 'cancelled' WHERE name = 'capped'")

@@ -25,7 +25,10 @@ void job_release(bf_job *job)
 		"RETURNING state";
 	static const char slice_sql[] =
 		"UPDATE backfill.slices SET " BF_SCHEMA_LEASE_RELEASE_SET "WHERE id = $1 AND owner = $2 AND lease_epoch = $3\n"
-		"RETURNING (SELECT state FROM backfill.jobs j WHERE j.id = job_id)";
+		/* The job stays running: other daemons hear that a slice is
+		 * free now, not at their next poll. */
+		"RETURNING (SELECT state FROM backfill.jobs j WHERE j.id = job_id),\n"
+		"  pg_notify('" BF_NOTIFY_CHANNEL "', job_id::text || ' released')";
 	job_params p;
 
 	job_params_fence(job, &p);

@@ -3,35 +3,25 @@
 
 #include "keyset.h"
 #include "unit.h"
+#include "walks.h"
 
-static const char *one_name[] = {"id"};
-static const char *one_type[] = {"bigint"};
-static const char *two_names[] = {"tenant", "\"Order No\""};
 static const char *two_types[] = {"integer", "text"};
 
 static bf_walk walk_one(void)
 {
-	bf_walk w = {
-		.table = "public.orders",
-		.nkeys = 1,
-		.key_names = one_name,
-		.key_types = one_type,
-		.kind = BF_KIND_UPDATE,
-		.set_clause = "total_cents = (total * 100)::bigint",
-		.where_clause = "total_cents IS NULL",
-	};
+	bf_walk w = unit_walk_one();
+
+	w.where_clause = "total_cents IS NULL";
 	return w;
 }
 
 static bf_walk walk_two(void)
 {
 	bf_walk w = walk_one();
+	bf_walk two = unit_walk_two(two_types);
 
-	w.table = "\"my schema\".\"Orders\"";
-	w.nkeys = 2;
-	w.key_names = two_names;
-	w.key_types = two_types;
-	return w;
+	two.where_clause = w.where_clause;
+	return two;
 }
 
 static bf_batch_args args(int first, int limit)
