@@ -250,6 +250,13 @@ static const char *const schema_migrations[] = {
 	"      state = CASE WHEN state = 'running' OR (state = 'failed' AND NEW.state = 'pending')\n"
 	"                   THEN 'pending' ELSE state END\n"
 	"    WHERE job_id = NEW.id AND state <> 'done';\n"
+	/* A finished job put back to pending: its ranges are walked on
+	 * from their checkpoints (nothing, or what the catch-up finds) and
+	 * verified again, as a job of one range always was. */
+	"    IF NEW.state = 'pending' AND NOT EXISTS (SELECT FROM backfill.slices\n"
+	"                                            WHERE job_id = NEW.id AND state <> 'done') THEN\n"
+	"      UPDATE backfill.slices SET state = 'pending', finished_at = NULL WHERE job_id = NEW.id;\n"
+	"    END IF;\n"
 	"  END IF;\n"
 	"  PERFORM backfill.job_rollup(NEW.id);\n"
 	"  RETURN NULL;\n"

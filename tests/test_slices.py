@@ -356,3 +356,19 @@ def test_max_rows_per_s_is_the_jobs_total_shared_by_its_slices(db, daemon_factor
     assert rows <= 200 * took + 2 * 50 + 50, (rows, took)
     assert rows > 0
     conn.execute("UPDATE backfill.jobs SET state = 'cancelled' WHERE name = 'capped'")
+
+
+def test_a_finished_sliced_job_put_back_to_pending_runs_again(db, daemon_factory):
+    """An operator sets a succeeded job back to pending (say, to pick up
+    rows inserted since): its ranges are walked on from their checkpoints
+    and verified again, the last one catching up with the new rows."""
+    conn = db.conn
+    counter_table(conn, rows=2000)
+    daemon_factory(db.server, db.name, SLICED)
+    counter_job(conn, 'again', slices=3)
+    wait_succeeded(conn, 'again', 60)
+    conn.execute("INSERT INTO items (id, payload) SELECT g, 'late' FROM generate_series(2001, 2100) g")
+    conn.execute("UPDATE backfill.jobs SET state = 'pending' WHERE name = 'again'")
+    row = wait_succeeded(conn, 'again', 60)
+    assert_each_row_once(conn, rows=2100)
+    assert row['row']['rows_scanned'] == 2100

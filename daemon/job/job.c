@@ -247,6 +247,18 @@ void job_close(bf_job *job)
 	bf_pg_close(&job->pg, job_pg_closed, job);
 }
 
+static void job_log_claim(bf_job *job, const char *kind)
+{
+	if (job->slice_id)
+		job_log(job, BF_LOG_NOTICE, "claimed (lease epoch %" PRId64 "): %s %s", job->lease_epoch,
+			kind, job->table_name);
+	else
+		job_log(job, BF_LOG_NOTICE,
+			"claimed to set its walk up (lease epoch %" PRId64 "): %s %s, %d slice%s",
+			job->lease_epoch, kind, job->table_name, job->slices,
+			job->slices == 1 ? "" : "s");
+}
+
 bf_job *bf_job_start(const bf_job_env *env, const bf_job_def *def)
 {
 	bf_job *job = calloc(1, sizeof(*job));
@@ -317,14 +329,7 @@ bf_job *bf_job_start(const bf_job_env *env, const bf_job_def *def)
 		return NULL;
 	}
 	job_set_phase(job, BF_JOB_CONNECTING);
-	if (job->slice_id)
-		job_log(job, BF_LOG_NOTICE, "claimed (lease epoch %" PRId64 "): %s %s", job->lease_epoch,
-			def->kind, job->table_name);
-	else
-		job_log(job, BF_LOG_NOTICE,
-			"claimed to set its walk up (lease epoch %" PRId64 "): %s %s, %d slice%s",
-			job->lease_epoch, def->kind, job->table_name, job->slices,
-			job->slices == 1 ? "" : "s");
+	job_log_claim(job, def->kind);
 	job->started = true;
 	bf_pg_start(&job->pg);
 	return job;

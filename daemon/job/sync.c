@@ -100,6 +100,32 @@ enum {
 	SYNC_NACTIVE,	  /* ... that may run at once and are not done */
 };
 
+/* The row into the walk. It is the whole truth: whatever the walk had
+ * reached in memory (its end, the catch-up, the verification, the table as
+ * resolved) may belong to a row that no longer says so, after a failover
+ * to a standby that missed the last batches, or DDL. */
+static void job_read_row(bf_job *job, const PGresult *res)
+{
+	replace_str(&job->lower_bound, bf_cell(res, 0, SYNC_LOWER_BOUND));
+	job->last_slice = bf_cell_bool(res, 0, SYNC_LAST_SLICE);
+	job->nranges = (int)bf_cell_int(res, 0, SYNC_NRANGES, 1);
+	job->nactive = (int)bf_cell_int(res, 0, SYNC_NACTIVE, 1);
+	job_label(job);
+	replace_str(&job->checkpoint, bf_cell(res, 0, SYNC_CHECKPOINT));
+	replace_str(&job->upper_bound, bf_cell(res, 0, SYNC_UPPER_BOUND));
+	job->batches = bf_cell_int(res, 0, SYNC_BATCHES, 0);
+	job->rows_scanned = bf_cell_int(res, 0, SYNC_ROWS_SCANNED, 0);
+	job->rows_updated = bf_cell_int(res, 0, SYNC_ROWS_UPDATED, 0);
+	job->rows_estimate = bf_cell_int(res, 0, SYNC_ROWS_ESTIMATE, -1);
+	job->pinned_oid = (uint32_t)bf_cell_int(res, 0, SYNC_TABLE_OID, 0);
+	replace_str(&job->pinned_key, bf_cell(res, 0, SYNC_WALK_KEY));
+	job->catchup_rounds = (int)bf_cell_int(res, 0, SYNC_CATCHUP_ROUNDS, 0);
+	job->repairing = bf_cell_bool(res, 0, SYNC_REPAIRING);
+	job->walk_done = 0;
+	job->caught_up = false;
+	job->resolved = 0;
+}
+
 static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	bf_job *job = arg;
@@ -110,7 +136,10 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	if (PQntuples(r->res) == 0) {
-		job_log(job, BF_LOG_WARNING, "the job row was deleted; dropping the job");
+		job_log(job, BF_LOG_WARNING, "%s",
+			job->slice_id ? "the slice's row is gone (the job was deleted, or started "
+					"over: its walk set up anew); dropping the slice"
+				      : "the job row was deleted; dropping the job");
 		job_close(job);
 		return;
 	}
@@ -148,28 +177,7 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 		job_close(job);
 		return;
 	}
-	replace_str(&job->lower_bound, bf_cell(res, 0, SYNC_LOWER_BOUND));
-	job->last_slice = bf_cell_bool(res, 0, SYNC_LAST_SLICE);
-	job->nranges = (int)bf_cell_int(res, 0, SYNC_NRANGES, 1);
-	job->nactive = (int)bf_cell_int(res, 0, SYNC_NACTIVE, 1);
-	job_label(job);
-	replace_str(&job->checkpoint, bf_cell(res, 0, SYNC_CHECKPOINT));
-	replace_str(&job->upper_bound, bf_cell(res, 0, SYNC_UPPER_BOUND));
-	job->batches = bf_cell_int(res, 0, SYNC_BATCHES, 0);
-	job->rows_scanned = bf_cell_int(res, 0, SYNC_ROWS_SCANNED, 0);
-	job->rows_updated = bf_cell_int(res, 0, SYNC_ROWS_UPDATED, 0);
-	job->rows_estimate = bf_cell_int(res, 0, SYNC_ROWS_ESTIMATE, -1);
-	job->pinned_oid = (uint32_t)bf_cell_int(res, 0, SYNC_TABLE_OID, 0);
-	replace_str(&job->pinned_key, bf_cell(res, 0, SYNC_WALK_KEY));
-	job->catchup_rounds = (int)bf_cell_int(res, 0, SYNC_CATCHUP_ROUNDS, 0);
-	job->repairing = bf_cell_bool(res, 0, SYNC_REPAIRING);
-	/* The row is the whole truth: whatever the walk had reached in
-	 * memory (its end, the catch-up, the verification, the table as
-	 * resolved) may belong to a row that no longer says so, after a
-	 * failover to a standby that missed the last batches, or DDL. */
-	job->walk_done = 0;
-	job->caught_up = false;
-	job->resolved = 0;
+	job_read_row(job, res);
 	/* Only ever to pause (fail closed): a sync whose snapshot predates a
 	 * pause --all must not lift it; the listener's reads and
 	 * notifications do that. */
