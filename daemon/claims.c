@@ -131,6 +131,11 @@ static const char claim_slices_sql[] =
 	"  SELECT s.id, s.owner AS prev_owner FROM backfill.slices s\n"
 	"  WHERE s.id IN (SELECT id FROM cand WHERE n <= room\n"
 	"                 ORDER BY priority, job_id, slice LIMIT $2)\n"
+	/* Tested again on the row locked, which may be newer than the
+	 * statement's snapshot (claimed by another daemon since): the
+	 * recheck of a row lock re-evaluates these, not cand's. */
+	"    AND s.state IN ('pending', 'running')\n"
+	"    AND (s.owner IS NULL OR s.lease_until IS NULL OR s.lease_until < now())\n"
 	"  FOR UPDATE SKIP LOCKED\n"
 	"), claimed AS (\n"
 	"  UPDATE backfill.slices s SET owner = $1, lease_epoch = s.lease_epoch + 1,\n"
