@@ -81,82 +81,22 @@ static void claims_claimed(bf_pg *pg, const bf_pg_result *r, void *arg)
 }
 
 /* Jobs whose walk is not set up (no slices yet): pending ones, and running
- * ones whose setup's lease expired. SKIP LOCKED: two daemons claiming at
- * once take different jobs instead of waiting on each other. Our own are
- * excluded even if their lease lapsed while we were disconnected. */
+ * ones whose setup's lease expired; then slices, at most each job's
+ * `slices` at once. The functions (schema.c) lock each job row before
+ * they look at it. Both answer the job's definition, then the claim. */
 static const char claim_setup_sql[] =
-	"WITH c AS (\n"
-	"  SELECT id, owner AS prev_owner FROM backfill.jobs j\n"
-	"  WHERE state IN ('pending', 'running')\n"
-	"    AND NOT EXISTS (SELECT FROM backfill.slices s WHERE s.job_id = j.id)\n"
-	"    AND (owner IS NULL OR lease_until IS NULL OR lease_until < now())\n"
-	"    AND NOT coalesce((SELECT paused FROM backfill.control), false)\n"
-	"    AND id <> ALL ($4::bigint[])\n"
-	"  ORDER BY priority, id\n"
-	"  LIMIT $2\n"
-	"  FOR UPDATE SKIP LOCKED\n"
-	")\n"
-	"UPDATE backfill.jobs j SET owner = $1, lease_epoch = j.lease_epoch + 1,\n"
-	"  lease_until = now() + $3 * interval '1 second', state = 'running',\n"
-	"  started_at = coalesce(j.started_at, now()), last_error = NULL\n"
-	"FROM c WHERE j.id = c.id\n"
-	"RETURNING " BF_JOB_DEF_COLUMNS ", 0, 0, j.lease_epoch, 1, c.prev_owner";
-
-/* Slices of jobs that are running or resumed (pending with slices), whose
- * lease is free or expired, and at most the job's `slices` of them leased
- * at once. The job rows are locked first (SKIP LOCKED), in the order a
- * pause takes them (job row, then its slices), so that two daemons never
- * count the same free room of a job, and a pause never deadlocks with a
- * claim. A resumed job is running again once a slice of it is. */
+	"SELECT " BF_JOB_DEF_COLUMNS ", 0, 0, c.lease_epoch, 1, c.prev_owner\n"
+	"FROM backfill.claim_setups($1, $2, $3, $4::bigint[]) c\n"
+	"JOIN backfill.jobs j ON j.id = c.job_id";
 static const char claim_slices_sql[] =
-	"WITH j AS (\n"
-	"  SELECT id, priority, coalesce(slices, $5::integer) AS room FROM backfill.jobs j\n"
-	"  WHERE state IN ('pending', 'running')\n"
-	"    AND EXISTS (SELECT FROM backfill.slices s WHERE s.job_id = j.id\n"
-	"                AND s.state IN ('pending', 'running')\n"
-	"                AND (s.owner IS NULL OR s.lease_until IS NULL OR s.lease_until < now()))\n"
-	"    AND NOT coalesce((SELECT paused FROM backfill.control), false)\n"
-	"  ORDER BY priority, id\n"
-	"  FOR NO KEY UPDATE SKIP LOCKED\n"
-	"), cand AS (\n"
-	"  SELECT s.id, j.priority, s.job_id, s.slice,\n"
-	"         row_number() OVER (PARTITION BY s.job_id ORDER BY s.slice) AS n,\n"
-	"         j.room - (SELECT count(*) FROM backfill.slices x WHERE x.job_id = s.job_id\n"
-	"                     AND x.state = 'running' AND x.lease_until >= now()) AS room\n"
-	"  FROM backfill.slices s JOIN j ON j.id = s.job_id\n"
-	"  WHERE s.state IN ('pending', 'running')\n"
-	"    AND (s.owner IS NULL OR s.lease_until IS NULL OR s.lease_until < now())\n"
-	"    AND s.id <> ALL ($4::bigint[])\n"
-	"), pick AS (\n"
-	"  SELECT s.id, s.owner AS prev_owner FROM backfill.slices s\n"
-	"  WHERE s.id IN (SELECT id FROM cand WHERE n <= room\n"
-	"                 ORDER BY priority, job_id, slice LIMIT $2)\n"
-	/* Tested again on the row locked, which may be newer than the
-	 * statement's snapshot (claimed by another daemon since): the
-	 * recheck of a row lock re-evaluates these, not cand's. */
-	"    AND s.state IN ('pending', 'running')\n"
-	"    AND (s.owner IS NULL OR s.lease_until IS NULL OR s.lease_until < now())\n"
-	"  FOR UPDATE SKIP LOCKED\n"
-	"), claimed AS (\n"
-	"  UPDATE backfill.slices s SET owner = $1, lease_epoch = s.lease_epoch + 1,\n"
-	"    lease_until = now() + $3 * interval '1 second', state = 'running',\n"
-	"    started_at = coalesce(s.started_at, now()), last_error = NULL, updated_at = now()\n"
-	"  FROM pick WHERE s.id = pick.id\n"
-	"  RETURNING s.id, s.job_id, s.slice, s.lease_epoch, pick.prev_owner\n"
-	"), resumed AS (\n"
-	"  UPDATE backfill.jobs j SET state = 'running', started_at = coalesce(j.started_at, now()),\n"
-	"    last_error = NULL\n"
-	"  WHERE j.id IN (SELECT job_id FROM claimed) AND j.state = 'pending'\n"
-	"  RETURNING j.id\n"
-	")\n"
-	"SELECT " BF_JOB_DEF_COLUMNS ", c.id, c.slice, c.lease_epoch,\n"
-	"       (SELECT count(*) FROM backfill.slices x WHERE x.job_id = j.id), c.prev_owner\n"
-	"FROM claimed c JOIN backfill.jobs j ON j.id = c.job_id\n"
+	"SELECT " BF_JOB_DEF_COLUMNS ", c.slice_id, c.slice, c.lease_epoch, c.ranges, c.prev_owner\n"
+	"FROM backfill.claim_slices($1, $2, $3, $4::bigint[]) c\n"
+	"JOIN backfill.jobs j ON j.id = c.job_id\n"
 	"ORDER BY j.priority, j.id, c.slice";
 
 void bf_claims_claim(bf_engine *engine)
 {
-	char slots[16], lease[16], slices[16];
+	char slots[16], lease[16];
 	int free_slots = engine->cfg->max_jobs - engine->njobs;
 
 	if (free_slots <= 0) {
@@ -169,11 +109,10 @@ void bf_claims_claim(bf_engine *engine)
 		return;
 	snprintf(slots, sizeof(slots), "%d", free_slots);
 	snprintf(lease, sizeof(lease), "%d", engine->cfg->lease_s);
-	snprintf(slices, sizeof(slices), "%d", engine->cfg->slices);
-	const char *params[5] = {engine->owner, slots, lease, running, slices};
+	const char *params[4] = {engine->owner, slots, lease, running};
 
 	if (engine->claim_slices)
-		bf_pg_query(&engine->listener, claim_slices_sql, 5, params, claims_claimed, engine);
+		bf_pg_query(&engine->listener, claim_slices_sql, 4, params, claims_claimed, engine);
 	else
 		bf_pg_query(&engine->listener, claim_setup_sql, 4, params, claims_claimed, engine);
 	free(running);

@@ -241,7 +241,9 @@ static const char *const schema_migrations[] = {
 	 * a repair pass walks every range again from its start. */
 	"CREATE FUNCTION backfill.jobs_slices_follow() RETURNS trigger LANGUAGE plpgsql AS $$\n"
 	"BEGIN\n"
-	"  IF NEW.repairing AND NOT OLD.repairing THEN\n"
+	/* jobs_touch turned a failed verification into a repair pass: a
+	 * second one too, after a repair pass that failed. */
+	"  IF NEW.repairing AND OLD.verification_failed AND NOT NEW.verification_failed THEN\n"
 	"    UPDATE backfill.slices SET state = 'pending', checkpoint = lower_bound, repairing = true,\n"
 	"      owner = NULL, lease_until = NULL, last_error = NULL, finished_at = NULL\n"
 	"    WHERE job_id = NEW.id;\n"
@@ -319,6 +321,92 @@ static const char *const schema_migrations[] = {
 	"  RETURN QUERY SELECT j.state, ranges, j.rows_scanned, j.rows_updated, j.batches, j.rows_left\n"
 	"    FROM backfill.jobs j WHERE j.id = s.job_id;\n"
 	"END $$;\n"
+	/* Claims, as functions: each job row is locked first (SKIP LOCKED:
+	 * two daemons claiming at once take different jobs), and only then,
+	 * in a statement of its own and so a snapshot taken after the lock,
+	 * is the job looked at. A claim whose snapshot predated another
+	 * daemon's would otherwise set a job up twice, or take a slice just
+	 * claimed, or count room already taken. Jobs best priority first;
+	 * p_ours: what the caller runs already (a lease it let lapse while
+	 * disconnected is not taken over from itself). */
+	"CREATE FUNCTION backfill.claim_setups(p_owner text, p_slots integer, p_lease_s integer,\n"
+	"                                      p_ours bigint[])\n"
+	"  RETURNS TABLE (job_id bigint, lease_epoch bigint, prev_owner text)\n"
+	"  LANGUAGE plpgsql AS $$\n"
+	"DECLARE\n"
+	"  j record;\n"
+	"  n integer := 0;\n"
+	"BEGIN\n"
+	"  IF coalesce((SELECT paused FROM backfill.control), false) THEN RETURN; END IF;\n"
+	"  FOR j IN SELECT x.id, x.owner FROM backfill.jobs x\n"
+	"           WHERE x.state IN ('pending', 'running') AND x.id <> ALL (p_ours)\n"
+	"             AND (x.owner IS NULL OR x.lease_until IS NULL OR x.lease_until < now())\n"
+	"             AND NOT EXISTS (SELECT FROM backfill.slices s WHERE s.job_id = x.id)\n"
+	"           ORDER BY x.priority, x.id\n"
+	"           FOR UPDATE SKIP LOCKED\n"
+	"  LOOP\n"
+	"    EXIT WHEN n >= p_slots;\n"
+	"    RETURN QUERY\n"
+	"      UPDATE backfill.jobs x SET owner = p_owner, lease_epoch = x.lease_epoch + 1,\n"
+	"        lease_until = now() + p_lease_s * interval '1 second', state = 'running',\n"
+	"        started_at = coalesce(x.started_at, now()), last_error = NULL\n"
+	"      WHERE x.id = j.id AND x.state IN ('pending', 'running')\n"
+	"        AND (x.owner IS NULL OR x.lease_until IS NULL OR x.lease_until < now())\n"
+	"        AND NOT EXISTS (SELECT FROM backfill.slices s WHERE s.job_id = x.id)\n"
+	"      RETURNING x.id, x.lease_epoch, j.owner;\n"
+	"    IF FOUND THEN n := n + 1; END IF;\n"
+	"  END LOOP;\n"
+	"END $$;\n"
+	/* At most `slices` of a job's ranges leased at once: counted after
+	 * the job row's lock, which every claim of its slices takes. A resumed
+	 * job is running again once a slice of it is. */
+	"CREATE FUNCTION backfill.claim_slices(p_owner text, p_slots integer, p_lease_s integer,\n"
+	"                                      p_ours bigint[])\n"
+	"  RETURNS TABLE (job_id bigint, slice_id bigint, slice integer, lease_epoch bigint,\n"
+	"                 ranges bigint, prev_owner text)\n"
+	"  LANGUAGE plpgsql AS $$\n"
+	"DECLARE\n"
+	"  j record;\n"
+	"  n integer := 0;\n"
+	"  got integer;\n"
+	"BEGIN\n"
+	"  IF coalesce((SELECT paused FROM backfill.control), false) THEN RETURN; END IF;\n"
+	"  FOR j IN SELECT x.id, x.slices FROM backfill.jobs x\n"
+	"           WHERE x.state IN ('pending', 'running')\n"
+	"             AND EXISTS (SELECT FROM backfill.slices s WHERE s.job_id = x.id\n"
+	"                         AND s.state IN ('pending', 'running') AND s.id <> ALL (p_ours)\n"
+	"                         AND (s.owner IS NULL OR s.lease_until IS NULL\n"
+	"                              OR s.lease_until < now()))\n"
+	"           ORDER BY x.priority, x.id\n"
+	"           FOR NO KEY UPDATE SKIP LOCKED\n"
+	"  LOOP\n"
+	"    EXIT WHEN n >= p_slots;\n"
+	"    RETURN QUERY\n"
+	"      WITH pick AS (\n"
+	"        SELECT s.id, s.owner FROM backfill.slices s\n"
+	"        WHERE s.job_id = j.id AND s.state IN ('pending', 'running') AND s.id <> ALL (p_ours)\n"
+	"          AND (s.owner IS NULL OR s.lease_until IS NULL OR s.lease_until < now())\n"
+	"        ORDER BY s.slice\n"
+	"        LIMIT greatest(0, least(p_slots - n,\n"
+	"          coalesce(j.slices, 1) - (SELECT count(*) FROM backfill.slices r WHERE r.job_id = j.id\n"
+	"                        AND r.state = 'running' AND r.lease_until >= now())))\n"
+	"        FOR UPDATE SKIP LOCKED\n"
+	"      )\n"
+	"      UPDATE backfill.slices s SET owner = p_owner, lease_epoch = s.lease_epoch + 1,\n"
+	"        lease_until = now() + p_lease_s * interval '1 second', state = 'running',\n"
+	"        started_at = coalesce(s.started_at, now()), last_error = NULL, updated_at = now()\n"
+	"      FROM pick WHERE s.id = pick.id\n"
+	"      RETURNING s.job_id, s.id, s.slice, s.lease_epoch,\n"
+	"        (SELECT count(*) FROM backfill.slices r WHERE r.job_id = j.id), pick.owner;\n"
+	"    GET DIAGNOSTICS got = ROW_COUNT;\n"
+	"    IF got > 0 THEN\n"
+	"      n := n + got;\n"
+	"      UPDATE backfill.jobs SET state = 'running', started_at = coalesce(started_at, now()),\n"
+	"        last_error = NULL\n"
+	"      WHERE id = j.id AND state = 'pending';\n"
+	"    END IF;\n"
+	"  END LOOP;\n"
+	"END $$;\n"
 	/* Jobs whose walk was under way carry over as one slice with their
 	 * checkpoint and counters. Their leases end here: a daemon of the old
 	 * version still running one is fenced out by the new epoch. */
@@ -331,7 +419,8 @@ static const char *const schema_migrations[] = {
 	"  repairing, started_at, finished_at\n"
 	"FROM backfill.jobs WHERE upper_bound IS NOT NULL;\n"
 	"UPDATE backfill.jobs SET owner = NULL, lease_until = NULL, lease_epoch = lease_epoch + 1\n"
-	"WHERE owner IS NOT NULL;\n",
+	"WHERE owner IS NOT NULL;\n"
+	"UPDATE backfill.jobs SET slices = 1 WHERE upper_bound IS NOT NULL AND slices IS NULL;\n",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(schema_migrations) / sizeof(schema_migrations[0])))

@@ -428,8 +428,11 @@ def job_row(conn, name):
         row = cur.execute('SELECT * FROM backfill.jobs WHERE name = %s', (name,)).fetchone()
         if row is None:
             return None
+        # A schema older than slices (or the fake daemon's of test_infra) has none.
+        has_slices = cur.execute(
+            "SELECT to_regclass('backfill.slices') IS NOT NULL AS yes").fetchone()['yes']
         slices = cur.execute('SELECT * FROM backfill.slices WHERE job_id = %s ORDER BY slice',
-                             (row['id'],)).fetchall()
+                             (row['id'],)).fetchall() if has_slices else []
     row['row'] = dict(row)
     row['slices'] = slices
     if slices:

@@ -40,8 +40,8 @@ ALTER TABLE backfill.control RENAME TO control_real;
 CREATE VIEW backfill.control AS SELECT * FROM backfill.control_real WHERE public.claim_delay();
 """
 
-CLAIM_SETUP_LIKE = 'WITH c AS (%SELECT id, owner AS prev_owner FROM backfill.jobs%'
-CLAIM_SLICES_LIKE = 'WITH j AS (%AS room FROM backfill.jobs%'
+CLAIM_SETUP_LIKE = '%FROM backfill.claim_setups(%'
+CLAIM_SLICES_LIKE = '%FROM backfill.claim_slices(%'
 
 
 def listener_pids(conn):

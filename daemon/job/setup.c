@@ -31,10 +31,17 @@ static void job_slices_made(bf_pg *pg, const bf_pg_result *r, void *arg)
 		return;
 	}
 	int64_t made = PQntuples(r->res) ? bf_cell_int(r->res, 0, 0, 0) : 0;
+	int64_t released = PQntuples(r->res) ? bf_cell_int(r->res, 0, 1, 0) : 0;
 
-	if (made == 0) {
-		job_set_synced(job, false); /* fenced out, or made by another: the row decides */
+	if (!released) {
+		job_set_synced(job, false); /* fenced out: the row decides */
 		job_step(job);
+		return;
+	}
+	if (made == 0) {
+		/* Cut already (the claim saw it too late): nothing to do. */
+		job_log(job, BF_LOG_NOTICE, "the walk is cut into slices already; letting go");
+		job_close(job);
 		return;
 	}
 	job_log(job, BF_LOG_INFO, "walk cut into %" PRId64 " slice%s (asked for %d)", made,
@@ -72,17 +79,27 @@ static void job_slices_insert(bf_job *job, const char *boundaries)
 		"  FROM j, r\n"
 		"  RETURNING slice\n"
 		"), released AS (\n"
-		"  UPDATE backfill.jobs SET owner = NULL, lease_until = NULL\n"
-		"  WHERE id IN (SELECT id FROM j) AND EXISTS (SELECT FROM made)\n"
+		/* Given back once cut (by us, or already): the job's slice count
+		 * fixed with its ranges, the configuration's when the row has
+		 * none, so that every daemon counts the same room. */
+		"  UPDATE backfill.jobs SET owner = NULL, lease_until = NULL,\n"
+		"    slices = coalesce(slices, $6::integer)\n"
+		"  WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND state = 'running'\n"
+		"    AND (EXISTS (SELECT FROM made)\n"
+		"         OR EXISTS (SELECT FROM backfill.slices WHERE job_id = $1))\n"
 		"  RETURNING id\n"
 		")\n"
 		"SELECT (SELECT count(*) FROM made), (SELECT count(*) FROM released)";
 	job_params p;
 
+	char slices[16];
+
 	job_params_fence(job, &p);
+	snprintf(slices, sizeof(slices), "%d", job->slices);
 	p.values[3] = job->upper_bound;
 	p.values[4] = boundaries;
-	job_send(job, "recording the slices", sql, 5, p.values, job_slices_made);
+	p.values[5] = slices;
+	job_send(job, "recording the slices", sql, 6, p.values, job_slices_made);
 }
 
 static void job_split_read(bf_pg *pg, const bf_pg_result *r, void *arg)
