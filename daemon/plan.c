@@ -498,8 +498,10 @@ static void plan_send(bf_plan *plan)
 	case PLAN_SLICES:
 		/* Before the transaction of the dry run: the keys as they are,
 		 * not as the batch left them. */
-		text = sql = bf_split_plan_sql(&plan->walk, "$1", plan->slices,
-					       plan->table.rows_estimate);
+		text = sql = bf_split_plan_sql(
+			&plan->walk, "$1",
+			bf_split_ranges(plan->slices, plan->table.rows_estimate),
+			plan->table.rows_estimate);
 		params[0] = plan->upper_bound;
 		nparams = 1;
 		break;

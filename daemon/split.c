@@ -231,3 +231,15 @@ char *bf_split_plan_sql(const bf_walk *w, const char *upper, int n, int64_t rows
 	aliases(&sb, w, "");
 	return bf_strbuf_finish(&sb);
 }
+
+int bf_split_ranges(int slices, int64_t rows_estimate)
+{
+	int64_t most;
+
+	if (slices < 1)
+		return 1;
+	if (rows_estimate < 0)
+		return slices;
+	most = 1 + rows_estimate / BF_SPLIT_MIN_RANGE_ROWS;
+	return most < slices ? (int)most : slices;
+}

@@ -40,6 +40,16 @@
  * by the count it did return (bf_split_sql). */
 #define BF_SPLIT_SAMPLE_MIN 10000
 
+/* No range is cut smaller than this (by the planner's estimate): a range
+ * costs a connection, a claim, a lease and a verification of its own, more
+ * than the parallelism of so few rows saves. A table of fewer rows than
+ * slices gets fewer ranges in any case (bf_split_sql). */
+#define BF_SPLIT_MIN_RANGE_ROWS 500
+
+/* How many ranges to cut a table of rows_estimate rows (< 0: unknown) into
+ * when `slices` are asked for: at least 1, at most slices. */
+int bf_split_ranges(int slices, int64_t rows_estimate);
+
 /* The percentage of the table's pages to sample for BF_SPLIT_SAMPLE_ROWS
  * of rows_estimate rows: (0, 100]. The SQL raises it to the pages floor
  * above, from the table's relpages. */

@@ -147,12 +147,18 @@ def test_tiny_and_empty_tables_get_fewer_slices(db, daemon_factory):
     conn = db.conn
     counter_table(conn, 'tiny', rows=3)
     counter_table(conn, 'empty', rows=0)
+    counter_table(conn, 'small', rows=1200)
     daemon_factory(db.server, db.name, SLICED)
     counter_job(conn, 'tiny', table='tiny', slices=8)
     counter_job(conn, 'empty', table='empty', slices=8)
+    counter_job(conn, 'small', table='small', slices=8)
     wait_succeeded(conn, 'tiny', 60)
     wait_succeeded(conn, 'empty', 60)
-    assert 1 <= len(slices_of(conn, 'tiny')) <= 3
+    wait_succeeded(conn, 'small', 60)
+    assert len(slices_of(conn, 'tiny')) == 1
+    # No range under 500 rows (split.h): 1200 rows make 3.
+    assert len(slices_of(conn, 'small')) == 3
+    assert_each_row_once(conn, 'small', rows=1200)
     assert [x['upper_bound'] for x in slices_of(conn, 'empty')] == [[]]
     assert_each_row_once(conn, 'tiny', rows=3)
 

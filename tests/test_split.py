@@ -197,11 +197,11 @@ def test_slices_default_to_engine_slices_and_show_in_text(db, daemon):
     """A job row without slices takes engine.slices (1 by default): one
     range, the whole table. The text output has the slices' lines."""
     conn = db.conn
-    make_table(conn, 'plain', 'id bigint', 'id', 'SELECT g FROM generate_series(1, 1000) g')
+    make_table(conn, 'plain', 'id bigint', 'id', 'SELECT g FROM generate_series(1, 2000) g')
     slices = plan_slices(daemon, conn, 'plain', slices=None, name='plain')
     assert slices['requested'] == 1
-    assert slices['ranges'] == [{'slice': 1, 'lower_bound': None, 'upper_bound': ['1000'],
-                                 'rows_estimate': 1000}], slices
+    assert slices['ranges'] == [{'slice': 1, 'lower_bound': None, 'upper_bound': ['2000'],
+                                 'rows_estimate': 2000}], slices
     conn.execute("UPDATE backfill.jobs SET slices = 4 WHERE name = 'plain'")
     text = daemon.ctl('plan', 'plain', check=0).stdout
     print(text)

@@ -125,11 +125,13 @@ static void job_split_read(bf_pg *pg, const bf_pg_result *r, void *arg)
  * count (split.c), then recorded. An empty table is one empty range. */
 void job_split(bf_job *job)
 {
-	if (job->slices <= 1 || strcmp(job->upper_bound, "{}") == 0) {
+	int ranges = bf_split_ranges(job->slices, job->rows_estimate);
+
+	if (ranges <= 1 || strcmp(job->upper_bound, "{}") == 0) {
 		job_slices_insert(job, "{}");
 		return;
 	}
-	char *sql = bf_split_sql(&job->walk, "$1", job->slices, job->rows_estimate);
+	char *sql = bf_split_sql(&job->walk, "$1", ranges, job->rows_estimate);
 	const char *params[1] = {job->upper_bound};
 
 	if (!sql) {

@@ -138,6 +138,17 @@ static void test_plan_form_counts_keys_per_range(void)
 	free(sql);
 }
 
+/* Small tables get fewer ranges; an unknown size gets what was asked. */
+static void test_ranges_are_never_tiny(void)
+{
+	UNIT_CHECK_INT(bf_split_ranges(4, -1), 4);
+	UNIT_CHECK_INT(bf_split_ranges(4, 0), 1);
+	UNIT_CHECK_INT(bf_split_ranges(4, BF_SPLIT_MIN_RANGE_ROWS - 1), 1);
+	UNIT_CHECK_INT(bf_split_ranges(4, 2 * BF_SPLIT_MIN_RANGE_ROWS), 3);
+	UNIT_CHECK_INT(bf_split_ranges(64, 1000000000), 64);
+	UNIT_CHECK_INT(bf_split_ranges(0, 1000), 1);
+}
+
 int main(void)
 {
 	UNIT_RUN(test_exact_split_reads_every_key_in_key_order);
@@ -146,5 +157,6 @@ int main(void)
 	UNIT_RUN(test_large_table_is_sampled_by_pages);
 	UNIT_RUN(test_exact_or_sampled_by_the_estimate);
 	UNIT_RUN(test_plan_form_counts_keys_per_range);
+	UNIT_RUN(test_ranges_are_never_tiny);
 	return UNIT_DONE();
 }
