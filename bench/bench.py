@@ -76,8 +76,8 @@ class Clock:
 # backfilld's ways in the throughput rounds: the key in the results, and the
 # job's slices (None: the column left NULL, the configuration's default, 1).
 SLICED = {'backfilld': None, 'backfilld_2': 2, 'backfilld_4': 4}
-OTHER_APPS = {'single': methods.SINGLE_UPDATE_APP, 'plpgsql': methods.PLPGSQL_APP,
-              'offset': methods.OFFSET_APP}
+OTHER_APPS = {'single': methods.SINGLE_UPDATE_APP, 'two': methods.TWO_UPDATES_APP,
+              'plpgsql': methods.PLPGSQL_APP, 'offset': methods.OFFSET_APP}
 
 
 def throughput(cluster, daemon, a, clock):
@@ -88,7 +88,7 @@ def throughput(cluster, daemon, a, clock):
     still is more often than not, and keeps one pace from its first batch to
     its last: the machine's state, see BENCHMARKS.md.) A WaitSampler watches
     every way's sessions, so that each carries the same probe load."""
-    ways = ['backfilld', 'backfilld_2', 'backfilld_4', 'single', 'plpgsql', 'offset']
+    ways = ['backfilld', 'backfilld_2', 'backfilld_4', 'single', 'two', 'plpgsql', 'offset']
     runs = {w: [] for w in ways}
     methods.single_update(cluster, cluster.fresh_table('bench_t'))
     for r in range(a.rounds):
@@ -102,6 +102,8 @@ def throughput(cluster, daemon, a, clock):
                     out = methods.backfilld(cluster, daemon, table, name, slices=SLICED[way])
                 elif way == 'single':
                     out = methods.single_update(cluster, table)
+                elif way == 'two':
+                    out = methods.two_updates(cluster, table, a.rows)
                 elif way == 'plpgsql':
                     out = methods.plpgsql_loop(cluster, table, DEFAULT_BATCH_MAX)
                 else:
@@ -265,9 +267,10 @@ def slice_metrics(a, runs, rate):
     database used, the daemon's CPU, and what the sessions waited on; the
     one UPDATE for contrast. Each a median of the rounds (waits: pooled)."""
     cores = os.cpu_count() or 1
-    ways = list(SLICED) + ['single']
+    ways = list(SLICED) + ['single', 'two']
     label = {w: slice_label(w) for w in SLICED}
     label['single'] = 'one UPDATE'
+    label['two'] = 'two UPDATEs at once (halves)'
     best = max(SLICED, key=lambda w: rate[w])
     m = [Metric(f'throughput: backfilld, {label[w]}', rate[w], 'rows/s')
          for w in SLICED if w != 'backfilld']
@@ -277,6 +280,10 @@ def slice_metrics(a, runs, rate):
         Metric('backfilld 4 slices / 1 slice', rate['backfilld_4'] / rate['backfilld'], 'x'),
         Metric('best slice count / one UPDATE', rate[best] / rate['single'], 'x', ('>=', 1.1),
                note=label[best]),
+        # The machine's own ceiling for two writers of one table, for scale.
+        Metric('two UPDATEs at once (halves) / one UPDATE', rate['two'] / rate['single'], 'x'),
+        Metric('backfilld 2 slices / two UPDATEs at once', rate['backfilld_2'] / rate['two'],
+               'x'),
     ]
 
     def per_run(way, value):

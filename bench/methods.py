@@ -54,6 +54,7 @@ def backfilld(cluster, daemon, table, name, settings=None, timeout=3600, slices=
 
 # The application_name of each method's session (WaitSampler samples them).
 SINGLE_UPDATE_APP = 'bench single update'
+TWO_UPDATES_APP = 'bench two updates'
 PLPGSQL_APP = 'bench plpgsql loop'
 OFFSET_APP = 'bench offset loop'
 
@@ -71,6 +72,41 @@ def single_update(cluster, table):
         return {'seconds': seconds,
                 'db_cpu_s': cluster_cpu_s(cluster.postmaster_pid()) - db_cpu,
                 'wal_bytes': cluster.wal_bytes_since(wal)}
+
+
+def two_updates(cluster, table, rows):
+    """Two UPDATEs at once, each of half the key range, on two connections:
+    what this machine gives two writers of the same table at best, the
+    ceiling for backfilld with 2 slices."""
+    import threading
+    halves = [f'id <= {rows // 2}', f'id > {rows // 2}']
+    errors = []
+    conns = [cluster.connect() for _ in halves]
+    for conn in conns:
+        conn.execute(f"SET application_name = '{TWO_UPDATES_APP}'")
+
+    def run(conn, where):
+        try:
+            conn.execute(f'UPDATE {table} SET {SET_CLAUSE} WHERE {where}')
+        except Exception as exc:  # raised below, not lost in the thread
+            errors.append(exc)
+
+    db_cpu = cluster_cpu_s(cluster.postmaster_pid())
+    wal = cluster.wal_lsn()
+    threads = [threading.Thread(target=run, args=(c, w)) for c, w in zip(conns, halves)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    for conn in conns:
+        conn.close()
+    if errors:
+        raise errors[0]
+    return {'seconds': seconds,
+            'db_cpu_s': cluster_cpu_s(cluster.postmaster_pid()) - db_cpu,
+            'wal_bytes': cluster.wal_bytes_since(wal)}
 
 
 def plpgsql_loop(cluster, table, batch_size):
