@@ -211,7 +211,20 @@ static void engine_renew_timer_cb(uv_timer_t *timer)
 
 static void engine_job_closed(void *owner, bf_job *job);
 
+/* A setup that walks on as the first slice: the renewal sends its slice's
+ * lease from now on (claims.c reads slice_id each time); the other slices
+ * are free for any daemon, this one included. */
+static void engine_job_unit_changed(void *owner, bf_job *job)
+{
+	bf_engine *engine = owner;
+
+	(void)job;
+	engine->want_claim = 1;
+	bf_engine_kick(engine);
+}
+
 static const bf_job_ops engine_job_ops = {
+	.unit_changed = engine_job_unit_changed,
 	.paused = engine_job_paused,
 	.set_paused = engine_job_set_paused,
 	.window_wait = engine_window_wait,

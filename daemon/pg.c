@@ -695,3 +695,13 @@ void bf_pg_reconfigure(bf_pg *pg, const char *init_sql, int server_timeout_ms, i
 	pg->init_sql = copy;
 	pg_set_deadlines(pg, server_timeout_ms, lease_s);
 }
+
+void bf_pg_set_application_name(bf_pg *pg, const char *name)
+{
+	char *copy = pg_strdup(name);
+
+	if (!copy)
+		return;
+	free(pg->application_name);
+	pg->application_name = copy;
+}

@@ -39,6 +39,9 @@ typedef struct bf_job_ops {
 	/* The owner's walk of that job and slice, or NULL (a reply may
 	 * outlive it). */
 	bf_job *(*find)(void *owner, int64_t id, int64_t slice_id);
+	/* The job's setup went on as its first slice: what its lease is on
+	 * changed (renewals, status). */
+	void (*unit_changed)(void *owner, bf_job *job);
 	/* The job's last call, once it has closed; it is freed right after.
 	 * Never for a job whose bf_job_start failed. */
 	void (*closed)(void *owner, bf_job *job);

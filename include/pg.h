@@ -144,6 +144,10 @@ int bf_pg_is_busy(const bf_pg *pg);
  * options from the next connect on. */
 void bf_pg_reconfigure(bf_pg *pg, const char *init_sql, int server_timeout_ms, int lease_s);
 
+/* The application_name of the next connection (a reconnect); the caller
+ * sets it on the live one itself. Kept when out of memory. */
+void bf_pg_set_application_name(bf_pg *pg, const char *name);
+
 /* Closes the connection and every handle; cb (may be NULL) runs once the
  * last handle is closed, after which pg may be freed. A pending query's cb
  * is never called. */

@@ -193,6 +193,16 @@ void job_label(bf_job *job)
 		snprintf(job->label, sizeof(job->label), "job \"%s\"", job->name);
 }
 
+/* Its connection's application_name: how an operator tells the walks
+ * apart in pg_stat_activity. */
+void job_application_name(const bf_job *job, char *buf, size_t len)
+{
+	if (job->slice_id && job->nranges > 1)
+		snprintf(buf, len, "backfilld job %s slice %d", job->name, job->slice);
+	else
+		snprintf(buf, len, "backfilld job %s", job->name);
+}
+
 static void job_free(bf_job *job)
 {
 	bf_table_free(&job->table);
@@ -307,10 +317,7 @@ bf_job *bf_job_start(const bf_job_env *env, const bf_job_def *def)
 
 	/* Every batch connection carries its own limits (see the engine). */
 	bf_session_sql(init_sql, sizeof(init_sql), cfg, 1);
-	if (job->slice_id && job->nranges > 1)
-		snprintf(app, sizeof(app), "backfilld job %s slice %d", def->name, def->slice);
-	else
-		snprintf(app, sizeof(app), "backfilld job %s", def->name);
+	job_application_name(job, app, sizeof(app));
 	snprintf(pgname, sizeof(pgname), "job \"%s\" connection", def->name);
 
 	bf_pg_options opts =

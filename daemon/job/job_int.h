@@ -59,6 +59,7 @@ void job_set_phase(bf_job *job, bf_job_phase to);
 void job_set_synced(bf_job *job, bool synced);
 void job_close(bf_job *job);
 void job_label(bf_job *job);
+void job_application_name(const bf_job *job, char *buf, size_t len);
 void job_params_fence(bf_job *job, job_params *p);
 void job_retry_later(bf_job *job);
 void job_send(bf_job *job, const char *activity, const char *sql, int nparams,

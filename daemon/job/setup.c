@@ -21,6 +21,31 @@ static char *job_boundaries_literal(const PGresult *res)
 	return bf_strbuf_finish(&sb);
 }
 
+static void job_connection_named(bf_pg *pg, const bf_pg_result *r, void *arg)
+{
+	bf_job *job = arg;
+
+	(void)pg;
+	if (!r->ok) {
+		job_query_failed(job, r, "naming the connection");
+		return;
+	}
+	job_step(job);
+}
+
+/* The connection is the first slice's now: named so in pg_stat_activity,
+ * as the others' are, and again after a reconnect. */
+static void job_name_connection(bf_job *job)
+{
+	char app[64];
+	const char *params[1] = {app};
+
+	job_application_name(job, app, sizeof(app));
+	bf_pg_set_application_name(&job->pg, app);
+	job_send(job, "naming the connection", "SELECT set_config('application_name', $1, false)",
+		 1, params, job_connection_named);
+}
+
 static void job_slices_made(bf_pg *pg, const bf_pg_result *r, void *arg)
 {
 	bf_job *job = arg;
@@ -47,8 +72,18 @@ static void job_slices_made(bf_pg *pg, const bf_pg_result *r, void *arg)
 	job_log(job, BF_LOG_INFO, "walk cut into %" PRId64 " slice%s (asked for %d)", made,
 		made == 1 ? "" : "s", job->slices);
 	job_succeeded_step(job);
-	/* The job row is given back; its slices are claimed like any work. */
-	job_close(job);
+	/* The job row is given back, and this walk goes on as the first
+	 * slice, leased to it by the same statement, on the same connection:
+	 * the others are claimed like any work. The row is read again (its
+	 * bounds, the ranges) before the first batch. */
+	job->slice_id = bf_cell_int(r->res, 0, 2, 0);
+	job->slice = 1;
+	job->lease_epoch = 1;
+	job->nranges = (int)made;
+	job_label(job);
+	job->env.ops->unit_changed(job->env.owner, job);
+	job_set_synced(job, false);
+	job_name_connection(job);
 }
 
 /* The slices, in one statement with the job row's release: range i is
@@ -73,11 +108,17 @@ static void job_slices_insert(bf_job *job, const char *boundaries)
 		"  SELECT n, lag(upper_bound) OVER (ORDER BY n) AS lower_bound, upper_bound FROM b\n"
 		"), made AS (\n"
 		"  INSERT INTO backfill.slices (job_id, slice, lower_bound, upper_bound, checkpoint,\n"
-		"                               rows_estimate)\n"
+		"                               rows_estimate, state, owner, lease_epoch, lease_until,\n"
+		"                               started_at)\n"
 		"  SELECT j.id, r.n, r.lower_bound, r.upper_bound, r.lower_bound,\n"
-		"         j.rows_estimate / (cardinality($5::text[]) + 1)\n"
+		"         j.rows_estimate / (cardinality($5::text[]) + 1),\n"
+		/* The first is ours: we walk on as it. */
+		"         CASE WHEN r.n = 1 THEN 'running' ELSE 'pending' END,\n"
+		"         CASE WHEN r.n = 1 THEN $2 END, CASE WHEN r.n = 1 THEN 1 ELSE 0 END,\n"
+		"         CASE WHEN r.n = 1 THEN now() + $7 * interval '1 second' END,\n"
+		"         CASE WHEN r.n = 1 THEN now() END\n"
 		"  FROM j, r\n"
-		"  RETURNING slice\n"
+		"  RETURNING id, slice\n"
 		"), released AS (\n"
 		/* Given back once cut (by us, or already): the job's slice count
 		 * fixed with its ranges, the configuration's when the row has
@@ -89,17 +130,20 @@ static void job_slices_insert(bf_job *job, const char *boundaries)
 		"         OR EXISTS (SELECT FROM backfill.slices WHERE job_id = $1))\n"
 		"  RETURNING id\n"
 		")\n"
-		"SELECT (SELECT count(*) FROM made), (SELECT count(*) FROM released)";
+		"SELECT (SELECT count(*) FROM made), (SELECT count(*) FROM released),\n"
+		"       (SELECT id FROM made WHERE slice = 1)";
 	job_params p;
 
-	char slices[16];
+	char slices[16], lease[16];
 
 	job_params_fence(job, &p);
 	snprintf(slices, sizeof(slices), "%d", job->slices);
+	snprintf(lease, sizeof(lease), "%d", job->cfg->lease_s);
 	p.values[3] = job->upper_bound;
 	p.values[4] = boundaries;
 	p.values[5] = slices;
-	job_send(job, "recording the slices", sql, 6, p.values, job_slices_made);
+	p.values[6] = lease;
+	job_send(job, "recording the slices", sql, 7, p.values, job_slices_made);
 }
 
 static void job_split_read(bf_pg *pg, const bf_pg_result *r, void *arg)
