@@ -378,3 +378,51 @@ def test_a_finished_sliced_job_put_back_to_pending_runs_again(db, daemon_factory
     row = wait_succeeded(conn, 'again', 60)
     assert_each_row_once(conn, rows=2100)
     assert row['row']['rows_scanned'] == 2100
+
+
+def test_a_table_replaced_under_a_sliced_job_fails_it_and_touches_nothing_new(
+        db, daemon_factory):
+    """Every slice's batch checks that the name still means the table the
+    walk was pinned to: a table renamed away and replaced mid-walk fails
+    the job, and no row of the new table is touched."""
+    conn = db.conn
+    counter_table(conn, rows=4000)
+    daemon_factory(db.server, db.name, SLICED)
+    counter_job(conn, 'replaced', pause_ms=2, slices=3)
+    walking(conn, 'replaced', 3)
+    with db.connect(autocommit=False) as ddl:
+        ddl.execute('ALTER TABLE items RENAME TO items_old')
+        ddl.execute('ALTER TABLE items_old RENAME CONSTRAINT items_pkey TO items_old_pkey')
+        ddl.execute('CREATE TABLE items (LIKE items_old INCLUDING ALL)')
+        ddl.execute('INSERT INTO items SELECT id, payload, 0 FROM items_old')
+        ddl.commit()
+    row = wait_job_state(conn, 'replaced', {'failed', 'succeeded'}, timeout=60)
+    assert row['state'] == 'failed', row
+    assert 'the table or its key changed under the job' in row['last_error'], row['last_error']
+    released(conn, 'replaced')
+    assert conn.execute('SELECT count(*) FROM items WHERE counter <> 0').fetchone()[0] == 0
+    assert conn.execute('SELECT max(counter) FROM items_old').fetchone()[0] == 1
+
+
+def test_status_on_another_instance_shows_the_slices_and_their_owners(db, daemon_factory):
+    conn = db.conn
+    counter_table(conn, rows=4000)
+    walker = daemon_factory(db.server, db.name, SLICED, name='walker')
+    counter_job(conn, 'watched', pause_ms=2, slices=2)
+    walking(conn, 'watched', 2)
+    # A second daemon with no free slot: it only answers status.
+    watcher = daemon_factory(db.server, db.name, {**SLICED, 'engine': {
+        'max_jobs': 1, 'lease_s': 3, 'poll_interval_ms': 200}}, name='watcher')
+    owner = walker.ctl_json('status')['daemon']['owner']
+    job = wait_for(lambda: (j := watcher.ctl_json('status', 'watched')['jobs'][0])
+                   and all(s['owner'] == owner for s in j['slices']) and j, 30,
+                   what='the slices seen from the other daemon')
+    assert job['here'] is False and job['owner'] == owner
+    assert len(job['slices']) == 2 and not any(s['here'] for s in job['slices'])
+    # What the walker published: each running slice's phase and batch size.
+    wait_for(lambda: all('batch_size' in s for s in
+                         watcher.ctl_json('status', 'watched')['jobs'][0]['slices']), 30,
+             what='the slices\' live fields')
+    text = watcher.ctl('status', 'watched').stdout
+    assert 'slice 1/2' in text and f'owner {owner}' in text, text
+    conn.execute("UPDATE backfill.jobs SET state = 'cancelled' WHERE name = 'watched'")
