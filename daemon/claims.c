@@ -83,15 +83,16 @@ static void claims_claimed(bf_pg *pg, const bf_pg_result *r, void *arg)
 /* Jobs whose walk is not set up (no slices yet): pending ones, and running
  * ones whose setup's lease expired; then slices, at most each job's
  * `slices` at once. The functions (schema.c) lock each job row before
- * they look at it. Both answer the job's definition, then the claim. */
+ * they look at it, and return it as they read it: a job inserted after
+ * this statement's snapshot is claimed too, and reading its row here
+ * again would lose that claim. Both answer the job's definition, then the
+ * claim. */
 static const char claim_setup_sql[] =
-	"SELECT " BF_JOB_DEF_COLUMNS ", 0, 0, c.lease_epoch, 1, c.prev_owner\n"
-	"FROM backfill.claim_setups($1, $2, $3, $4::bigint[]) c\n"
-	"JOIN backfill.jobs j ON j.id = c.job_id";
+	"SELECT " BF_JOB_DEF_COLUMNS ", 0, 0, j.lease_epoch, 1, c.prev_owner\n"
+	"FROM backfill.claim_setups($1, $2, $3, $4::bigint[]) c, LATERAL (SELECT (c.job).*) j";
 static const char claim_slices_sql[] =
 	"SELECT " BF_JOB_DEF_COLUMNS ", c.slice_id, c.slice, c.lease_epoch, c.ranges, c.prev_owner\n"
-	"FROM backfill.claim_slices($1, $2, $3, $4::bigint[]) c\n"
-	"JOIN backfill.jobs j ON j.id = c.job_id\n"
+	"FROM backfill.claim_slices($1, $2, $3, $4::bigint[]) c, LATERAL (SELECT (c.job).*) j\n"
 	"ORDER BY j.priority, j.id, c.slice";
 
 void bf_claims_claim(bf_engine *engine)

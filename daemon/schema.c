@@ -321,7 +321,9 @@ static const char *const schema_migrations[] = {
 	"  RETURN QUERY SELECT j.state, ranges, j.rows_scanned, j.rows_updated, j.batches, j.rows_left\n"
 	"    FROM backfill.jobs j WHERE j.id = s.job_id;\n"
 	"END $$;\n"
-	/* Claims, as functions: each job row is locked first (SKIP LOCKED:
+	/* Claims, as functions (each returns the job's row as it read it: the
+	 * caller's own snapshot may predate a job inserted meanwhile, so it
+	 * must not read the row again): each job row is locked first (SKIP LOCKED:
 	 * two daemons claiming at once take different jobs), and only then,
 	 * in a statement of its own and so a snapshot taken after the lock,
 	 * is the job looked at. A claim whose snapshot predated another
@@ -331,7 +333,7 @@ static const char *const schema_migrations[] = {
 	 * disconnected is not taken over from itself). */
 	"CREATE FUNCTION backfill.claim_setups(p_owner text, p_slots integer, p_lease_s integer,\n"
 	"                                      p_ours bigint[])\n"
-	"  RETURNS TABLE (job_id bigint, lease_epoch bigint, prev_owner text)\n"
+	"  RETURNS TABLE (job backfill.jobs, prev_owner text)\n"
 	"  LANGUAGE plpgsql AS $$\n"
 	"DECLARE\n"
 	"  j record;\n"
@@ -353,7 +355,7 @@ static const char *const schema_migrations[] = {
 	"      WHERE x.id = j.id AND x.state IN ('pending', 'running')\n"
 	"        AND (x.owner IS NULL OR x.lease_until IS NULL OR x.lease_until < now())\n"
 	"        AND NOT EXISTS (SELECT FROM backfill.slices s WHERE s.job_id = x.id)\n"
-	"      RETURNING x.id, x.lease_epoch, j.owner;\n"
+	"      RETURNING x, j.owner;\n"
 	"    IF FOUND THEN n := n + 1; END IF;\n"
 	"  END LOOP;\n"
 	"END $$;\n"
@@ -362,7 +364,7 @@ static const char *const schema_migrations[] = {
 	 * job is running again once a slice of it is. */
 	"CREATE FUNCTION backfill.claim_slices(p_owner text, p_slots integer, p_lease_s integer,\n"
 	"                                      p_ours bigint[])\n"
-	"  RETURNS TABLE (job_id bigint, slice_id bigint, slice integer, lease_epoch bigint,\n"
+	"  RETURNS TABLE (job backfill.jobs, slice_id bigint, slice integer, lease_epoch bigint,\n"
 	"                 ranges bigint, prev_owner text)\n"
 	"  LANGUAGE plpgsql AS $$\n"
 	"DECLARE\n"
@@ -396,7 +398,7 @@ static const char *const schema_migrations[] = {
 	"        lease_until = now() + p_lease_s * interval '1 second', state = 'running',\n"
 	"        started_at = coalesce(s.started_at, now()), last_error = NULL, updated_at = now()\n"
 	"      FROM pick WHERE s.id = pick.id\n"
-	"      RETURNING s.job_id, s.id, s.slice, s.lease_epoch,\n"
+	"      RETURNING (SELECT x FROM backfill.jobs x WHERE x.id = j.id), s.id, s.slice, s.lease_epoch,\n"
 	"        (SELECT count(*) FROM backfill.slices r WHERE r.job_id = j.id), pick.owner;\n"
 	"    GET DIAGNOSTICS got = ROW_COUNT;\n"
 	"    IF got > 0 THEN\n"

@@ -200,3 +200,35 @@ def test_a_second_failed_verification_is_repaired_by_the_next_resume(db, daemon_
         f"second repair pass never walked: {row['last_error']}; slices: " \
         f"{[(s['slice'], s['state'], s['checkpoint'], s['repairing']) for s in row['slices']]}"
     assert conn.execute('SELECT count(*) FROM fills WHERE v IS NULL').fetchone()[0] == 0
+
+
+def test_a_job_inserted_during_a_claim_is_run_by_the_daemon_that_claimed_it(
+        db, daemon_factory):
+    """The claim functions lock and read each job row in statements of
+    their own, with snapshots newer than the calling statement's. A job
+    inserted while a claim runs is claimed by it; when the caller read the
+    job's row again with its own, older snapshot, that row was not there:
+    the claim was made in the database and lost to the daemon, the job sat
+    leased to a daemon that did not run it until the next renewal gave it
+    back."""
+    conn = db.conn
+    counter_table(conn, 'early', rows=200)
+    counter_table(conn, 'late', rows=200)
+    first = daemon_factory(db.server, db.name, SLICED, name='first')
+    wait_for(lambda: len(listener_pids(conn)) == 1, 10, what='the listener')
+    conn.execute(SLOW_CONTROL)
+    # The claim of setups sleeps 1.5 s (once its statement has its
+    # snapshot) while a job is pending and the late job is not there yet.
+    slow(conn, listener_pids(conn).pop(), 1.5, CLAIM_SETUP_LIKE,
+         "SELECT NOT EXISTS (SELECT FROM backfill.jobs WHERE name = 'late')")
+    counter_job(conn, 'early', table='early')
+    wait_for(lambda: conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+        "AND query LIKE '%backfill.claim_setups(%'").fetchone()[0] == 1, 10,
+        what='the claim asleep')
+    counter_job(conn, 'late', table='late')
+    wait_succeeded(conn, 'early', 30)
+    # Claimed by the same call, and run at once: not handed back 10 s later.
+    wait_succeeded(conn, 'late', 8)
+    assert 'not running here' not in first.log()
+    assert_each_row_once(conn, 'late', rows=200)
