@@ -10,10 +10,12 @@ The binary is $BACKFILLD (set by `make pytest`), else build/backfilld.
 """
 
 import atexit
+import contextlib
 import ctypes
 import json
 import os
 import re
+import socket
 import signal
 import subprocess
 import tempfile
@@ -464,3 +466,30 @@ def wait_job_state(conn, name, states, timeout=30, daemons=None):
         return f'job {name!r} to be {sorted(wanted)}; row: {last.get("row")}{logs}'
 
     return wait_for(reached, timeout, interval=0.1, what=describe)
+
+
+@contextlib.contextmanager
+def socket_activated(daemon, path):
+    """Starts daemon as systemd's socket activation would: a unix socket
+    listening at path, passed as fd 3 (LISTEN_FDS=1). Waits until it is
+    ready; kills it and closes the socket at the end of the block."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+        listener.listen(16)
+        fd = listener.fileno()
+
+        def as_fd3():
+            if fd == 3:
+                os.set_inheritable(3, True)
+            else:
+                os.dup2(fd, 3, inheritable=True)
+
+        daemon.start(shell_prefix='LISTEN_PID=$$ LISTEN_FDS=1', preexec=as_fd3)
+        daemon.wait_ready(30)
+        assert 'socket passed by systemd' in daemon.current_log(), daemon.current_log()
+        yield daemon
+    finally:
+        if daemon.alive():
+            daemon.kill()
+        listener.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import BACKFILLCTL, job_row, wait_for
+from daemon import BACKFILLCTL, job_row, socket_activated, wait_for
 from workload import SMALL_BATCHES, counter_job, counter_table
 
 STATUS = b'{"v":1,"cmd":"status"}\n'
@@ -469,30 +469,12 @@ def test_socket_activation(db, daemon_factory, tmp_path):
     missing = tmp_path / 'no-such-dir' / 'ctl.sock'
     d.config['control']['socket'] = str(missing)   # only the passed socket can work
     activated = d.socket                            # where "systemd" listens
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        listener.bind(str(activated))
-        listener.listen(16)
-        fd = listener.fileno()
-
-        def as_fd3():
-            if fd == 3:
-                os.set_inheritable(3, True)
-            else:
-                os.dup2(fd, 3, inheritable=True)
-
-        d.start(shell_prefix='LISTEN_PID=$$ LISTEN_FDS=1', preexec=as_fd3)
-        d.wait_ready(30)
-        assert 'socket passed by systemd' in d.current_log(), d.current_log()
+    with socket_activated(d, activated):
         r = d.ctl('status', socket=activated, check=0)
         assert r.stdout.strip()
         assert d.ctl_json('status', socket=activated)['daemon']['pid'] == d.pid
         assert not missing.parent.exists()
         assert d.stop() == 0
         assert stat.S_ISSOCK(os.lstat(activated).st_mode), 'the activated socket was unlinked'
-    finally:
-        if d.alive():
-            d.kill()
-        listener.close()
 
 

@@ -7,7 +7,7 @@ import pytest
 from daemon import job_row, wait_for, wait_job_state
 from pgserver import PgServer
 from workload import PAUSE_FUNCTION as PAUSE_SQL, SMALL_BATCHES, assert_each_row_once, \
-    counter_job, counter_table, counters, wait_succeeded
+    counter_job, counter_table, counters, replace_table, wait_succeeded
 
 
 # -- failover between the last batch and the finish ---------------------------
@@ -160,12 +160,7 @@ def test_a_table_replaced_while_the_job_runs_is_not_walked(db, daemon_factory):
     daemon_factory(db.server, db.name, SMALL_BATCHES)
     counter_job(conn, 'count', pause_ms=0.05)
     wait_for(lambda: job_row(conn, 'count')['batches'] >= 5, 60, what='some batches')
-    with db.connect(autocommit=False) as ddl:
-        ddl.execute('ALTER TABLE items RENAME TO items_old')
-        ddl.execute('ALTER TABLE items_old RENAME CONSTRAINT items_pkey TO items_old_pkey')
-        ddl.execute('CREATE TABLE items (LIKE items_old INCLUDING ALL)')
-        ddl.execute('INSERT INTO items SELECT id, payload, 0 FROM items_old')
-        ddl.commit()
+    replace_table(db)
     row = wait_job_state(conn, 'count', {'failed', 'succeeded'}, timeout=90)
     assert row['state'] == 'failed', row
     assert 'the table or its key changed under the job' in row['last_error'], row

@@ -13,13 +13,12 @@ import os
 import pathlib
 import re
 import shutil
-import socket
 import subprocess
 import uuid
 
 import pytest
 
-from daemon import BACKFILLCTL
+from daemon import BACKFILLCTL, socket_activated
 from test_units import MAX_EXPOSURE, analyze, daemon_binary, describe, needs_analyze
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -210,30 +209,14 @@ def test_instance_reaches_a_daemon_activated_like_the_template(db, daemon_factor
     d = daemon_factory(db.server, db.name, start=False)
     missing = tmp_path / 'no-such-dir' / 'ctl.sock'
     d.config['control']['socket'] = str(missing)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listener.bind(str(run.socket))
-        listener.listen(16)
-        fd = listener.fileno()
-
-        def as_fd3():
-            if fd == 3:
-                os.set_inheritable(3, True)
-            else:
-                os.dup2(fd, 3, inheritable=True)
-
-        d.start(shell_prefix='LISTEN_PID=$$ LISTEN_FDS=1', preexec=as_fd3)
-        d.wait_ready(30)
-        assert 'socket passed by systemd' in d.current_log(), d.current_log()
-        result = ctl('-i', name, 'status', '--json')
-        assert result.returncode == 0, (result.returncode, result.stderr)
-        assert json.loads(result.stdout)['daemon']['pid'] == d.pid
-        assert not missing.parent.exists()
-        assert d.stop() == 0
+        with socket_activated(d, run.socket):
+            result = ctl('-i', name, 'status', '--json')
+            assert result.returncode == 0, (result.returncode, result.stderr)
+            assert json.loads(result.stdout)['daemon']['pid'] == d.pid
+            assert not missing.parent.exists()
+            assert d.stop() == 0
     finally:
-        if d.alive():
-            d.kill()
-        listener.close()
         run.cleanup()
 
 

@@ -9,7 +9,7 @@ import re
 import time
 
 from daemon import job_row, wait_for, wait_job_state
-from workload import (SMALL_BATCHES, assert_each_row_once, counter_job, counter_table,
+from workload import (assert_each_row_once, counter_job, counter_table, replace_table,
                       wait_succeeded)
 
 SLICED = {'batch': {'size': 50, 'size_min': 50, 'size_max': 50},
@@ -390,12 +390,7 @@ def test_a_table_replaced_under_a_sliced_job_fails_it_and_touches_nothing_new(
     daemon_factory(db.server, db.name, SLICED)
     counter_job(conn, 'replaced', pause_ms=2, slices=3)
     walking(conn, 'replaced', 3)
-    with db.connect(autocommit=False) as ddl:
-        ddl.execute('ALTER TABLE items RENAME TO items_old')
-        ddl.execute('ALTER TABLE items_old RENAME CONSTRAINT items_pkey TO items_old_pkey')
-        ddl.execute('CREATE TABLE items (LIKE items_old INCLUDING ALL)')
-        ddl.execute('INSERT INTO items SELECT id, payload, 0 FROM items_old')
-        ddl.commit()
+    replace_table(db)
     row = wait_job_state(conn, 'replaced', {'failed', 'succeeded'}, timeout=60)
     assert row['state'] == 'failed', row
     assert 'the table or its key changed under the job' in row['last_error'], row['last_error']

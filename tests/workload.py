@@ -38,6 +38,18 @@ def counter_job(conn, name, table='items', pause_ms=0.0, **extra):
     return insert_job(conn, name=name, table_name=table, set_clause=set_clause, **extra)
 
 
+def replace_table(db, table='items'):
+    """What a careless migration does under a running job: the table
+    renamed away (to TABLE_old) and a copy created under its name, every
+    counter at 0, in one transaction."""
+    with db.connect(autocommit=False) as ddl:
+        ddl.execute(f'ALTER TABLE {table} RENAME TO {table}_old')
+        ddl.execute(f'ALTER TABLE {table}_old RENAME CONSTRAINT {table}_pkey TO {table}_old_pkey')
+        ddl.execute(f'CREATE TABLE {table} (LIKE {table}_old INCLUDING ALL)')
+        ddl.execute(f'INSERT INTO {table} SELECT id, payload, 0 FROM {table}_old')
+        ddl.commit()
+
+
 def counters(conn, table='items'):
     """{counter value: number of rows}."""
     return dict(conn.execute(
