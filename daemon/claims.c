@@ -11,8 +11,15 @@
 #include "schema.h"
 #include "strbuf.h"
 
-/* {1,2,3}: the ids of what we run, slices or (setup) job rows. */
-static char *claims_ids(bf_engine *engine, bool slices)
+/* Which ids a list names (claims_ids). */
+enum claims_list {
+	CLAIMS_SLICES,	    /* the slices we walk (their rows' ids) */
+	CLAIMS_SETUPS,	    /* the jobs we set up (their rows' ids) */
+	CLAIMS_SLICED_JOBS, /* the jobs we walk slices of */
+};
+
+/* {1,2,3}: an id list of what we run, as an array literal. */
+static char *claims_ids(bf_engine *engine, enum claims_list which)
 {
 	bf_strbuf ids;
 	int n = 0;
@@ -20,25 +27,11 @@ static char *claims_ids(bf_engine *engine, bool slices)
 	bf_strbuf_init(&ids);
 	bf_strbuf_append(&ids, "{");
 	for (bf_job *job = engine->jobs; job; job = job->next) {
-		if (!job->slice_id == !slices)
-			bf_strbuf_printf(&ids, "%s%" PRId64, n++ ? "," : "",
-					 slices ? job->slice_id : job->id);
+		if ((which == CLAIMS_SETUPS) != !job->slice_id)
+			continue;
+		bf_strbuf_printf(&ids, "%s%" PRId64, n++ ? "," : "",
+				 which == CLAIMS_SLICES ? job->slice_id : job->id);
 	}
-	bf_strbuf_append(&ids, "}");
-	return bf_strbuf_finish(&ids);
-}
-
-/* {1,2}: the jobs we walk slices of. */
-static char *claims_job_ids(bf_engine *engine)
-{
-	bf_strbuf ids;
-	int n = 0;
-
-	bf_strbuf_init(&ids);
-	bf_strbuf_append(&ids, "{");
-	for (bf_job *job = engine->jobs; job; job = job->next)
-		if (job->slice_id)
-			bf_strbuf_printf(&ids, "%s%" PRId64, n++ ? "," : "", job->id);
 	bf_strbuf_append(&ids, "}");
 	return bf_strbuf_finish(&ids);
 }
@@ -104,7 +97,7 @@ void bf_claims_claim(bf_engine *engine)
 		engine->want_claim = engine->claim_slices = 0;
 		return;
 	}
-	char *running = claims_ids(engine, engine->claim_slices);
+	char *running = claims_ids(engine, engine->claim_slices ? CLAIMS_SLICES : CLAIMS_SETUPS);
 
 	if (!running)
 		return;
@@ -198,8 +191,8 @@ static const char renew_sql[] =
 void bf_claims_renew(bf_engine *engine)
 {
 	char lease[16];
-	char *slices = claims_ids(engine, true);
-	char *setups = claims_ids(engine, false);
+	char *slices = claims_ids(engine, CLAIMS_SLICES);
+	char *setups = claims_ids(engine, CLAIMS_SETUPS);
 	/* What status shows for our walks on every other instance too. */
 	char *live = claims_live_all(engine);
 
@@ -276,7 +269,7 @@ void bf_claims_rollup(bf_engine *engine)
 		"               FOR NO KEY UPDATE SKIP LOCKED)\n"
 		"  AND (j.rows_scanned, j.rows_updated, j.batches)\n"
 		"      IS DISTINCT FROM (t.rows_scanned, t.rows_updated, t.batches)";
-	char *ids = claims_job_ids(engine);
+	char *ids = claims_ids(engine, CLAIMS_SLICED_JOBS);
 	const char *params[1] = {ids};
 
 	engine->want_rollup = 0;

@@ -141,12 +141,10 @@ static double rounded(double v, double unit)
 	return (double)(long long)(v / unit + 0.5) * unit;
 }
 
-static double progress_of(const char *state, int64_t scanned, int64_t estimate, int walk_done)
+static double progress_of(const char *state, int64_t scanned, int64_t estimate)
 {
 	if (strcmp(state, "succeeded") == 0)
 		return 1.0;
-	if (walk_done)
-		return 0.99;
 	if (estimate <= 0)
 		return 0.0;
 	double p = (double)scanned / (double)estimate;
@@ -428,7 +426,7 @@ static json_t *job_object(const PGresult *res, int row, bf_engine *engine, int p
 		(json_int_t)c.scanned, "rows_updated", (json_int_t)c.updated, "batches",
 		(json_int_t)c.batches, "rows_estimate",
 		c.estimate >= 0 ? json_integer(c.estimate) : json_null(), "progress",
-		progress_of(state, c.scanned, c.estimate, 0), "last_error",
+		progress_of(state, c.scanned, c.estimate), "last_error",
 		str_or_null(bf_cell(res, row, BF_ST_LAST_ERROR)), "settings",
 		settings ? settings : json_object(), "started_at",
 		str_or_null(bf_cell(res, row, BF_ST_STARTED_AT)));
@@ -490,7 +488,7 @@ static json_t *job_from_memory(bf_engine *engine, bf_job *job, int paused_all, u
 		"rows_estimate",
 		job->rows_estimate >= 0 ? json_integer(job->rows_estimate) : json_null(),
 		"progress",
-		progress_of("running", c.scanned, job->rows_estimate, 0),
+		progress_of("running", c.scanned, job->rows_estimate),
 		"last_error", "settings", json_object(), "started_at", "finished_at", "updated_at",
 		"lease_until", "lease_expires_in_s", "owner_alive", 1, "blocked_by", "lock_wait_s");
 

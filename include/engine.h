@@ -40,7 +40,7 @@ struct bf_engine {
 
 	int listening; /* schema checked and LISTEN active on this connection */
 	int want_claim, want_renew, want_control;
-	int want_rollup;  /* a batch committed since the job rows' totals were summed */
+	int want_rollup;  /* slices of ours walk: sum their jobs' totals (each poll) */
 	int claim_slices; /* the claim of setups is answered: slices are next */
 	int want_session; /* a reload: re-apply the session settings */
 	int paused;	  /* backfill.control says pause --all */

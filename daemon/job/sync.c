@@ -148,27 +148,27 @@ static void job_synced(bf_pg *pg, const bf_pg_result *r, void *arg)
 	const char *owner = bf_cell(res, 0, SYNC_OWNER);
 	int64_t epoch = bf_cell_int(res, 0, SYNC_LEASE_EPOCH, -1);
 
-	/* A job that stopped running took its slices' leases back: that is
-	 * the stop, not a takeover. */
-	if (strcmp(state, "running") != 0 && job->slice_id && !owner) {
+	bool ours = owner && strcmp(owner, job->owner) == 0 && epoch == job->lease_epoch;
+
+	/* A job that stopped running took its slices' leases back (a
+	 * setup's stays ours to give back): that is the stop, not a
+	 * takeover. */
+	if (strcmp(state, "running") != 0 && (ours || (job->slice_id && !owner))) {
 		job_log(job, BF_LOG_NOTICE, "state changed to %s; stopping before the next batch",
 			state);
-		job_close(job);
+		job->stop_requested = 1;
+		if (ours)
+			job_release(job);
+		else
+			job_close(job);
 		return;
 	}
-	if (!owner || strcmp(owner, job->owner) != 0 || epoch != job->lease_epoch) {
+	if (!ours) {
 		job_log(job, BF_LOG_WARNING,
 			"lease lost: the job is now owned by %s (lease epoch %" PRId64
 			", ours was %" PRId64 "); dropping it",
 			owner ? owner : "nobody", epoch, job->lease_epoch);
 		job_close(job);
-		return;
-	}
-	if (strcmp(state, "running") != 0) {
-		job_log(job, BF_LOG_NOTICE, "state changed to %s; stopping before the next batch",
-			state);
-		job->stop_requested = 1;
-		job_release(job);
 		return;
 	}
 	if (strcmp(PQgetvalue(res, 0, SYNC_UNIT_STATE), "running") != 0) {

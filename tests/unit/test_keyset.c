@@ -17,11 +17,7 @@ static bf_walk walk_one(void)
 
 static bf_walk walk_two(void)
 {
-	bf_walk w = walk_one();
-	bf_walk two = unit_walk_two(two_types);
-
-	two.where_clause = w.where_clause;
-	return two;
+	return unit_walk_two(walk_one(), two_types);
 }
 
 static bf_batch_args args(int first, int limit)

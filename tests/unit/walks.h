@@ -22,11 +22,9 @@ static inline bf_walk unit_walk_one(void)
 	return w;
 }
 
-/* types: the two key columns' types. */
-static inline bf_walk unit_walk_two(const char *const *types)
+/* w with the composite key; types: the two key columns' types. */
+static inline bf_walk unit_walk_two(bf_walk w, const char *const *types)
 {
-	bf_walk w = unit_walk_one();
-
 	w.table = "\"my schema\".\"Orders\"";
 	w.nkeys = 2;
 	w.key_names = unit_two_names;
